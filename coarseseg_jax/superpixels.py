@@ -1,0 +1,194 @@
+"""Learned soft superpixels: pure, jit-able ops on soft assignments (NHWC).
+
+Conventions
+-----------
+An *assignment* for stride ``s`` has shape ``(B, H_s, W_s, 9)`` with
+``H_s = H / s``. Fine pixel ``(i, j)`` (a pixel of the stride-``s`` grid) is
+softly assigned to the 9 cells of the stride-``2s`` grid around its parent cell
+``(i // 2, j // 2)``: neighbour ``k`` is the cell
+
+    cell_k(i, j) = (i // 2 + k // 3 - 1, j // 2 + k % 3 - 1)
+
+(row-major 3x3, ``k = 4`` is the parent). Cells outside the grid get weight
+exactly 0: they are masked before the softmax. (The paper's published code does
+not mask them; there the zero-padded candidates soak up weight at the image
+border.) The weights of each pixel sum to 1 (a partition of unity).
+
+``assignments`` is always a sequence ordered from the finest stride to the
+coarsest; for FCN-16 with strides 4 and 8 it is ``[A_4, A_8]``.
+
+Implementation: every op is written with whole-array operations (a zero pad,
+9 shifted slices, reshapes to expose the 2x2 children of each parent and one
+einsum), never per-pixel gathers, because they run on every training step.
+`downsample` is the adjoint of `upsample`: it scatters back through the
+reversed offsets, again with shifted slices. ``benchmarks/superpixel_ops.py``
+measures them against a straightforward gather implementation.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_NEIGHBOURS = 9
+# (dy, dx) of neighbour k, row-major over the 3x3 window around the parent.
+OFFSETS = tuple((k // 3 - 1, k % 3 - 1) for k in range(NUM_NEIGHBOURS))
+_MASKED_LOGIT = -1e9  # exp() of this underflows to exactly 0 in float32.
+
+
+def _check_pair(fine_hw, coarse_hw, what):
+  if fine_hw[0] != 2 * coarse_hw[0] or fine_hw[1] != 2 * coarse_hw[1]:
+    raise ValueError(
+        f"{what}: the fine grid must be exactly twice the coarse grid, got "
+        f"fine {tuple(fine_hw)} and coarse {tuple(coarse_hw)}.")
+
+
+def _neighbours(x: jax.Array) -> jax.Array:
+  """Stacks the 9 neighbours of every cell: (B, h, w, C) -> (B, h, w, 9, C).
+
+  Entry ``[b, u, v, k]`` is ``x[b, u + dy_k, v + dx_k]``, zero outside the grid.
+  """
+  _, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return jnp.stack(
+      [xp[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in OFFSETS],
+      axis=3)
+
+
+def _gather_back(y: jax.Array) -> jax.Array:
+  """Adjoint of `_neighbours`: (B, h, w, 9, C) -> (B, h, w, C).
+
+  Cell ``(u, v)`` collects ``y[u - dy_k, v - dx_k, k]`` over k (entries whose
+  source parent lies outside the grid contribute nothing).
+  """
+  _, h, w, _, _ = y.shape
+  yp = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))
+  return sum(yp[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w, k]
+             for k, (dy, dx) in enumerate(OFFSETS))
+
+
+def _children(a: jax.Array) -> jax.Array:
+  """(B, 2h, 2w, ...) -> (B, h, 2, w, 2, ...): exposes the 2x2 children."""
+  b, hh, ww = a.shape[:3]
+  return a.reshape((b, hh // 2, 2, ww // 2, 2) + a.shape[3:])
+
+
+def valid_mask(h: int, w: int) -> np.ndarray:
+  """Static ``(2h, 2w, 9)`` bool mask: neighbour k of each fine pixel lies in the
+  ``(h, w)`` coarse grid."""
+  u = np.arange(h)[:, None, None]
+  v = np.arange(w)[None, :, None]
+  dy = np.array([o[0] for o in OFFSETS])[None, None, :]
+  dx = np.array([o[1] for o in OFFSETS])[None, None, :]
+  m = (u + dy >= 0) & (u + dy < h) & (v + dx >= 0) & (v + dx < w)  # (h, w, 9)
+  return np.repeat(np.repeat(m, 2, axis=0), 2, axis=1)
+
+
+def assign(fine_feat: jax.Array, coarse_feat: jax.Array, tau: float = 0.07,
+           similarity: str = "dot") -> jax.Array:
+  """Soft assignment of every fine pixel to its 9 candidate coarse cells.
+
+  Args:
+    fine_feat: ``(B, 2h, 2w, D)`` features at stride s.
+    coarse_feat: ``(B, h, w, D)`` features at stride 2s.
+    tau: softmax temperature.
+    similarity: ``"dot"`` (the paper's code: raw dot product) or ``"cosine"``
+      (the paper's text: both feature vectors L2-normalised first).
+
+  Returns:
+    ``(B, 2h, 2w, 9)`` float32 assignment, the softmax over the 9 candidates of
+    ``<fine_feat[i, j], coarse_feat[cell_k(i, j)]> / tau``, exactly 0 for
+    candidates outside the grid; rows sum to 1.
+  """
+  _check_pair(fine_feat.shape[1:3], coarse_feat.shape[1:3], "assign")
+  fine = fine_feat.astype(jnp.float32)
+  coarse = coarse_feat.astype(jnp.float32)
+  if similarity == "cosine":
+    fine = fine / (jnp.linalg.norm(fine, axis=-1, keepdims=True) + 1e-6)
+    coarse = coarse / (jnp.linalg.norm(coarse, axis=-1, keepdims=True) + 1e-6)
+  elif similarity != "dot":
+    raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+  b, hh, ww, _ = fine.shape
+  logits = jnp.einsum("bhpwqd,bhwkd->bhpwqk", _children(fine),
+                      _neighbours(coarse)).reshape(b, hh, ww, NUM_NEIGHBOURS)
+  valid = valid_mask(hh // 2, ww // 2)[None]
+  logits = jnp.where(valid, logits / tau, _MASKED_LOGIT)
+  return jnp.where(valid, jax.nn.softmax(logits, axis=-1), 0.0)
+
+
+def upsample(x: jax.Array, assignment: jax.Array) -> jax.Array:
+  """Decodes coarse cells to fine pixels through a soft assignment.
+
+  Args:
+    x: ``(B, h, w, C)`` values at stride 2s.
+    assignment: ``(B, 2h, 2w, 9)`` assignment at stride s.
+
+  Returns:
+    ``(B, 2h, 2w, C)`` with ``y[i, j] = sum_k A[i, j, k] * x[cell_k(i, j)]``;
+    cells outside the grid count 0. Dtype follows ``x`` and the assignment
+    under JAX's promotion rules.
+  """
+  _check_pair(assignment.shape[1:3], x.shape[1:3], "upsample")
+  b, hh, ww, _ = assignment.shape
+  y = jnp.einsum("bhpwqk,bhwkc->bhpwqc", _children(assignment), _neighbours(x))
+  return y.reshape(b, hh, ww, x.shape[-1])
+
+
+def downsample(x: jax.Array, assignment: jax.Array,
+               eps: float = 1e-8) -> jax.Array:
+  """Pools fine pixels into coarse cells: the assignment-weighted mean.
+
+  Args:
+    x: ``(B, 2h, 2w, C)`` values at stride s.
+    assignment: ``(B, 2h, 2w, 9)`` assignment at stride s.
+    eps: added to the mass in the denominator.
+
+  Returns:
+    ``(B, h, w, C)`` with ``z[u, v] = sum A[i,j,k] x[i,j] / (sum A[i,j,k] + eps)``
+    over all ``(i, j, k)`` with ``cell_k(i, j) = (u, v)``.
+  """
+  if x.shape[1:3] != assignment.shape[1:3]:
+    raise ValueError(
+        f"downsample: x {tuple(x.shape)} and assignment "
+        f"{tuple(assignment.shape)} must share their spatial size.")
+  if x.shape[1] % 2 or x.shape[2] % 2:
+    raise ValueError(f"downsample: spatial size {x.shape[1:3]} must be even.")
+  ones = jnp.ones(x.shape[:3] + (1,), x.dtype)
+  xa = jnp.concatenate([x, ones], axis=-1)
+  # Per parent cell p and neighbour k: sum over p's 4 children of A * [x, 1].
+  per_parent = jnp.einsum("bhpwqk,bhpwqc->bhwkc", _children(assignment),
+                          _children(xa))
+  pooled = _gather_back(per_parent)  # (B, h, w, C + 1)
+  return pooled[..., :-1] / (pooled[..., -1:] + eps)
+
+
+def hard_superpixels(assignments: Sequence[jax.Array]) -> jax.Array:
+  """Hard superpixel ids at the finest assignment resolution.
+
+  Each pixel follows its argmax cell level by level up to the coarsest grid;
+  its id is that coarsest cell's row-major index.
+
+  Args:
+    assignments: assignments ordered finest first, e.g. ``[A_4, A_8]`` with
+      shapes ``(B, H/4, W/4, 9)`` and ``(B, H/8, W/8, 9)``.
+
+  Returns:
+    ``(B, H_finest, W_finest)`` int32 ids in ``[0, H_c * W_c)`` where
+    ``(H_c, W_c)`` is the coarsest grid (half the last assignment's size).
+  """
+  if not assignments:
+    raise ValueError("hard_superpixels needs at least one assignment.")
+  a0 = assignments[0]
+  b, h0, w0, _ = a0.shape
+  rows = jnp.broadcast_to(jnp.arange(h0)[None, :, None], (b, h0, w0))
+  cols = jnp.broadcast_to(jnp.arange(w0)[None, None, :], (b, h0, w0))
+  for a in assignments:
+    _, h, w, _ = a.shape
+    k = jnp.argmax(a, axis=-1).reshape(b, h * w)
+    k_here = jnp.take_along_axis(k, (rows * w + cols).reshape(b, -1), axis=1)
+    k_here = k_here.reshape(b, h0, w0)
+    rows = jnp.clip(rows // 2 + k_here // 3 - 1, 0, h // 2 - 1)
+    cols = jnp.clip(cols // 2 + k_here % 3 - 1, 0, w // 2 - 1)
+  w_c = assignments[-1].shape[2] // 2
+  return (rows * w_c + cols).astype(jnp.int32)
