@@ -1,0 +1,78 @@
+"""Config checks that run before anything is compiled or read.
+
+Each problem raises `ConfigError` with one message saying which config value
+is wrong and what would be right; `main` prints it without a traceback.
+"""
+
+import jax
+import ml_collections
+
+from coarseseg_jax import datasets
+from coarseseg_jax import models
+from coarseseg_jax.errors import ConfigError
+
+# Models whose decoder produces superpixel assignments (needed by lmbda/kappa).
+SUPERPIXEL_MODELS = ("hcfcn",)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for the first invalid value found in `config`."""
+  d, m, t = config.data, config.model, config.train
+  try:
+    models.create_model(m)
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from None
+  if d.crop_size % 16:
+    raise ConfigError(
+        f"config.data.crop_size={d.crop_size} must be a multiple of 16 "
+        "(the models' output stride).")
+  if d.eval_center_crop and d.eval_center_crop % 16:
+    raise ConfigError(
+        f"config.data.eval_center_crop={d.eval_center_crop} must be a "
+        "multiple of 16.")
+  if d.train_labels not in ("coarse", "fine"):
+    raise ConfigError(
+        f"config.data.train_labels={d.train_labels!r}: use 'coarse' or 'fine'.")
+  if d.dataset not in datasets.DATASETS:
+    raise ConfigError(
+        f"config.data.dataset={d.dataset!r} is unknown; choose one of "
+        f"{sorted(datasets.DATASETS)}.")
+  if (datasets.needs_manual_dir(d.dataset) and not d.manual_dir
+      and not datasets.is_prepared(d, m.num_classes)):
+    raise ConfigError(
+        f"dataset {d.dataset!r} is not prepared in {d.data_dir!r} and "
+        "config.data.manual_dir is not set: download it (see data/README.md) "
+        "and pass --config.data.manual_dir=PATH.")
+  if m.num_classes < 2:
+    raise ConfigError(f"config.model.num_classes={m.num_classes} must be >= 2.")
+  n = jax.device_count()
+  for name, size in (("train.batch_size", t.batch_size),
+                     ("data.eval_batch_size", d.eval_batch_size)):
+    if size < 1 or size % n:
+      raise ConfigError(
+          f"config.{name}={size} must be a positive multiple of the number "
+          f"of devices ({n}); batches are sharded over all devices.")
+  if (t.lmbda or t.kappa) and m.name not in SUPERPIXEL_MODELS:
+    raise ConfigError(
+        f"config.train.lmbda={t.lmbda} / kappa={t.kappa} need a model with "
+        f"superpixel upsampling ({', '.join(SUPERPIXEL_MODELS)}), not "
+        f"{m.name!r}; set them to 0 for this model.")
+  if t.lmbda < 0 or t.kappa < 0 or t.m < 0:
+    raise ConfigError("config.train.lmbda, m and kappa must be >= 0.")
+  if t.num_epochs < 1:
+    raise ConfigError(f"config.train.num_epochs={t.num_epochs} must be >= 1.")
+  if t.select_metric not in ("accuracy", "miou", "boundary_recall",
+                             "boundary_f1", "asa"):
+    raise ConfigError(
+        f"config.train.select_metric={t.select_metric!r} is not a "
+        "validation metric (accuracy, miou, boundary_recall, boundary_f1, asa).")
+
+
+def check_dataset(config: ml_collections.ConfigDict, builder) -> None:
+  """Checks the config against the prepared dataset (number of classes)."""
+  n = datasets.num_classes(builder)
+  if n is not None and n != config.model.num_classes:
+    raise ConfigError(
+        f"config.model.num_classes={config.model.num_classes} but dataset "
+        f"{config.data.dataset!r} has {n} classes; set "
+        f"--config.model.num_classes={n}.")

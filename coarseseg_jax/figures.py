@@ -1,0 +1,105 @@
+"""Figures written to `workdir/figures/` at the end of a run (PNG).
+
+- `sample_<i>.png`: image, coarse (training) label, fine label, prediction,
+  and the learned superpixel boundaries (`superpixels.hard_superpixels`) beside
+  the precomputed SLIC boundaries, for a few test images;
+- `curves.png`: training loss terms and validation metrics against the step.
+"""
+
+import os
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+from skimage.segmentation import find_boundaries
+
+IGNORE = 255
+
+
+def colorize(label: np.ndarray, num_classes: int) -> np.ndarray:
+  """(H, W) class ids -> (H, W, 3) float RGB; ignored (255) pixels are white."""
+  cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+  rgb = np.array([cmap(i % cmap.N)[:3] for i in range(num_classes)])
+  out = np.ones(label.shape + (3,))
+  valid = (label >= 0) & (label < num_classes)
+  out[valid] = rgb[label[valid]]
+  return out
+
+
+def overlay_boundaries(image: np.ndarray, segments: np.ndarray,
+                       color=(1.0, 0.9, 0.0)) -> np.ndarray:
+  """Draws the boundaries of `segments` (any resolution that divides the
+  image's) over `image` (H, W, 3) in [0, 1]."""
+  h, w = image.shape[:2]
+  fy, fx = h // segments.shape[0], w // segments.shape[1]
+  segments = np.repeat(np.repeat(segments, fy, axis=0), fx, axis=1)
+  out = image.copy()
+  out[find_boundaries(segments, mode="inner")] = color
+  return out
+
+
+def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir: str,
+                 num_classes: int) -> List[str]:
+  """One panel per sample; returns the paths written."""
+  paths = []
+  for i, s in enumerate(samples):
+    h, w = int(s["height"]), int(s["width"])
+    image = s["image"][:h, :w]
+    panels = [("image", image),
+              ("training label", colorize(s["label"][:h, :w], num_classes)),
+              ("fine label", colorize(s["label_fine"][:h, :w], num_classes)),
+              ("prediction", colorize(s["pred"][:h, :w], num_classes))]
+    if "superpixels" in s:
+      sp = s["superpixels"]
+      sp = sp[:max(1, h * sp.shape[0] // s["image"].shape[0]),
+              :max(1, w * sp.shape[1] // s["image"].shape[1])]
+      panels.append(("learned superpixels", overlay_boundaries(image, sp)))
+    if "slic" in s:
+      panels.append(("SLIC superpixels",
+                     overlay_boundaries(image, s["slic"][:h, :w])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    for ax, (title, img) in zip(axes, panels):
+      ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+      ax.set_title(title, fontsize=9)
+      ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"sample_{i}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def save_curves(records: Sequence[dict], path: str) -> None:
+  """Training loss terms and validation metrics against the step."""
+  fig, (ax_l, ax_v) = plt.subplots(1, 2, figsize=(11, 4))
+  for split, ax, keys in (
+      ("train", ax_l, ("loss", "cross_entropy", "slic", "slic_map")),
+      ("finetune", ax_l, ("loss",)),
+      ("validation", ax_v, ("accuracy_mean", "boundary_recall_mean",
+                            "boundary_f1_mean", "miou_mean", "asa_mean"))):
+    rows = [r for r in records if r.get("split") == split]
+    for key in keys:
+      pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+      if pts:
+        ax.plot(*zip(*pts), label=f"{split} {key}", marker="." if
+                split == "validation" else None)
+  ax_l.set_title("training loss")
+  ax_v.set_title("validation")
+  for ax in (ax_l, ax_v):
+    ax.set_xlabel("step")
+    if ax.lines:
+      ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def save_all(workdir: str, samples, records, num_classes: int) -> None:
+  out_dir = os.path.join(workdir, "figures")
+  os.makedirs(out_dir, exist_ok=True)
+  save_samples(samples, out_dir, num_classes)
+  save_curves(records, os.path.join(out_dir, "curves.png"))

@@ -1,0 +1,308 @@
+"""Training: the train state, the jit-compiled steps, and the loop.
+
+`train_and_evaluate(config, workdir)` prepares the dataset if needed, trains
+with data parallelism over every device of every host (a 1-D `Mesh` named
+`data`: batches sharded, parameters replicated), evaluates on the validation
+split each `eval_every_epochs`, keeps the latest and the best checkpoints, and
+finally evaluates the best state on the test split and writes
+`workdir/results.json` and `workdir/figures/`.
+
+Resuming: started again with the same command after an interruption (kill -9
+included), it restores the newest checkpoint and asks the input pipeline for
+the batches from that step on; the pipeline yields exactly the batches an
+uninterrupted run would (each epoch's order and augmentation are a pure
+function of the seed and the epoch), so no data is lost or repeated.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import NamedSharding, PartitionSpec as P
+import tqdm
+
+from coarseseg_jax import checkpoints
+from coarseseg_jax import config_validation
+from coarseseg_jax import datasets
+from coarseseg_jax import evaluate
+from coarseseg_jax import figures
+from coarseseg_jax import input_pipeline
+from coarseseg_jax import losses
+from coarseseg_jax import models
+from coarseseg_jax import writers
+from coarseseg_jax.errors import NonFiniteLossError
+
+
+class TrainState(train_state.TrainState):
+  """Train state with BatchNorm statistics, an RNG and a non-finite guard.
+
+  `nonfinite_step` is -1, or the first step whose loss was not finite; such a
+  step leaves params, batch statistics and optimizer state unchanged, so no
+  NaN ever reaches a checkpoint.
+  """
+  batch_stats: Any = None
+  rng: Any = None
+  nonfinite_step: Any = None
+
+
+def create_optimizer(train_config: ml_collections.ConfigDict):
+  if train_config.optimizer == "adam":
+    return optax.adam(train_config.learning_rate)
+  if train_config.optimizer == "adamw":
+    return optax.adamw(train_config.learning_rate,
+                       weight_decay=train_config.weight_decay)
+  raise ValueError(f"unknown optimizer {train_config.optimizer!r}")
+
+
+def _replicate(tree, mesh):
+  """Host values -> global arrays replicated over `mesh` (multi-host safe)."""
+  sharding = NamedSharding(mesh, P())
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+  return jax.tree.map(put, tree)
+
+
+def create_train_state(config, model, mesh, image_size: int) -> TrainState:
+  """Initialises (or imports pretrained weights into) a replicated state."""
+  rng = jax.random.PRNGKey(config.seed)
+  params_rng, state_rng = jax.random.split(rng)
+  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {"params": params_rng}, dummy)
+  variables = jax.device_get(variables)
+  if config.model.pretrained:
+    variables = models.pretrained.load_pretrained(
+        config.model.pretrained, config.model, variables)
+  tx = create_optimizer(config.train)
+
+  def make(variables, rng):
+    return TrainState.create(
+        apply_fn=model.apply, params=variables["params"], tx=tx,
+        batch_stats=variables.get("batch_stats", {}), rng=rng,
+        nonfinite_step=jnp.array(-1, jnp.int32))
+
+  return jax.jit(make, out_shardings=NamedSharding(mesh, P()))(
+      _replicate(variables, mesh), _replicate(state_rng, mesh))
+
+
+def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
+               kappa: float, num_segments: int):
+  """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
+
+  Args:
+    state: the replicated train state.
+    batch: `image` (B, H, W, 3) float32 in [0, 1], `label` (B, H, W) int32
+      training labels (255 = ignored), `slic` (B, H, W) int32 (used when
+      kappa > 0).
+    lmbda, m, kappa, num_segments: loss weights, see
+      `losses.regularized_loss`; lmbda = kappa = 0 is plain cross-entropy.
+  Returns:
+    the new state and a dict of scalar metrics.
+  """
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    (logits, assignments), new_vars = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, batch["image"],
+        train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    total, terms = losses.regularized_loss(
+        logits, batch["label"], batch["image"], assignments, lmbda=lmbda, m=m,
+        slic=batch["slic"] if kappa else None, kappa=kappa,
+        num_segments=num_segments if kappa else None, return_terms=True)
+    labelled = batch["label"] != 255
+    correct = (jnp.argmax(logits, -1) == batch["label"]) & labelled
+    terms["accuracy"] = correct.sum() / jnp.maximum(labelled.sum(), 1)
+    return total, (terms, new_vars.get("batch_stats", {}))
+
+  (loss, (terms, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  finite = jnp.isfinite(loss)
+  keep = lambda new, old: jax.tree.map(
+      lambda a, b: jnp.where(finite, a, b), new, old)
+  first_bad = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
+                        state.nonfinite_step)
+  new_state = updated.replace(
+      params=keep(updated.params, state.params),
+      opt_state=keep(updated.opt_state, state.opt_state),
+      batch_stats=keep(updated.batch_stats, state.batch_stats),
+      nonfinite_step=first_bad)
+  metrics = {"loss": loss, **terms,
+             "grad_norm": optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def _check_finite(state: TrainState, last_good: Optional[int]):
+  bad = int(jax.device_get(state.nonfinite_step))
+  if bad >= 0:
+    kept = (f"the last good checkpoint (step {last_good}) is kept"
+            if last_good is not None else "no checkpoint was written")
+    raise NonFiniteLossError(
+        f"the training loss became non-finite at step {bad + 1}; stopping. "
+        f"{kept}. Try a lower learning rate or a smaller lambda.")
+
+
+def _variables(state):
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+class _Run:
+  """What the loop needs across phases (plain holder, no logic)."""
+
+  def __init__(self, config, workdir):
+    self.config, self.workdir = config, workdir
+    self.builder = datasets.get_builder(config.data, config.model.num_classes)
+    self.mesh = input_pipeline.make_mesh()
+    self.model = models.create_model(config.model)
+    self.writer = writers.MetricWriter(workdir)
+    self.latest = checkpoints.Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    self.best = checkpoints.Checkpointer(os.path.join(workdir, "best"), 1)
+    self.eval_step = jax.jit(
+        evaluate.make_eval_step(self.model, config.model.num_classes))
+    t = config.train
+    self.train_step = jax.jit(functools.partial(
+        train_step, lmbda=t.lmbda, m=t.m, kappa=t.kappa,
+        num_segments=config.data.slic_num_segments), donate_argnums=0)
+
+  def eval_split(self, state, split, **kwargs):
+    batches = input_pipeline.create_eval_iterator(
+        self.builder, self.config.data, split, self.config.data.eval_batch_size)
+    return evaluate.evaluate(self.eval_step, _variables(state), batches,
+                             self.mesh, **kwargs)
+
+
+def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
+                 first_step: int, num_steps: int, steps_per_epoch: int):
+  """Trains steps [meta-resumed step, first_step + num_steps) of one phase.
+
+  `phase` is "train" (model selection on validation) or "finetune" (stops
+  early once the validation loss is no higher than `meta["target_loss"]`).
+  """
+  config, t = run.config, run.config.train
+  step = int(jax.device_get(state.step))
+  end = first_step + num_steps
+  it = input_pipeline.create_train_iterator(
+      run.builder, config.data, t.batch_size, seed=config.seed + (
+          1 if phase == "finetune" else 0), start_step=step - first_step,
+      split=split)
+  bar = tqdm.tqdm(total=end, initial=step, desc=phase, mininterval=5,
+                  disable=jax.process_index() != 0)
+  history, tic, epoch_losses = [], time.time(), meta.get("epoch_losses", [])
+  while step < end:
+    batch = input_pipeline.shard_batch(next(it), run.mesh)
+    state, step_metrics = run.train_step(state, batch)
+    history.append(step_metrics)
+    step += 1
+    epoch_end = (step - first_step) % steps_per_epoch == 0
+    if step % t.log_every_steps == 0 or epoch_end or step == end:
+      _check_finite(state, run.latest.latest_step())
+      scalars = {k: float(np.mean([float(h[k]) for h in history]))
+                 for k in history[0]}
+      scalars["images_per_second"] = (
+          len(history) * t.batch_size / max(time.time() - tic, 1e-9))
+      run.writer.write(step, phase, scalars)
+      epoch_losses.append(scalars["loss"])
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}",
+                      img_s=f"{scalars['images_per_second']:.1f}")
+      bar.update(len(history))
+      history, tic = [], time.time()
+    epoch = (step - first_step) // steps_per_epoch
+    stop = False
+    if epoch_end and (epoch % t.eval_every_epochs == 0 or step == end):
+      summary, _, _ = run.eval_split(state, config.data.eval_split)
+      run.writer.write(step, "validation", summary)
+      meta["train_loss"] = float(np.mean(epoch_losses[-steps_per_epoch:]))
+      epoch_losses = []
+      logging.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
+                   json.dumps({k: round(v, 4) for k, v in summary.items()}))
+      metric = summary.get(f"{t.select_metric}_mean", summary.get(
+          t.select_metric))
+      if phase == "train" and metric is not None and (
+          meta.get("best_metric") is None or metric > meta["best_metric"]):
+        meta.update(best_metric=metric, best_step=step)
+        run.best.save(step, state, dict(meta))
+      if phase == "finetune" and summary["loss"] <= meta["target_loss"]:
+        stop = True
+    meta["epoch_losses"] = epoch_losses
+    if stop:
+      meta["finetune_done"] = True
+    if step % t.checkpoint_every_steps == 0 or epoch_end or step == end or stop:
+      _check_finite(state, run.latest.latest_step())
+      run.latest.save(step, state, dict(meta, phase=phase))
+    if stop:
+      break
+  bar.close()
+  run.latest.wait()
+  return state, meta
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict:
+  """Trains, selects, (optionally) fine-tunes, tests; returns results.json."""
+  config_validation.validate(config)
+  if config.distributed:
+    jax.distributed.initialize()
+  datasets.prepare(config.data, config.model.num_classes)
+  run = _Run(config, workdir)
+  config_validation.check_dataset(config, run.builder)
+  t = config.train
+  spe = input_pipeline.steps_per_epoch(run.builder, t.batch_size,
+                                       config.data.train_split)
+  num_steps = spe * t.num_epochs
+  if t.max_steps:
+    num_steps = min(num_steps, t.max_steps)
+
+  state = create_train_state(config, run.model, run.mesh, config.data.crop_size)
+  meta = {}
+  if run.latest.latest_step() is not None:
+    state, meta = run.latest.restore(state)
+    logging.info("Resumed from step %d.", int(state.step))
+  if meta.get("phase", "train") == "train":
+    state, meta = _train_phase(run, state, meta, phase="train",
+                               split=config.data.train_split, first_step=0,
+                               num_steps=num_steps, steps_per_epoch=spe)
+  if t.finetune and not meta.get("finetune_done"):
+    if meta.get("phase") != "finetune":  # Start: best state, fresh Adam.
+      if run.best.latest_step() is not None:
+        state, _ = run.best.restore(state)
+      state = state.replace(opt_state=jax.jit(state.tx.init)(state.params))
+      meta.update(target_loss=meta["train_loss"], finetune_start=num_steps,
+                  epoch_losses=[])
+    split = f"{config.data.train_split}+{config.data.eval_split}"
+    ft_spe = input_pipeline.steps_per_epoch(run.builder, t.batch_size, split)
+    state, meta = _train_phase(
+        run, state, meta, phase="finetune", split=split,
+        first_step=meta["finetune_start"],
+        num_steps=ft_spe * t.finetune_max_epochs, steps_per_epoch=ft_spe)
+  elif run.best.latest_step() is not None:
+    state, _ = run.best.restore(state)
+
+  summary, rows, samples = run.eval_split(
+      state, config.data.test_split, full=True,
+      num_samples=t.num_figures)
+  run.writer.write(int(jax.device_get(state.step)), "test", summary)
+  results = {"test": summary, "test_per_image": rows,
+             "selected_step": int(jax.device_get(state.step)),
+             "best_validation": meta.get("best_metric"),
+             "dataset": run.builder.info.full_name,
+             "config": config.to_dict()}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=1, default=str)
+    figures.save_all(workdir, samples, writers.read_metrics(workdir),
+                     config.model.num_classes)
+  run.writer.close()
+  run.latest.close()
+  run.best.close()
+  return results

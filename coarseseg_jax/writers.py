@@ -1,0 +1,73 @@
+"""Metric logging: TensorBoard event files and `workdir/metrics.jsonl`.
+
+Only JAX process 0 writes; on the other processes the writer is a no-op, so
+the training loop can call it unconditionally. `metrics.jsonl` holds one JSON
+object per line, each with `step` and `split` (train, validation, ...), so a
+run can be analysed without TensorBoard, e.g.
+`[json.loads(l) for l in open('metrics.jsonl')]`.
+"""
+
+import json
+import math
+import os
+from typing import Mapping
+
+import jax
+
+
+def _scalar(value):
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+class MetricWriter:
+  """Writes scalars to TensorBoard (`workdir/tensorboard/<split>`) and jsonl."""
+
+  def __init__(self, workdir: str):
+    self._active = jax.process_index() == 0
+    self._tb = {}
+    self._workdir = workdir
+    if self._active:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    if not self._active:
+      return
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if split not in self._tb:
+      self._tb[split] = tf.summary.create_file_writer(
+          os.path.join(self._workdir, "tensorboard", split))
+    record = {"step": int(step), "split": split}
+    with self._tb[split].as_default():
+      for name, value in scalars.items():
+        record[name] = _scalar(value)
+        if record[name] is not None:
+          tf.summary.scalar(name, record[name], step=int(step))
+    self._tb[split].flush()
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self._active:
+      for w in self._tb.values():
+        w.close()
+      self._jsonl.close()
+
+
+def read_metrics(workdir: str) -> list:
+  """The records of `workdir/metrics.jsonl`, in step order (empty if none).
+
+  A resumed run logs the steps after its last checkpoint a second time; the
+  last record of each (split, step) wins.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  records = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        r = json.loads(line)
+        records[(r["split"], r["step"])] = r
+  return sorted(records.values(), key=lambda r: (r["step"], r["split"]))

@@ -1,0 +1,19 @@
+"""PanNuke (histology nuclei: 5 nucleus types + background, 256x256 images).
+
+Folds 1/2/3 are train/validation/test. The paper's training recipe (Adam
+5e-4, lambda 0.05, m 0, tau 0.07, 75 epochs) with 256x256 crops (the whole
+image). Pass --config.data.manual_dir (see data/README.md).
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.dataset = "pannuke"
+  config.data.crop_size = 256
+  config.data.slic_num_segments = 512
+  config.model.num_classes = 6
+  config.train.num_epochs = 75
+  config.train.lmbda = 0.05
+  return config
