@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import tqdm
 
@@ -127,7 +128,9 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  finite = jnp.isfinite(loss)
+  # A step is rejected when its loss, or the parameters it would produce, are
+  # not finite (the latter catches a NaN learning rate or overflowing update).
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updated.params))
   keep = lambda new, old: jax.tree.map(
       lambda a, b: jnp.where(finite, a, b), new, old)
   first_bad = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
@@ -148,7 +151,8 @@ def _check_finite(state: TrainState, last_good: Optional[int]):
     kept = (f"the last good checkpoint (step {last_good}) is kept"
             if last_good is not None else "no checkpoint was written")
     raise NonFiniteLossError(
-        f"the training loss became non-finite at step {bad + 1}; stopping. "
+        f"the training loss (or the update) became non-finite at step "
+        f"{bad + 1}; stopping, its update was not applied. "
         f"{kept}. Try a lower learning rate or a smaller lambda.")
 
 
@@ -253,7 +257,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_validation.validate(config)
   if config.distributed:
     jax.distributed.initialize()
-  datasets.prepare(config.data, config.model.num_classes)
+  if jax.process_index() == 0:  # One host prepares, the others wait.
+    datasets.prepare(config.data, config.model.num_classes)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
   run = _Run(config, workdir)
   config_validation.check_dataset(config, run.builder)
   t = config.train

@@ -1,0 +1,37 @@
+"""A tiny config for end-to-end tests: 64x64 synthetic images, a narrow model.
+
+Also usable from the command line:
+  python -m coarseseg_jax.main --config=tests/tiny_config.py --workdir=/tmp/w
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import synthetic  # pylint: disable=g-import-not-at-top
+
+
+def get_config():
+  config = synthetic.get_config()
+  config.data.data_dir = os.environ.get("COARSESEG_TEST_DATA_DIR", "data")
+  config.data.builder_kwargs.num_train = 16
+  config.data.builder_kwargs.num_validation = 4
+  config.data.builder_kwargs.num_test = 4
+  config.data.builder_kwargs.image_size = 64
+  config.data.crop_size = 64
+  config.data.slic_num_segments = 64
+  config.data.eval_batch_size = 8
+  config.data.shuffle_buffer = 16
+  config.model.stage_blocks = (1, 1, 1)
+  config.model.width = 8
+  config.model.head_channels = 8
+  config.model.sim_features = 8
+  config.train.batch_size = 8
+  config.train.num_epochs = 3
+  config.train.lmbda = 0.05
+  config.train.kappa = 0.05
+  config.train.log_every_steps = 1
+  config.train.checkpoint_every_steps = 1
+  config.train.num_figures = 2
+  return config
