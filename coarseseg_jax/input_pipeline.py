@@ -1,0 +1,411 @@
+"""tf.data input pipeline: TFDS records -> process-local NumPy batches -> jax.
+
+Batches (process-local NumPy dicts; `b` = global batch // process count):
+  image       float32 (b, H, W, 3) in [0, 1] (normalisation is the model's).
+  label       int32   (b, H, W) the training labels (`data.train_labels`:
+              coarse or fine); 255 = unlabelled or padding.
+  label_fine  int32   (b, H, W) fine labels, 255 = unlabelled or padding.
+  slic        int32   (b, H, W) SLIC ids, -1 = ignored or padding.
+  mask        float32 (b,) 1 for real examples, 0 for padding examples.
+  Evaluation only: `height`, `width` int32 (b,) the evaluated image's size
+  (after the optional centre crop), `id` (b,) bytes.
+
+Training (`create_train_iterator`): random scale in `data.scale_range`
+(bilinear + antialias for the image, nearest neighbour for labels and SLIC),
+images smaller than the crop padded bottom/right (image 0, labels 255, slic
+-1), random `crop_size` crop, horizontal flip; one draw applied jointly to the
+image, both labels and the SLIC map. SLIC ids of a crop are relabelled to
+0..k-1 in raster order of first appearance, ids >= `data.slic_num_segments`
+set to -1 (the loss one-hots them into `slic_num_segments` slots).
+
+Evaluation (`create_eval_iterator`): no augmentation; whole images, or the
+centre `data.eval_center_crop` crop (the paper's protocol), padded
+bottom/right to ONE fixed size per split: the largest height and width of the
+split (crop-clipped) rounded up to 16 (image 0, labels 255, slic -1). One size
+means one compilation and equal shapes on every host. SLIC ids are relabelled
+0..k-1 for crops but never capped (the SLIC ASA needs them all). The last
+batch is filled with dummy examples (`mask` 0), and every process yields
+`num_eval_batches` batches, so collectives line up and each image is counted
+exactly once over all processes.
+
+Multi-host: process p of P reads `tfds.even_splits(split, P)[p]`; the global
+batch is the concatenation of the process batches, laid out over the devices
+by `shard_batch`.
+
+Determinism and resumption (training): with `data.deterministic` (the
+default), epoch e's order (a `shuffle_buffer` shuffle with a seed derived from
+(seed, e, process)) and its augmentation (stateless ops seeded from (seed, e,
+process, position in the epoch)) are pure functions of those numbers. Each
+epoch has exactly `steps_per_epoch` batches (drop remainder), so step s is
+batch s % steps_per_epoch of epoch s // steps_per_epoch, and
+`create_train_iterator(..., start_step=s)` yields exactly what an uninterrupted
+run yields from step s on; the skipped examples are only read, not decoded.
+The guarantee holds for the same dataset, seed, global batch size and process
+count (and TensorFlow global seed, `tf.random.set_seed`, never set here).
+"""
+
+from typing import Dict, Iterator, Optional, Tuple, Union
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+IGNORE_LABEL = 255
+IGNORE_SLIC = -1
+_ALIGN = 16
+_HEAVY = ("image", "label_fine", "label_coarse", "slic")
+_size_cache: Dict[Tuple[str, str], Tuple[int, int]] = {}
+
+
+def _hide_tf_accelerators():
+  """Keeps TensorFlow (full, non -cpu builds) off the GPUs/TPUs JAX uses."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (RuntimeError, ValueError):  # Already initialised, or no such type.
+    pass
+
+
+def _processes(process_index, process_count) -> Tuple[int, int]:
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if not 0 <= index < count:
+    raise ValueError(f"process_index {index} not in [0, {count}).")
+  return index, count
+
+
+def _local_batch(batch_size: int, process_count: int) -> int:
+  if batch_size <= 0 or batch_size % process_count:
+    raise ValueError(
+        f"the global batch size {batch_size} must be a positive multiple of "
+        f"the number of processes ({process_count}).")
+  return batch_size // process_count
+
+
+def _num_examples(builder, split) -> int:
+  return builder.info.splits[split].num_examples
+
+
+def _read(builder, split) -> tf.data.Dataset:
+  """Records of `split` in file order; heavy features left encoded."""
+  return builder.as_dataset(
+      split=split, shuffle_files=False,
+      decoders={k: tfds.decode.SkipDecoding() for k in _HEAVY},
+      read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=False))
+
+
+def _decode(builder, record, label_key: str) -> Dict[str, tf.Tensor]:
+  """image uint8 (H, W, 3); `labels` int32 (3, H, W): label, fine, slic.
+
+  The labels are stacked on a leading axis so that one op (a slice, a flip, a
+  nearest-neighbour resize of a "batch" of 3) transforms all three jointly.
+  """
+  features = builder.info.features
+  fine = tf.cast(features["label_fine"].decode_example(record["label_fine"]),
+                 tf.int32)[..., 0]
+  label = fine if label_key == "label_fine" else tf.cast(
+      features[label_key].decode_example(record[label_key]), tf.int32)[..., 0]
+  slic = tf.cast(features["slic"].decode_example(record["slic"]), tf.int32)
+  image = features["image"].decode_example(record["image"])
+  return {"image": image, "id": record["id"],
+          "labels": tf.stack([label, fine, slic])}
+
+
+def _relabel_slic(slic: tf.Tensor, cap: Optional[int]) -> tf.Tensor:
+  """Ids -> 0..k-1 by first appearance (raster order); -1 kept; >= cap -> -1."""
+  flat = tf.reshape(slic, [-1])
+  uniques, index = tf.unique(flat)
+  valid = uniques >= 0
+  new = tf.where(valid, tf.cumsum(tf.cast(valid, tf.int32)) - 1, IGNORE_SLIC)
+  if cap is not None:
+    new = tf.where(new >= cap, IGNORE_SLIC, new)
+  return tf.reshape(tf.gather(new, index), tf.shape(slic))
+
+
+def _finish(image, labels, relabel: bool, slic_cap: Optional[int]):
+  """Float image, split labels; -1 (padding) becomes 255 in label channels."""
+  both = labels[:2]
+  both = tf.where(both < 0, IGNORE_LABEL, both)
+  image = tf.clip_by_value(tf.cast(image, tf.float32) / 255.0, 0.0, 1.0)
+  slic = labels[2]
+  return {"image": image, "label": both[0], "label_fine": both[1],
+          "slic": _relabel_slic(slic, slic_cap) if relabel else slic}
+
+
+def _augment(image, labels, key, data_config) -> Dict[str, tf.Tensor]:
+  """Joint random scale, pad, crop and flip; see the module docstring."""
+  crop = data_config.crop_size
+  k_scale, k_y, k_x, k_flip = tf.unstack(
+      tf.random.experimental.stateless_split(key, 4))
+  lo, hi = (float(s) for s in data_config.scale_range)
+  if (lo, hi) != (1.0, 1.0):
+    scale = tf.random.stateless_uniform([], k_scale, lo, hi)
+    size = tf.maximum(tf.cast(tf.round(
+        tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32), 1)
+    image = tf.image.resize(image, size, "bilinear", antialias=True)
+    labels = tf.image.resize(labels[..., None], size, "nearest")[..., 0]
+  shape = tf.shape(image)
+  pad_h, pad_w = tf.maximum(crop - shape[0], 0), tf.maximum(crop - shape[1], 0)
+  image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
+  labels = tf.pad(labels, [[0, 0], [0, pad_h], [0, pad_w]],
+                  constant_values=-1)
+  y = tf.random.stateless_uniform([], k_y, 0, shape[0] + pad_h - crop + 1,
+                                  tf.int32)
+  x = tf.random.stateless_uniform([], k_x, 0, shape[1] + pad_w - crop + 1,
+                                  tf.int32)
+  image = image[y:y + crop, x:x + crop]
+  labels = labels[:, y:y + crop, x:x + crop]
+  if data_config.hflip:
+    flip = tf.random.stateless_uniform([], k_flip) < 0.5
+    image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+    labels = tf.cond(flip, lambda: labels[:, :, ::-1], lambda: labels)
+  out = _finish(tf.ensure_shape(image, [crop, crop, 3]),
+                tf.ensure_shape(labels, [3, crop, crop]), True,
+                data_config.slic_num_segments)
+  out["mask"] = tf.constant(1.0, tf.float32)
+  return out
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  options.autotune.enabled = True
+  options.threading.max_intra_op_parallelism = 1
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+def _check_config(data_config):
+  if data_config.crop_size <= 0 or data_config.crop_size % _ALIGN:
+    raise ValueError(f"data.crop_size={data_config.crop_size} must be a "
+                     f"positive multiple of {_ALIGN}.")
+  lo, hi = data_config.scale_range
+  if not 0 < lo <= hi:
+    raise ValueError(f"data.scale_range={data_config.scale_range} must be "
+                     "(lo, hi) with 0 < lo <= hi.")
+  if data_config.train_labels not in ("coarse", "fine"):
+    raise ValueError(f"data.train_labels={data_config.train_labels!r} must be "
+                     "'coarse' or 'fine'.")
+
+
+def steps_per_epoch(builder: tfds.core.DatasetBuilder, global_batch_size: int,
+                    split: str = "train") -> int:
+  """Number of full global batches in one epoch of `split` (drop remainder)."""
+  n = _num_examples(builder, split)
+  if global_batch_size <= 0 or n < global_batch_size:
+    raise ValueError(f"split {split!r} has {n} examples, fewer than one global "
+                     f"batch of {global_batch_size}.")
+  return n // global_batch_size
+
+
+def create_train_iterator(
+    builder: tfds.core.DatasetBuilder, data_config, global_batch_size: int, *,
+    seed: int, start_step: int = 0, split: str = "train",
+    process_index: Optional[int] = None, process_count: Optional[int] = None,
+) -> Iterator[Dict[str, np.ndarray]]:
+  """Infinite iterator of this process's augmented training batches.
+
+  Args:
+    builder: a prepared TFDS builder with `segmentation_features()`.
+    data_config: `config.data` (crop_size, scale_range, hflip, train_labels,
+      slic_num_segments, shuffle_buffer, deterministic).
+    global_batch_size: batch over all processes; must divide by their count.
+    seed: the run's seed; order and augmentation are functions of it.
+    start_step: global step to resume from (see the module docstring).
+    split: TFDS split expression, e.g. "train" or "train+validation".
+    process_index, process_count: default to JAX's; explicit for tests.
+
+  Yields:
+    dicts of NumPy arrays with `b = global_batch_size // process_count`:
+    `image` float32 (b, crop, crop, 3), `label`, `label_fine`, `slic` int32
+    (b, crop, crop), `mask` float32 (b,) of ones.
+  """
+  _check_config(data_config)
+  _hide_tf_accelerators()
+  index, count = _processes(process_index, process_count)
+  local = _local_batch(global_batch_size, count)
+  spe = steps_per_epoch(builder, global_batch_size, split)
+  per_epoch = spe * local  # <= every shard's size, so all shards agree.
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  start_epoch, skip = divmod(int(start_step), spe)
+  label_key = "label_" + data_config.train_labels
+  records = _read(builder, tfds.even_splits(split, count)[index])
+  key = tf.random.experimental.stateless_fold_in(
+      tf.constant([seed % 2**31, seed // 2**31 % 2**31], tf.int64), index)
+  buffer = max(1, int(data_config.shuffle_buffer))
+
+  def epoch_records(epoch):
+    order_seed = tf.random.stateless_uniform(
+        [], tf.random.experimental.stateless_fold_in(key, epoch), 1, 2**62,
+        tf.int64)
+    ds = records.shuffle(buffer, seed=order_seed,
+                         reshuffle_each_iteration=False).take(per_epoch)
+    ds = ds.enumerate().skip(
+        tf.where(epoch == start_epoch, tf.constant(skip * local, tf.int64), 0))
+    return ds.map(lambda pos, rec: (epoch, pos, rec))
+
+  def example(epoch, pos, record):
+    decoded = _decode(builder, record, label_key)
+    ex_key = tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(key, epoch), pos + 1)
+    return _augment(decoded["image"], decoded["labels"], ex_key, data_config)
+
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records)
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_options(bool(data_config.deterministic))
+                         ).as_numpy_iterator()
+
+
+def _shard_sizes(builder, split, process_count):
+  return [_num_examples(builder, s) for s in tfds.even_splits(split,
+                                                              process_count)]
+
+
+def num_eval_batches(builder: tfds.core.DatasetBuilder, split: str,
+                     batch_size: int, *,
+                     process_count: Optional[int] = None) -> int:
+  """Batches every process yields from `create_eval_iterator` (same args)."""
+  _, count = _processes(0, process_count)
+  local = _local_batch(batch_size, count)
+  return -(-max(_shard_sizes(builder, split, count)) // local)
+
+
+def _round_up(x: int) -> int:
+  return -(-x // _ALIGN) * _ALIGN
+
+
+def eval_pad_size(builder: tfds.core.DatasetBuilder, data_config,
+                  split: str) -> Tuple[int, int]:
+  """The (height, width) every eval batch of `split` is padded to.
+
+  The largest height and width over the whole split (read from the stored
+  SLIC shapes, nothing is decoded; cached), clipped to `eval_center_crop` when
+  set, rounded up to a multiple of 16.
+  """
+  cache_key = (str(builder.data_dir), str(split))
+  if cache_key not in _size_cache:
+    shapes = _read(builder, split).map(lambda r: r["slic"]["shape"])
+    _size_cache[cache_key] = tuple(int(v) for v in shapes.reduce(
+        tf.zeros([2], tf.int32), tf.maximum))
+  h, w = _size_cache[cache_key]
+  crop = data_config.eval_center_crop
+  if crop:
+    h, w = min(h, int(crop)), min(w, int(crop))
+  return _round_up(h), _round_up(w)
+
+
+def create_eval_iterator(
+    builder: tfds.core.DatasetBuilder, data_config, split: str,
+    batch_size: int, *, process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+    pad_to: Optional[Tuple[int, int]] = None,
+) -> Iterator[Dict[str, np.ndarray]]:
+  """Finite iterator over this process's share of `split`, one pass.
+
+  Args:
+    builder: a prepared TFDS builder with `segmentation_features()`.
+    data_config: `config.data` (train_labels, eval_center_crop).
+    split: TFDS split expression.
+    batch_size: GLOBAL eval batch; must divide by the number of processes.
+    process_index, process_count: default to JAX's; explicit for tests.
+    pad_to: (height, width) to pad to (each a multiple of 16, at least every
+      evaluated image); default `eval_pad_size(builder, data_config, split)`.
+
+  Yields:
+    `num_eval_batches(...)` dicts with `b = batch_size // process_count`:
+    `image` float32 (b, H, W, 3), `label`, `label_fine`, `slic` int32
+    (b, H, W), `mask` float32 (b,), `height`, `width` int32 (b,), `id` (b,)
+    bytes (b"" for padding examples).
+  """
+  _hide_tf_accelerators()
+  index, count = _processes(process_index, process_count)
+  local = _local_batch(batch_size, count)
+  if data_config.train_labels not in ("coarse", "fine"):
+    raise ValueError(f"data.train_labels={data_config.train_labels!r} must be "
+                     "'coarse' or 'fine'.")
+  label_key = "label_" + data_config.train_labels
+  pad_h, pad_w = pad_to or eval_pad_size(builder, data_config, split)
+  if pad_h % _ALIGN or pad_w % _ALIGN:
+    raise ValueError(f"pad_to={pad_to} must be multiples of {_ALIGN}.")
+  crop = data_config.eval_center_crop
+  sizes = _shard_sizes(builder, split, count)
+  total = -(-max(sizes) // local) * local
+
+  def example(record):
+    decoded = _decode(builder, record, label_key)
+    image, labels = decoded["image"], decoded["labels"]
+    shape = tf.shape(image)
+    if crop:
+      h, w = tf.minimum(shape[0], crop), tf.minimum(shape[1], crop)
+      y, x = (shape[0] - h) // 2, (shape[1] - w) // 2
+      image, labels = image[y:y + h, x:x + w], labels[:, y:y + h, x:x + w]
+      shape = tf.shape(image)
+    out = _finish(image, labels, bool(crop), None)
+    fill = {"image": 0.0, "label": IGNORE_LABEL, "label_fine": IGNORE_LABEL,
+            "slic": IGNORE_SLIC}
+    for k, v in fill.items():
+      paddings = [[0, pad_h - shape[0]], [0, pad_w - shape[1]]]
+      paddings += [[0, 0]] * (k == "image")
+      out[k] = tf.ensure_shape(tf.pad(out[k], paddings, constant_values=v),
+                               [pad_h, pad_w] + [3] * (k == "image"))
+    out.update(mask=tf.constant(1.0), height=shape[0], width=shape[1],
+               id=decoded["id"])
+    return out
+
+  dummy = {"image": tf.zeros([pad_h, pad_w, 3], tf.float32),
+           "label": tf.fill([pad_h, pad_w], IGNORE_LABEL),
+           "label_fine": tf.fill([pad_h, pad_w], IGNORE_LABEL),
+           "slic": tf.fill([pad_h, pad_w], IGNORE_SLIC),
+           "mask": tf.constant(0.0), "height": tf.constant(0),
+           "width": tf.constant(0), "id": tf.constant(b"")}
+  padding = tf.data.Dataset.from_tensors(dummy).repeat(total - sizes[index])
+  if sizes[index]:
+    ds = _read(builder, tfds.even_splits(split, count)[index]).map(
+        example, num_parallel_calls=tf.data.AUTOTUNE).concatenate(padding)
+  else:
+    ds = padding
+  ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_options(True)).as_numpy_iterator()
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over all devices (all processes), axis name `data`."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def shard_batch(batch: Dict[str, np.ndarray],
+                mesh_or_sharding: Union[Mesh, jax.sharding.Sharding]
+                ) -> Dict[str, jax.Array]:
+  """Process-local NumPy batch -> global `jax.Array`s split on the batch axis.
+
+  Args:
+    batch: this process's batch (leading axis b); non-numeric entries (e.g.
+      `id`) are dropped.
+    mesh_or_sharding: a mesh (batch axis sharded as `P('data')`, checked to
+      divide over the local devices) or any sharding (used as is).
+
+  Returns:
+    dict of arrays of leading size b * process_count, each device holding
+    b / local_device_count rows of this process's batch.
+  """
+  is_mesh = isinstance(mesh_or_sharding, Mesh)
+  sharding = (NamedSharding(mesh_or_sharding, P("data")) if is_mesh
+              else mesh_or_sharding)
+  num_local = len(sharding.addressable_devices)
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    if v.dtype.kind not in "biuf":
+      continue
+    if is_mesh and (v.ndim == 0 or v.shape[0] % num_local):
+      raise ValueError(
+          f"batch[{k!r}] has shape {v.shape}: the process-local batch must "
+          f"divide over the {num_local} local devices; choose a batch size "
+          "that is a multiple of the device count.")
+    out[k] = jax.make_array_from_process_local_data(sharding, v)
+  return out
