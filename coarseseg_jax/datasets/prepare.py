@@ -1,0 +1,127 @@
+r"""Prepares a dataset as TFRecord shards (TFDS), ready for training.
+
+  python -m coarseseg_jax.datasets.prepare --dataset=synthetic --data_dir=data
+  python -m coarseseg_jax.datasets.prepare --dataset=folder \
+      --manual_dir=/path/to/mydata --num_classes=5 --data_dir=data
+  python -m coarseseg_jax.datasets.prepare --dataset=synthetic \
+      --builder_kwargs=num_train=40,image_size=128 --coarse_kernel=15
+
+Already-prepared datasets are left as they are. Bad input stops with one
+line `error: ...` naming the file (exit status 1); nothing half-written is
+left that looks prepared, so running it again after a fix starts cleanly.
+The last line printed on success tells how to load the dataset with
+`tfds.load`.
+"""
+
+import ast
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from coarseseg_jax import errors
+
+_DATASET = flags.DEFINE_string(
+    "dataset", "synthetic", "synthetic | folder | (paper datasets).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "data", "TFDS data dir where the prepared dataset goes.")
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "Raw files (the folder of `folder`, downloads of the "
+    "paper datasets; see data/README.md).")
+_NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes", None, "Number of classes (folder without classes.txt; "
+    "synthetic: how many to generate; others: checked).")
+_COARSE_KERNEL = flags.DEFINE_integer(
+    "coarse_kernel", 25, "Erosion kernel (px) of generated coarse labels.")
+_SLIC_BLOCK = flags.DEFINE_integer(
+    "slic_block", 16, "One SLIC segment per slic_block^2 pixels.")
+_SLIC_COMPACTNESS = flags.DEFINE_float(
+    "slic_compactness", 10.0, "SLIC compactness.")
+_SLIC_SIGMA = flags.DEFINE_float("slic_sigma", 1.0, "SLIC smoothing sigma.")
+_NUM_WORKERS = flags.DEFINE_integer(
+    "num_workers", None, "Worker processes (default: all cores; 1 = none).")
+_BUILDER_KWARGS = flags.DEFINE_string(
+    "builder_kwargs", "", "Dataset parameters as key=value,key=value, e.g. "
+    "num_train=40,image_size=128 (synthetic).")
+
+
+def parse_kwargs(text: str) -> dict:
+  """'a=1,b=0.5,c=x' -> {'a': 1, 'b': 0.5, 'c': 'x'}."""
+  out = {}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    if "=" not in part:
+      raise errors.ConfigError(
+          f"--builder_kwargs: {part!r} is not key=value.")
+    key, value = (s.strip() for s in part.split("=", 1))
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def data_config_from_flags():
+  """The `config.data` fields that the flags set."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict({
+      "dataset": _DATASET.value,
+      "data_dir": _DATA_DIR.value,
+      "manual_dir": _MANUAL_DIR.value,
+      "coarse_kernel": _COARSE_KERNEL.value,
+      "slic_block": _SLIC_BLOCK.value,
+      "slic_compactness": _SLIC_COMPACTNESS.value,
+      "slic_sigma": _SLIC_SIGMA.value,
+      "builder_kwargs": parse_kwargs(_BUILDER_KWARGS.value),
+  })
+
+
+def run(data_config, num_classes, num_workers) -> str:
+  """Prepares; returns a summary. Raises errors.Error on bad input."""
+  from coarseseg_jax import datasets  # pylint: disable=g-import-not-at-top
+  cls = datasets.builder_class(data_config.dataset)
+  if num_classes is not None and "num_classes" in cls.PARAMS:
+    data_config.builder_kwargs["num_classes"] = num_classes
+  tic = time.time()
+  builder = datasets.get_builder(data_config, num_classes,
+                                 num_workers=num_workers)
+  n = datasets.num_classes(builder)
+  if num_classes is not None and n is not None and n != num_classes:
+    raise errors.DatasetError(
+        f"dataset {data_config.dataset!r} has {n} classes, not "
+        f"--num_classes={num_classes}.")
+  done = builder.is_prepared()
+  if not done:
+    builder = datasets.prepare(data_config, num_classes, num_workers)
+  splits = ", ".join(f"{k} {v.num_examples}"
+                     for k, v in builder.info.splits.items())
+  name = builder.info.full_name.rsplit("/", 1)[0]
+  what = "already prepared" if done else (
+      f"prepared in {time.time() - tic:.1f} s")
+  cover = (builder.info.metadata or {}).get("coarse_stats", {}).get("train")
+  cover = (f", coarse labels cover {100 * cover['labelled'] / cover['pixels']:.1f}"
+           "% of train pixels" if cover else "")
+  return (f"{name} {what}: {splits} examples, "
+          f"{datasets.num_classes(builder)} classes{cover}, in "
+          f"{builder.data_dir}\nload with: tfds.load({name!r}, "
+          f"data_dir={datasets.data_dir_of(data_config)!r})")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    summary = run(data_config_from_flags(), _NUM_CLASSES.value,
+                  _NUM_WORKERS.value)
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("error: interrupted; nothing was kept, run again to start over.",
+          file=sys.stderr)
+    sys.exit(130)
+  print(summary)
+
+
+if __name__ == "__main__":
+  app.run(main)
