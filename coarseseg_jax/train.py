@@ -130,7 +130,7 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
   updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   # A step is rejected when its loss, or the parameters it would produce, are
   # not finite (the latter catches a NaN learning rate or overflowing update).
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(updated.params))
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updated.params))
   keep = lambda new, old: jax.tree.map(
       lambda a, b: jnp.where(finite, a, b), new, old)
   first_bad = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
@@ -141,7 +141,7 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
       batch_stats=keep(updated.batch_stats, state.batch_stats),
       nonfinite_step=first_bad)
   metrics = {"loss": loss, **terms,
-             "grad_norm": optax.global_norm(grads)}
+             "grad_norm": optax.tree.norm(grads)}
   return new_state, metrics
 
 
