@@ -87,7 +87,9 @@ def save_curves(records: Sequence[dict], path: str) -> None:
       if pts:
         ax.plot(*zip(*pts), label=f"{split} {key}", marker="." if
                 split == "validation" else None)
-  ax_l.set_title("training loss")
+  ax_l.set_title("training loss terms")
+  if ax_l.lines:
+    ax_l.set_yscale("log")
   ax_v.set_title("validation")
   for ax in (ax_l, ax_v):
     ax.set_xlabel("step")

@@ -16,11 +16,11 @@ function of the seed and the epoch), so no data is lost or repeated.
 
 import functools
 import json
+import logging
 import os
 import time
 from typing import Any, Optional
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,6 +41,8 @@ from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import writers
 from coarseseg_jax.errors import NonFiniteLossError
+
+log = logging.getLogger(__name__)
 
 
 class TrainState(train_state.TrainState):
@@ -228,7 +230,7 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
       run.writer.write(step, "validation", summary)
       meta["train_loss"] = float(np.mean(epoch_losses[-steps_per_epoch:]))
       epoch_losses = []
-      logging.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
+      log.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
                    json.dumps({k: round(v, 4) for k, v in summary.items()}))
       metric = summary.get(f"{t.select_metric}_mean", summary.get(
           t.select_metric))
@@ -274,7 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   meta = {}
   if run.latest.latest_step() is not None:
     state, meta = run.latest.restore(state)
-    logging.info("Resumed from step %d.", int(state.step))
+    log.info("Resumed from step %d.", int(state.step))
   if meta.get("phase", "train") == "train":
     state, meta = _train_phase(run, state, meta, phase="train",
                                split=config.data.train_split, first_step=0,
