@@ -18,11 +18,23 @@ border.) The weights of each pixel sum to 1 (a partition of unity).
 coarsest; for FCN-16 with strides 4 and 8 it is ``[A_4, A_8]``.
 
 Implementation: every op is written with whole-array operations (a zero pad,
-9 shifted slices, reshapes to expose the 2x2 children of each parent and one
-einsum), never per-pixel gathers, because they run on every training step.
-`downsample` is the adjoint of `upsample`: it scatters back through the
-reversed offsets, again with shifted slices. ``benchmarks/superpixel_ops.py``
-measures them against a straightforward gather implementation.
+9 shifted slices, strided slices or reshapes to expose the 2x2 children of each
+parent), never per-pixel gathers, because they run on every training step.
+`upsample` and `downsample` rest on two linear maps that are each other's
+adjoint in ``x``: ``_up`` (each fine pixel sums its 9 candidate cells, an
+unrolled multiply-add that XLA fuses into one loop) and ``_pool`` (each cell
+collects its candidates back through the reversed offsets). Their gradients are
+written by hand (`jax.custom_vjp`): the cotangent of ``x`` is the other map and
+the cotangent of the assignment a 9-neighbour correlation (``_correlate``).
+On CPU (batch 8, 64x64 and 128x128 grids, 5 and 21 channels) automatic
+differentiation of the same forward code was 1.7-4x slower forward+backward
+than these hand-written gradients, and the earlier formulation (the 9
+neighbours stacked and contracted with one einsum) 2-7x slower;
+``benchmarks/superpixel_ops.py`` measures the ops against that einsum version
+and a straightforward gather implementation. They compile in about 0.5 s more
+per op pair than the einsum version. Consequence of `jax.custom_vjp`:
+`upsample` and `downsample` support reverse-mode differentiation (to any
+order) and `vmap`, but not forward mode (`jax.jvp`, `jax.jacfwd`).
 """
 
 from typing import Sequence
@@ -56,22 +68,100 @@ def _neighbours(x: jax.Array) -> jax.Array:
       axis=3)
 
 
-def _gather_back(y: jax.Array) -> jax.Array:
-  """Adjoint of `_neighbours`: (B, h, w, 9, C) -> (B, h, w, C).
-
-  Cell ``(u, v)`` collects ``y[u - dy_k, v - dx_k, k]`` over k (entries whose
-  source parent lies outside the grid contribute nothing).
-  """
-  _, h, w, _, _ = y.shape
-  yp = jnp.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))
-  return sum(yp[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w, k]
-             for k, (dy, dx) in enumerate(OFFSETS))
-
-
 def _children(a: jax.Array) -> jax.Array:
   """(B, 2h, 2w, ...) -> (B, h, 2, w, 2, ...): exposes the 2x2 children."""
   b, hh, ww = a.shape[:3]
   return a.reshape((b, hh // 2, 2, ww // 2, 2) + a.shape[3:])
+
+
+def _pad(x: jax.Array) -> jax.Array:
+  """Zero-pads the two spatial axes of ``(B, h, w, ...)`` by one cell."""
+  return jnp.pad(x, ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * (x.ndim - 3))
+
+
+def _up_impl(x: jax.Array, a: jax.Array) -> jax.Array:
+  """``y[i, j] = sum_k a[i, j, k] x[cell_k(i, j)]``: (B,h,w,C), (B,2h,2w,9)."""
+  b, h, w, c = x.shape
+  xp = _pad(x)
+  ac = _children(a)  # (B, h, 2, w, 2, 9)
+  y = 0
+  for k, (dy, dx) in enumerate(OFFSETS):
+    xk = xp[:, 1 + dy:1 + dy + h, None, 1 + dx:1 + dx + w, None]
+    y = y + ac[..., k:k + 1] * xk
+  return y.reshape(b, 2 * h, 2 * w, c)
+
+
+def _pool_impl(y: jax.Array, a: jax.Array) -> jax.Array:
+  """Adjoint of `_up_impl` in x: (B,2h,2w,C), (B,2h,2w,9) -> (B,h,w,C).
+
+  ``z[u, v] = sum a[i, j, k] y[i, j]`` over ``(i, j, k)`` with
+  ``cell_k(i, j) = (u, v)``.
+  """
+  _, hh, ww, _ = y.shape
+  h, w = hh // 2, ww // 2
+  kids = [(p, q) for p in range(2) for q in range(2)]
+  y_kids = [y[:, p::2, q::2] for p, q in kids]
+  a_kids = [a[:, p::2, q::2] for p, q in kids]
+  z = 0
+  for k, (dy, dx) in enumerate(OFFSETS):
+    # Mass that the children of each parent send to its neighbour k, ...
+    per_parent = sum(ak[..., k:k + 1] * yk for ak, yk in zip(a_kids, y_kids))
+    # ... received by that neighbour.
+    z = z + _pad(per_parent)[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+  return z
+
+
+def _correlate(f: jax.Array, x: jax.Array) -> jax.Array:
+  """``r[i, j, k] = <f[i, j], x[cell_k(i, j)]>``: (B,2h,2w,C), (B,h,w,C) ->
+  (B,2h,2w,9), 0 for cells outside the grid."""
+  b, hh, ww, _ = f.shape
+  nb = _neighbours(x)  # (B, h, w, 9, C)
+  rows = []
+  for p in range(2):
+    cols = [jnp.einsum("bhwc,bhwkc->bhwk", f[:, p::2, q::2], nb)
+            for q in range(2)]
+    rows.append(jnp.stack(cols, axis=3))  # (B, h, w, 2, 9)
+  return jnp.stack(rows, axis=2).reshape(b, hh, ww, NUM_NEIGHBOURS)
+
+
+@jax.custom_vjp
+def _up(x: jax.Array, a: jax.Array) -> jax.Array:
+  return _up_impl(x, a)
+
+
+@jax.custom_vjp
+def _pool(y: jax.Array, a: jax.Array) -> jax.Array:
+  return _pool_impl(y, a)
+
+
+def _up_fwd(x, a):
+  return _up_impl(x, a), (x, a)
+
+
+def _up_bwd(res, g):
+  x, a = res
+  return _pool(g, a).astype(x.dtype), _correlate(g, x).astype(a.dtype)
+
+
+def _pool_fwd(y, a):
+  return _pool_impl(y, a), (y, a)
+
+
+def _pool_bwd(res, g):
+  y, a = res
+  return _up(g, a).astype(y.dtype), _correlate(y, g).astype(a.dtype)
+
+
+_up.defvjp(_up_fwd, _up_bwd)
+_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+def _norm(x: jax.Array) -> jax.Array:
+  """L2 norm over the last axis (keepdims) whose gradient at 0 is 0, not NaN
+  (``jnp.linalg.norm`` divides 0 by 0 there): the "double where" trick."""
+  sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+  nonzero = sq > 0
+  return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 
 def valid_mask(h: int, w: int) -> np.ndarray:
@@ -105,8 +195,8 @@ def assign(fine_feat: jax.Array, coarse_feat: jax.Array, tau: float = 0.07,
   fine = fine_feat.astype(jnp.float32)
   coarse = coarse_feat.astype(jnp.float32)
   if similarity == "cosine":
-    fine = fine / (jnp.linalg.norm(fine, axis=-1, keepdims=True) + 1e-6)
-    coarse = coarse / (jnp.linalg.norm(coarse, axis=-1, keepdims=True) + 1e-6)
+    fine = fine / (_norm(fine) + 1e-6)
+    coarse = coarse / (_norm(coarse) + 1e-6)
   elif similarity != "dot":
     raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
   b, hh, ww, _ = fine.shape
@@ -130,9 +220,8 @@ def upsample(x: jax.Array, assignment: jax.Array) -> jax.Array:
     under JAX's promotion rules.
   """
   _check_pair(assignment.shape[1:3], x.shape[1:3], "upsample")
-  b, hh, ww, _ = assignment.shape
-  y = jnp.einsum("bhpwqk,bhwkc->bhpwqc", _children(assignment), _neighbours(x))
-  return y.reshape(b, hh, ww, x.shape[-1])
+  dtype = jnp.result_type(x, assignment)
+  return _up(x.astype(dtype), assignment.astype(dtype))
 
 
 def downsample(x: jax.Array, assignment: jax.Array,
@@ -154,12 +243,10 @@ def downsample(x: jax.Array, assignment: jax.Array,
         f"{tuple(assignment.shape)} must share their spatial size.")
   if x.shape[1] % 2 or x.shape[2] % 2:
     raise ValueError(f"downsample: spatial size {x.shape[1:3]} must be even.")
-  ones = jnp.ones(x.shape[:3] + (1,), x.dtype)
-  xa = jnp.concatenate([x, ones], axis=-1)
-  # Per parent cell p and neighbour k: sum over p's 4 children of A * [x, 1].
-  per_parent = jnp.einsum("bhpwqk,bhpwqc->bhwkc", _children(assignment),
-                          _children(xa))
-  pooled = _gather_back(per_parent)  # (B, h, w, C + 1)
+  dtype = jnp.result_type(x, assignment)
+  ones = jnp.ones(x.shape[:3] + (1,), dtype)
+  xa = jnp.concatenate([x.astype(dtype), ones], axis=-1)
+  pooled = _pool(xa, assignment.astype(dtype))  # (B, h, w, C + 1): [sum, mass]
   return pooled[..., :-1] / (pooled[..., -1:] + eps)
 
 
