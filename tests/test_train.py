@@ -15,6 +15,7 @@ import pytest
 from coarseseg_jax import checkpoints
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
+from coarseseg_jax import inference
 from coarseseg_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,6 +113,28 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
   figs = os.listdir(os.path.join(workdir, "figures"))
   assert {"sample_0.png", "sample_1.png", "curves.png"} <= set(figs)
 
+  # --mode=eval on the best checkpoint reproduces the test figures.
+  evaluated = inference.evaluate_checkpoint(config, workdir, "test")
+  assert evaluated["step"] == results["selected_step"]
+  for key in ("accuracy_mean", "boundary_recall_mean", "miou_dataset"):
+    assert evaluated["summary"][key] == pytest.approx(results["test"][key])
+  assert os.path.exists(os.path.join(workdir, "eval_test.json"))
+
+  # --mode=predict: label PNGs of each image's own size, and overlays.
+  from skimage import io as skio  # pylint: disable=g-import-not-at-top
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  skio.imsave(images / "a.png", rng.integers(0, 255, (40, 56, 3), np.uint8))
+  skio.imsave(images / "b.jpg", rng.integers(0, 255, (64, 64, 3), np.uint8))
+  (images / "notes.txt").write_text("not an image")
+  n, out = inference.predict_folder(config, workdir, str(images),
+                                    str(tmp_path / "pred"))
+  assert n == 2
+  pred_a = skio.imread(os.path.join(out, "a.png"))
+  assert pred_a.shape == (40, 56) and pred_a.max() < 6
+  assert skio.imread(os.path.join(out, "b_overlay.png")).shape == (64, 64, 3)
+
 
 def test_non_finite_update_stops_without_writing_a_checkpoint(data_dir,
                                                               tmp_path):
@@ -140,3 +163,12 @@ def test_config_error_is_one_clear_line(data_dir):
       text=True, timeout=120)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert "config.model" in proc.stderr and "resnet" in proc.stderr
+
+
+def test_summary_mode_prints_parameter_table():
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main",
+       "--config=configs/synthetic.py", "--mode=summary"], cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "Total" in proc.stdout or "total" in proc.stdout

@@ -1,0 +1,118 @@
+"""Segmentation models, built from ``config.model`` by `create_model`.
+
+Every model is a Flax linen module, a pure function of ``(variables, images)``
+through ``model.apply``:
+
+    variables = model.init({'params': key}, images, train=False)
+    logits, assignments = model.apply(variables, images, train=False)
+    (logits, assignments), new_state = model.apply(
+        variables, images, train=True, rngs={'dropout': key},
+        mutable=['batch_stats'])
+
+``images`` is ``(B, H, W, 3)`` in [0, 1] (the models normalise with ImageNet's
+mean / std themselves), H and W multiples of 16 (a ValueError otherwise).
+``logits`` is float32 ``(B, H, W, num_classes)``; ``assignments`` the float32
+soft superpixel assignments ordered finest first (``[A_4, A_8]`` for
+``hcfcn``, see `coarseseg_jax.superpixels`), empty for the other models.
+
+Models (``config.model.name``):
+  hcfcn       the paper's HCFCN-16 (`hcfcn.HCFCN`).
+  fcn         the paper's FCN-16 baseline (`hcfcn.FCN`).
+  unet        U-Net on the same encoder, depth 4 (`unet.UNet`).
+  fcn16s_vgg  the classic FCN-16s on VGG-16 (`vgg.FCN16sVGG`).
+
+``config.model.dtype = 'bfloat16'`` computes in bfloat16 with float32
+parameters; logits, assignments and the superpixel decoder stay float32.
+"""
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from coarseseg_jax.models import deformable
+from coarseseg_jax.models import hcfcn
+from coarseseg_jax.models import pretrained
+from coarseseg_jax.models import resnet
+from coarseseg_jax.models import unet
+from coarseseg_jax.models import vgg
+
+MODEL_NAMES = ("hcfcn", "fcn", "unet", "fcn16s_vgg")
+
+
+def create_model(model_config) -> nn.Module:
+  """The model ``model_config`` (``config.model``) describes.
+
+  Args:
+    model_config: a ConfigDict (or anything with ``.get``) with the fields of
+      ``configs/default.py``'s ``config.model``.
+
+  Returns:
+    an unbound `flax.linen.Module`.
+
+  Raises:
+    ValueError: for an unknown ``name`` (listing the valid ones) or dtype.
+  """
+  name = model_config.name
+  dtype = resnet.get_dtype(model_config)
+  encoder_kw = dict(num_classes=model_config.num_classes,
+                    stage_blocks=tuple(model_config.stage_blocks),
+                    width=model_config.width,
+                    deformable=model_config.deformable, dtype=dtype)
+  head_kw = dict(head_channels=model_config.head_channels,
+                 dropout=model_config.dropout)
+  if name == "hcfcn":
+    return hcfcn.HCFCN(**encoder_kw, **head_kw, tau=model_config.tau,
+                       sim_features=model_config.sim_features,
+                       similarity=model_config.similarity)
+  if name == "fcn":
+    return hcfcn.FCN(**encoder_kw, **head_kw)
+  if name == "unet":
+    return unet.UNet(**encoder_kw)
+  if name == "fcn16s_vgg":
+    return vgg.FCN16sVGG(num_classes=model_config.num_classes,
+                         width=model_config.width, dtype=dtype)
+  raise ValueError(f"unknown model.name {name!r}; valid names: "
+                   f"{', '.join(MODEL_NAMES)}.")
+
+
+def param_count(tree) -> int:
+  """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
+  return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def init_shapes(model_config, image_size: int = 256, batch_size: int = 1):
+  """Variable shapes of the model, via `jax.eval_shape` (no compute)."""
+  model = create_model(model_config)
+  images = jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3),
+                                jnp.float32)
+  return jax.eval_shape(
+      lambda x: model.init({"params": jax.random.key(0)}, x, train=False),
+      images)
+
+
+def summary(model_config, image_size: int = 256, depth: int = 2) -> str:
+  """Flax's parameter table of the model (what ``--mode=summary`` prints).
+
+  Runs on shapes only (`nn.tabulate` uses `jax.eval_shape`), so even the
+  full-size models are cheap.
+
+  Args:
+    model_config: ``config.model``.
+    image_size: side of the (square) dummy input, a multiple of 16.
+    depth: module nesting depth of the table rows.
+
+  Returns:
+    the table, followed by a line with the total parameter count.
+  """
+  model = create_model(model_config)
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  table = nn.tabulate(
+      model, {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+      depth=depth, console_kwargs={"width": 160, "force_terminal": False,
+                                   "color_system": None})(images, train=False)
+  shapes = init_shapes(model_config, image_size)
+  params = param_count(shapes["params"])
+  stats = param_count(shapes.get("batch_stats", {}))
+  return (f"{table}\nmodel {model_config.name}: {params:,} parameters "
+          f"({params * 4 / 2**20:.1f} MiB in float32), {stats:,} batch "
+          f"statistics; input {image_size}x{image_size}.")
