@@ -21,7 +21,7 @@ install() {  # $1: pip extras spec, e.g. "" or "[test]"
 
 if [ "${1:-}" = "test" ]; then
   shift
-  install "[test]"
+  install "[test,beam]"
   exec .venv/bin/python -m pytest -n auto --durations=15 "$@"
 fi
 install ""

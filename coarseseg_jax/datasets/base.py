@@ -17,13 +17,16 @@ how to load one:
       return base.LoadedItem(id, image, label_fine, label_coarse_or_None,
                              files=base.ItemFiles(image=..., label_fine=...))
 
-The base validates every item (image RGB uint8, labels of the same size, label
-values in 0..C-1 or 255), generates coarse labels when the item has none
-(`coarse.coarse_label`), computes its SLIC map (`slic.slic_map`), PNG-encodes
-and yields the examples: over a pool of spawned processes with a progress bar
-(`num_workers`, default all cores; 1 = in-process; the result does not depend
-on it), or as `beam.Create(items) | beam.Map(...)` when TFDS prepares with
-Apache Beam (a `beam_runner` / `beam_options` in the DownloadConfig).
+The base, with the per-item functions of `items.py`, validates every item
+(image RGB uint8, labels of the same size, label values in 0..C-1 or 255),
+generates coarse labels when the item has none (`coarse.coarse_label`),
+computes its SLIC map (`slic.slic_map`), PNG-encodes and yields the
+examples: over a pool of spawned processes with a progress bar (`num_workers`,
+default all cores; 1 = in-process; the result does not depend on it), or
+as a Beam pipeline (`beam.Create(items) | beam.Reshuffle() | beam.Map(...)`)
+when TFDS prepares with Apache Beam (a `beam_runner` / `beam_options` in the
+DownloadConfig): same examples, and the same `coarse_stats` metadata,
+gathered from Beam counters.
 
 The builder config carries the coarse-annotation and SLIC parameters and the
 dataset's PARAMS; its name is derived from them (`k25_s16_c10.0_g1.0_...`), so
@@ -37,22 +40,22 @@ prepared.
 import dataclasses
 import functools
 import inspect
-import io
 import os
 import re
-from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
-                    Sequence, Tuple)
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 from etils import epath
-import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from coarseseg_jax import errors
-from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import features
+from coarseseg_jax.datasets import items as items_lib
 from coarseseg_jax.datasets import slic
+# Per-item functions live in items.py; these names are kept for subclasses.
+from coarseseg_jax.datasets.items import (  # pylint: disable=unused-import
+    ItemFiles, LoadedItem, ProcessSpec, encode_png, open_image, process_item,
+    read_image, validate_item)
 
 IGNORE_INDEX = features.IGNORE_INDEX
 CITATION = """@article{dejong2025coarse,
@@ -68,22 +71,6 @@ _NAME_RE = re.compile(
     r"(?P<rest>(?:_[A-Za-z][^_]*)*)$")
 
 
-class ItemFiles(NamedTuple):
-  """Where an item came from, for error messages (any may be None)."""
-  image: Optional[str] = None
-  label_fine: Optional[str] = None
-  label_coarse: Optional[str] = None
-
-
-class LoadedItem(NamedTuple):
-  """What `load_item` returns (a plain 4-tuple without `files` works too)."""
-  id: str
-  image: np.ndarray          # (H, W, 3) uint8 RGB.
-  label_fine: np.ndarray     # (H, W) uint8, 255 = unlabelled.
-  label_coarse: Optional[np.ndarray]  # (H, W) uint8 or None: generate it.
-  files: Optional[ItemFiles] = None
-
-
 @dataclasses.dataclass(eq=False)
 class CoarsesegConfig(tfds.core.BuilderConfig):
   """Builder config: coarse-label and SLIC parameters plus dataset params."""
@@ -93,128 +80,6 @@ class CoarsesegConfig(tfds.core.BuilderConfig):
   slic_sigma: float = 1.0
   params: Dict[str, Any] = dataclasses.field(default_factory=dict)
   tag: Optional[str] = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ProcessSpec:
-  """What a worker needs to turn a loaded item into an example (picklable)."""
-  num_classes: int
-  coarse_kernel: int
-  slic_block: int
-  slic_compactness: float
-  slic_sigma: float
-  mask_coarse_conflicts: bool = True
-
-
-# ------------------------------------------------------------ file reading --
-def open_image(path: str, what: str = "image",
-               mode: Optional[str] = None) -> Tuple[np.ndarray, str]:
-  """(pixels, PIL mode) of an image file, converted to `mode` if given.
-
-  Raises:
-    errors.DatasetError: naming the file if it is missing or unreadable.
-  """
-  try:
-    with Image.open(path) as im:
-      im = im.convert(mode) if mode else im
-      return np.asarray(im), im.mode
-  except FileNotFoundError:
-    raise errors.DatasetError(f"{path}: file not found.") from None
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise errors.DatasetError(
-        f"{path}: cannot read the {what} ({e}).") from None
-
-
-def read_image(path: str) -> np.ndarray:
-  """Reads an image file as (H, W, 3) uint8 RGB; DatasetError if unreadable."""
-  return open_image(path, "image", "RGB")[0].astype(np.uint8, copy=False)
-
-
-def encode_png(array: np.ndarray) -> bytes:
-  """PNG bytes of an (H, W), (H, W, 1) or (H, W, 3) uint8 array."""
-  if array.ndim == 3 and array.shape[-1] == 1:
-    array = array[..., 0]
-  buf = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
-  return buf.getvalue()
-
-
-# -------------------------------------------------------- item processing --
-def validate_item(item: LoadedItem, num_classes: int) -> None:
-  """Raises DatasetError naming the file if a loaded item is malformed."""
-  files = item.files or ItemFiles()
-  image_file = files.image or item.id
-  image = np.asarray(item.image)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise errors.DatasetError(
-        f"{image_file}: expected an RGB uint8 image, got shape {image.shape} "
-        f"and dtype {image.dtype}.")
-  h, w = image.shape[:2]
-  for kind, label, name in (("label", item.label_fine, files.label_fine),
-                            ("coarse label", item.label_coarse,
-                             files.label_coarse)):
-    if label is None:
-      continue
-    name = name or f"{item.id} ({kind})"
-    label = np.asarray(label)
-    if label.ndim == 3 and label.shape[-1] == 1:
-      label = label[..., 0]
-    if label.ndim != 2:
-      raise errors.DatasetError(
-          f"{name}: expected a single-channel {kind}, got shape {label.shape}.")
-    if label.shape != (h, w):
-      raise errors.DatasetError(
-          f"{name}: {kind} size {label.shape[1]}x{label.shape[0]} (WxH) "
-          f"differs from its image's {w}x{h} ({image_file}).")
-    values = np.unique(label)
-    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
-    if bad.size:
-      raise errors.DatasetError(
-          f"{name}: {kind} values {bad[:5].tolist()} are outside "
-          f"0..{num_classes - 1} and not 255 (num_classes={num_classes}).")
-
-
-def process_item(loader: Callable[[Any], Any], spec: ProcessSpec,
-                 item: Any) -> Tuple[str, Dict[str, Any], Dict[str, int]]:
-  """Loads, validates and completes one item; runs in worker processes.
-
-  Returns:
-    (key, example, stats): the TFDS example (PNG bytes, SLIC map, id) and
-    pixel counts (`labelled`, `conflicts`: polygon pixels masked to 255).
-  """
-  loaded = LoadedItem(*loader(item))
-  validate_item(loaded, spec.num_classes)
-  image = np.asarray(loaded.image)
-  fine = np.asarray(loaded.label_fine, dtype=np.uint8).reshape(image.shape[:2])
-  if loaded.label_coarse is None:
-    label_coarse, conflicts = coarse.coarse_label(
-        fine, spec.coarse_kernel, return_conflicts=True)
-  else:
-    label_coarse = np.asarray(loaded.label_coarse, dtype=np.uint8).reshape(
-        image.shape[:2]).copy()
-    clash = ((label_coarse != fine) & (label_coarse != IGNORE_INDEX)
-             & (fine != IGNORE_INDEX))
-    conflicts = int(np.count_nonzero(clash))
-    if spec.mask_coarse_conflicts:
-      label_coarse[clash] = IGNORE_INDEX
-  segments = slic.slic_map(image, block=spec.slic_block,
-                           compactness=spec.slic_compactness,
-                           sigma=spec.slic_sigma)
-  example = {
-      "image": encode_png(image),
-      "label_fine": encode_png(fine),
-      "label_coarse": encode_png(label_coarse),
-      "slic": segments,
-      "id": str(loaded.id),
-  }
-  stats = {"pixels": int(fine.size), "conflicts": int(conflicts),
-           "labelled": int(np.count_nonzero(label_coarse != IGNORE_INDEX))}
-  return str(loaded.id), example, stats
-
-
-def _key_example(loader, spec, item):
-  key, example, _ = process_item(loader, spec, item)
-  return key, example
 
 
 # ----------------------------------------------------------------- builder --
@@ -382,9 +247,10 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
       raise errors.DatasetError(
           f"dataset {self.name!r} needs its raw files: pass --manual_dir "
           "(config.data.manual_dir); data/README.md says where to get them.")
-    if not os.path.isdir(path):
+    path = os.fspath(path)
+    if not items_lib.is_dir(path):  # Local, or a URL (gs://) for Beam.
       raise errors.DatasetError(f"{path}: dataset directory not found.")
-    return os.fspath(path)
+    return path
 
   def process_spec(self) -> ProcessSpec:
     if self.num_classes is None:
@@ -439,17 +305,41 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
   def _generate_examples(self, items, split, spec):
     loader = self._item_loader()
     if self._use_beam:
+      # The items (paths) go into the pipeline; Reshuffle spreads them over
+      # the workers, which load and process them. TFDS then sorts examples
+      # by hashed key, as in the plain build, so the output is the same.
       beam = tfds.core.lazy_imports.apache_beam
-      return beam.Create(list(items)) | beam.Map(
-          functools.partial(_key_example, loader, spec))
+      return (beam.Create(list(items)) | "Reshuffle" >> beam.Reshuffle()
+              | "Process" >> beam.Map(items_lib.beam_process_item, loader,
+                                      spec, split))
     return self._iter_examples(loader, spec, list(items), split)
+
+  def _process_pipeline_result(self, pipeline_result):
+    """Coarse-label stats of a Beam build, from the workers' counters."""
+    # pylint: disable-next=g-import-not-at-top
+    from apache_beam.metrics import metric
+    try:
+      found = pipeline_result.metrics().query(
+          metric.MetricsFilter().with_namespace(items_lib.BEAM_NAMESPACE))
+    except (NotImplementedError, AttributeError) as e:  # Some runners.
+      logging.warning("%s: no Beam metrics (%s); coarse_stats not recorded.",
+                      self.name, e)
+      return
+    for counter in found["counters"]:
+      split, stat = counter.key.metric.name.rsplit("/", 1)
+      value = counter.committed
+      if value is None:
+        value = counter.attempted
+      totals = self._stats.setdefault(
+          split, {k: 0 for k in items_lib.STAT_KEYS})
+      totals[stat] += int(value)
 
   def _iter_examples(self, loader, spec, items, split):
     workers = self.num_workers or slic.default_num_workers()
     n = min(workers, len(items))
     if n > 1 and self._executor is None:  # Shared by the splits.
       self._executor = slic.make_pool(workers)
-    totals = {"pixels": 0, "labelled": 0, "conflicts": 0}
+    totals = {k: 0 for k in items_lib.STAT_KEYS}
     fn = functools.partial(process_item, loader, spec)
     for key, example, stats in slic.parallel_map(
         fn, items, n, desc=f"{self.name} {split}",

@@ -5,6 +5,12 @@ r"""Prepares a dataset as TFRecord shards (TFDS), ready for training.
       --manual_dir=/path/to/mydata --num_classes=5 --data_dir=data
   python -m coarseseg_jax.datasets.prepare --dataset=synthetic \
       --builder_kwargs=num_train=40,image_size=128 --coarse_kernel=15
+  python -m coarseseg_jax.datasets.prepare --dataset=suim \
+      --manual_dir=data/manual/suim --builder_kwargs=resize=0.5 \
+      --on_size_mismatch=resize
+  python -m coarseseg_jax.datasets.prepare --dataset=cityscapes_coarse \
+      --manual_dir=gs://bucket/cityscapes --data_dir=gs://bucket/data \
+      --beam_pipeline_options=runner=DataflowRunner,project=P,region=R,...
 
 Already-prepared datasets are left as they are. Bad input stops with one
 line `error: ...` naming the file (exit status 1); nothing half-written is
@@ -14,16 +20,19 @@ The last line printed on success tells how to load the dataset with
 """
 
 import ast
+import os
 import sys
 import time
 
 from absl import app
 from absl import flags
+import tensorflow_datasets as tfds
 
 from coarseseg_jax import errors
 
 _DATASET = flags.DEFINE_string(
-    "dataset", "synthetic", "synthetic | folder | (paper datasets).")
+    "dataset", "synthetic",
+    "synthetic | folder | suim | pannuke | cityscapes_coarse.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", "data", "TFDS data dir where the prepared dataset goes.")
 _MANUAL_DIR = flags.DEFINE_string(
@@ -44,6 +53,15 @@ _NUM_WORKERS = flags.DEFINE_integer(
 _BUILDER_KWARGS = flags.DEFINE_string(
     "builder_kwargs", "", "Dataset parameters as key=value,key=value, e.g. "
     "num_train=40,image_size=128 (synthetic).")
+_ON_SIZE_MISMATCH = flags.DEFINE_enum(
+    "on_size_mismatch", None, ["resize", "crop", "skip", "error"],
+    "suim: what to do with a mask whose size differs from its image "
+    "(default resize; same as --builder_kwargs=on_size_mismatch=...).")
+_BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", None, "Prepare with Apache Beam (pip install "
+    ".[beam]): pipeline options as key=value,key=value, e.g. "
+    "runner=DirectRunner,direct_num_workers=4 or runner=DataflowRunner,"
+    "project=P,region=R,temp_location=gs://... (see data/README.md).")
 
 
 def parse_kwargs(text: str) -> dict:
@@ -72,11 +90,28 @@ def data_config_from_flags():
       "slic_block": _SLIC_BLOCK.value,
       "slic_compactness": _SLIC_COMPACTNESS.value,
       "slic_sigma": _SLIC_SIGMA.value,
-      "builder_kwargs": parse_kwargs(_BUILDER_KWARGS.value),
+      "builder_kwargs": dict(
+          parse_kwargs(_BUILDER_KWARGS.value),
+          **({"on_size_mismatch": _ON_SIZE_MISMATCH.value}
+             if _ON_SIZE_MISMATCH.value else {})),
   })
 
 
-def run(data_config, num_classes, num_workers) -> str:
+def beam_options(text: str):
+  """'runner=DirectRunner,a=b' -> Beam PipelineOptions(['--runner=...'])."""
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from apache_beam.options import pipeline_options
+  except ImportError:
+    raise errors.ConfigError(
+        "--beam_pipeline_options needs Apache Beam: pip install "
+        "'coarseseg_jax[beam]' (or apache-beam).") from None
+  args = [f"--{p.strip().lstrip('-')}" for p in text.split(",") if p.strip()]
+  return pipeline_options.PipelineOptions(args)
+
+
+def run(data_config, num_classes, num_workers, beam_pipeline_options=None
+        ) -> str:
   """Prepares; returns a summary. Raises errors.Error on bad input."""
   from coarseseg_jax import datasets  # pylint: disable=g-import-not-at-top
   cls = datasets.builder_class(data_config.dataset)
@@ -91,7 +126,14 @@ def run(data_config, num_classes, num_workers) -> str:
         f"dataset {data_config.dataset!r} has {n} classes, not "
         f"--num_classes={num_classes}.")
   done = builder.is_prepared()
-  if not done:
+  if not done and beam_pipeline_options is not None:
+    manual_dir = data_config.manual_dir
+    if manual_dir and "://" not in manual_dir:
+      manual_dir = os.path.abspath(manual_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir,
+        beam_options=beam_options(beam_pipeline_options)))
+  elif not done:
     builder = datasets.prepare(data_config, num_classes, num_workers)
   splits = ", ".join(f"{k} {v.num_examples}"
                      for k, v in builder.info.splits.items())
@@ -101,6 +143,11 @@ def run(data_config, num_classes, num_workers) -> str:
   cover = (builder.info.metadata or {}).get("coarse_stats", {}).get("train")
   cover = (f", coarse labels cover {100 * cover['labelled'] / cover['pixels']:.1f}"
            "% of train pixels" if cover else "")
+  sizes = (builder.info.metadata or {}).get("size_mismatches") or {}
+  if sizes.get("count"):
+    cover += (f"; {sizes['count']} masks differed in size from their image "
+              f"(on_size_mismatch={sizes['on_size_mismatch']}; named in the "
+              "warnings and in metadata.json)")
   return (f"{name} {what}: {splits} examples, "
           f"{datasets.num_classes(builder)} classes{cover}, in "
           f"{builder.data_dir}\nload with: tfds.load({name!r}, "
@@ -112,7 +159,7 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     summary = run(data_config_from_flags(), _NUM_CLASSES.value,
-                  _NUM_WORKERS.value)
+                  _NUM_WORKERS.value, _BEAM_PIPELINE_OPTIONS.value)
   except errors.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
