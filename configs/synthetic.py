@@ -16,7 +16,7 @@ def get_config():
   config.data.slic_num_segments = 512  # SLIC gives ~256 segments per image.
   config.model.num_classes = 6
   config.train.batch_size = 8
-  config.train.num_epochs = 12
+  config.train.num_epochs = 10
   config.train.lmbda = 0.05
   config.train.log_every_steps = 10
   config.train.checkpoint_every_steps = 50
