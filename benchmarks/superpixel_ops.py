@@ -119,7 +119,7 @@ def dense_slic_map_loss(slic, assignments, num_segments):
   s0 = slic.shape[1] // assignments[0].shape[1]
   ids = slic[:, s0 // 2::s0, s0 // 2::s0]
   valid = (ids >= 0) & (ids < num_segments)
-  q = losses.reconstruct(jax.nn.one_hot(ids, num_segments), assignments)
+  q = superpixels.reconstruct(jax.nn.one_hot(ids, num_segments), assignments)
   q_id = jnp.take_along_axis(q, jnp.where(valid, ids, 0)[..., None], -1)
   nll = jnp.where(valid, -jnp.log(q_id[..., 0] + 1e-8), 0.0)
   return jnp.sum(nll) / jnp.maximum(jnp.sum(valid), 1)

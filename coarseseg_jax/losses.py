@@ -64,25 +64,6 @@ def _finest_stride(hw, assignments, what):
   return h // hf
 
 
-def reconstruct(x: jax.Array,
-                assignments: Sequence[jax.Array]) -> jax.Array:
-  """Downsamples through every assignment (finest first) and back up.
-
-  Args:
-    x: ``(B, H_finest, W_finest, C)`` features at the finest assignment grid.
-    assignments: finest first, e.g. ``[A_4, A_8]``.
-
-  Returns:
-    ``(B, H_finest, W_finest, C)``: the reconstruction of ``x`` from the
-    coarsest superpixels.
-  """
-  for a in assignments:
-    x = superpixels.downsample(x, a.astype(jnp.float32))
-  for a in reversed(assignments):
-    x = superpixels.upsample(x, a.astype(jnp.float32))
-  return x
-
-
 def slic_loss(image: jax.Array, assignments: Sequence[jax.Array],
               m: float) -> jax.Array:
   """The paper's SLIC-style reconstruction regularizer.
@@ -132,7 +113,7 @@ def slic_loss(image: jax.Array, assignments: Sequence[jax.Array],
   else:
     feats = lab
   feats = jax.lax.stop_gradient(feats)
-  err = reconstruct(feats, assignments) - feats
+  err = superpixels.reconstruct(feats, assignments) - feats
   loss = jnp.mean(_safe_norm(err[..., :3]))
   if use_xy:
     side = float(2 ** len(assignments))
@@ -212,7 +193,7 @@ def slic_map_loss(slic: jax.Array, assignments: Sequence[jax.Array],
       a0.reshape(b, -1))
   z = (num.reshape(b, h, w, num_segments)
        / (mass.reshape(b, h, w, 1) + 1e-8))
-  z = reconstruct(z, assignments[1:])
+  z = superpixels.reconstruct(z, assignments[1:])
   # Last upsampling, only at each pixel's own id.
   got = jnp.take_along_axis(z.reshape(b, -1), slots, axis=1,
                             mode="promise_in_bounds")

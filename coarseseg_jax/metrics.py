@@ -287,10 +287,7 @@ def achievable_segmentation_accuracy(assignments: Sequence[jax.Array],
   onehot = jax.nn.one_hot(jnp.where(valid, label, -1), num_classes,
                           dtype=jnp.float32)  # all zero for -1
   x = _resize_bilinear(onehot, *assignments[0].shape[1:3])
-  for a in assignments:
-    x = superpixels.downsample(x, a.astype(jnp.float32))
-  for a in reversed(assignments):
-    x = superpixels.upsample(x, a.astype(jnp.float32))
+  x = superpixels.reconstruct(x, assignments)
   x = _resize_bilinear(x, h, w)
   pred = jnp.argmax(x, axis=-1).astype(label.dtype)
   return pixel_accuracy(pred, label, ignore_index)

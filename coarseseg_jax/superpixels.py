@@ -250,6 +250,25 @@ def downsample(x: jax.Array, assignment: jax.Array,
   return pooled[..., :-1] / (pooled[..., -1:] + eps)
 
 
+def reconstruct(x: jax.Array,
+                assignments: Sequence[jax.Array]) -> jax.Array:
+  """Downsamples through every assignment (finest first) and back up.
+
+  Args:
+    x: ``(B, H_finest, W_finest, C)`` features at the finest assignment grid.
+    assignments: finest first, e.g. ``[A_4, A_8]``.
+
+  Returns:
+    ``(B, H_finest, W_finest, C)``: the reconstruction of ``x`` from the
+    coarsest superpixels.
+  """
+  for a in assignments:
+    x = downsample(x, a.astype(jnp.float32))
+  for a in reversed(assignments):
+    x = upsample(x, a.astype(jnp.float32))
+  return x
+
+
 def hard_superpixels(assignments: Sequence[jax.Array]) -> jax.Array:
   """Hard superpixel ids at the finest assignment resolution.
 

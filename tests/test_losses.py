@@ -247,7 +247,7 @@ def test_slic_map_loss_gradient_equals_dense_one_hot_formulation():
   def dense(a):
     ids = slic[:, 1::2, 1::2]
     valid = ids >= 0
-    q = losses.reconstruct(jax.nn.one_hot(ids, 7), a)
+    q = superpixels.reconstruct(jax.nn.one_hot(ids, 7), a)
     q_id = jnp.take_along_axis(q, jnp.maximum(ids, 0)[..., None], -1)[..., 0]
     return jnp.sum(jnp.where(valid, -jnp.log(q_id + 1e-8), 0)) / valid.sum()
 
