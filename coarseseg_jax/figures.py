@@ -4,15 +4,16 @@
   and the learned superpixel boundaries (`superpixels.hard_superpixels`) beside
   the precomputed SLIC boundaries, for a few test images;
 - `curves.png`: training loss terms and validation metrics against the step.
+
+Built on `matplotlib.figure.Figure` (no pyplot state, no backend switch), so
+importing this module in a notebook leaves inline plotting alone.
 """
 
 import os
 from typing import Dict, List, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib.figure import Figure
 import numpy as np
 from skimage.segmentation import find_boundaries
 
@@ -21,7 +22,7 @@ IGNORE = 255
 
 def colorize(label: np.ndarray, num_classes: int) -> np.ndarray:
   """(H, W) class ids -> (H, W, 3) float RGB; ignored (255) pixels are white."""
-  cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+  cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
   rgb = np.array([cmap(i % cmap.N)[:3] for i in range(num_classes)])
   out = np.ones(label.shape + (3,))
   valid = (label >= 0) & (label < num_classes)
@@ -60,7 +61,8 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir: str,
     if "slic" in s:
       panels.append(("SLIC superpixels",
                      overlay_boundaries(image, s["slic"][:h, :w])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    fig = Figure(figsize=(3 * len(panels), 3.3))
+    axes = fig.subplots(1, len(panels))
     for ax, (title, img) in zip(axes, panels):
       ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
       ax.set_title(title, fontsize=9)
@@ -68,14 +70,14 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir: str,
     fig.tight_layout()
     path = os.path.join(out_dir, f"sample_{i}.png")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     paths.append(path)
   return paths
 
 
 def save_curves(records: Sequence[dict], path: str) -> None:
   """Training loss terms and validation metrics against the step."""
-  fig, (ax_l, ax_v) = plt.subplots(1, 2, figsize=(11, 4))
+  fig = Figure(figsize=(11, 4))
+  ax_l, ax_v = fig.subplots(1, 2)
   for split, ax, keys in (
       ("train", ax_l, ("loss", "cross_entropy", "slic", "slic_map")),
       ("finetune", ax_l, ("loss",)),
@@ -97,7 +99,6 @@ def save_curves(records: Sequence[dict], path: str) -> None:
       ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def save_all(workdir: str, samples, records, num_classes: int) -> None:
