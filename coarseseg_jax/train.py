@@ -193,7 +193,10 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
   """Trains steps [meta-resumed step, first_step + num_steps) of one phase.
 
   `phase` is "train" (model selection on validation) or "finetune" (stops
-  early once the validation loss is no higher than `meta["target_loss"]`).
+  early once the validation cross-entropy is no higher than
+  `meta["target_loss"]`, the training cross-entropy of the last epoch before
+  fine-tuning; the paper compares losses, and the regularizer terms have no
+  validation counterpart).
   """
   config, t = run.config, run.config.train
   step = int(jax.device_get(state.step))
@@ -218,7 +221,8 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
       scalars["images_per_second"] = (
           len(history) * t.batch_size / max(time.time() - tic, 1e-9))
       run.writer.write(step, phase, scalars)
-      epoch_losses.append(scalars["loss"])
+      # Cross-entropy only: the validation loss has no regularizer terms.
+      epoch_losses.append(scalars["cross_entropy"])
       bar.set_postfix(loss=f"{scalars['loss']:.4f}",
                       img_s=f"{scalars['images_per_second']:.1f}")
       bar.update(len(history))
@@ -285,7 +289,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if meta.get("phase") != "finetune":  # Start: best state, fresh Adam.
       if run.best.latest_step() is not None:
         state, _ = run.best.restore(state)
-      state = state.replace(opt_state=jax.jit(state.tx.init)(state.params))
+      # The step counter goes on from the end of training (the best state
+      # may be older), so logs and checkpoints of the two phases never mix.
+      state = state.replace(
+          step=_replicate(np.asarray(num_steps, np.int32), run.mesh),
+          opt_state=jax.jit(state.tx.init)(state.params))
       meta.update(target_loss=meta["train_loss"], finetune_start=num_steps,
                   epoch_losses=[])
     split = f"{config.data.train_split}+{config.data.eval_split}"

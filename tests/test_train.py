@@ -136,6 +136,24 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
   assert skio.imread(os.path.join(out, "b_overlay.png")).shape == (64, 64, 3)
 
 
+def test_finetune_continues_the_step_count_and_stops(data_dir, tmp_path):
+  config = tiny_config(data_dir)
+  config.train.num_epochs = 1
+  config.train.finetune = True
+  config.train.finetune_max_epochs = 2
+  workdir = str(tmp_path / "finetune")
+  results = train.train_and_evaluate(config, workdir)
+  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  ft_steps = sorted(r["step"] for r in records if r["split"] == "finetune")
+  # Train+validation = 20 images = 2 steps per epoch, after training's 2 steps.
+  assert ft_steps and ft_steps[0] == 3 and ft_steps[-1] <= 6
+  assert results["selected_step"] == ft_steps[-1]
+  _, meta = _params(workdir, train.create_train_state(
+      config, train.models.create_model(config.model),
+      train.input_pipeline.make_mesh(), config.data.crop_size))
+  assert meta["phase"] == "finetune" and meta["finetune_start"] == 2
+
+
 def test_non_finite_update_stops_without_writing_a_checkpoint(data_dir,
                                                               tmp_path):
   config = tiny_config(data_dir)
