@@ -30,9 +30,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.data.eval_center_crop={d.eval_center_crop} must be a "
         "multiple of 16.")
-  if d.train_labels not in ("coarse", "fine"):
+  if d.train_labels not in ("coarse", "fine", "slic_propagated"):
     raise ConfigError(
-        f"config.data.train_labels={d.train_labels!r}: use 'coarse' or 'fine'.")
+        f"config.data.train_labels={d.train_labels!r}: use 'coarse', 'fine' "
+        "or 'slic_propagated'.")
   if d.dataset not in datasets.DATASETS:
     raise ConfigError(
         f"config.data.dataset={d.dataset!r} is unknown; choose one of "

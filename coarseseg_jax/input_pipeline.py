@@ -3,7 +3,7 @@
 Batches (process-local NumPy dicts; `b` = global batch // process count):
   image       float32 (b, H, W, 3) in [0, 1] (normalisation is the model's).
   label       int32   (b, H, W) the training labels (`data.train_labels`:
-              coarse or fine); 255 = unlabelled or padding.
+              coarse, fine or slic_propagated); 255 = unlabelled or padding.
   label_fine  int32   (b, H, W) fine labels, 255 = unlabelled or padding.
   slic        int32   (b, H, W) SLIC ids, -1 = ignored or padding.
   mask        float32 (b,) 1 for real examples, 0 for padding examples.
@@ -14,11 +14,17 @@ Training (`create_train_iterator`): random scale in `data.scale_range`
 (bilinear + antialias for the image, nearest neighbour for labels and SLIC),
 images smaller than the crop padded bottom/right (image 0, labels 255, slic
 -1), random `crop_size` crop, horizontal flip; one draw applied jointly to the
-image, both labels and the SLIC map. SLIC ids of a crop are relabelled to
+image, both labels and the SLIC map. With `data.train_labels =
+'slic_propagated'` (a baseline beyond the paper), before any of this each
+unlabelled (255) coarse pixel takes the majority coarse label of its SLIC
+superpixel, counted over the superpixel's labelled pixels (ties: the smaller
+class id); superpixels without labelled pixels stay 255 and labelled pixels
+never change (`propagate_labels`, TF ops). SLIC ids of a crop are relabelled to
 0..k-1 in raster order of first appearance, ids >= `data.slic_num_segments`
 set to -1 (the loss one-hots them into `slic_num_segments` slots).
 
-Evaluation (`create_eval_iterator`): no augmentation; whole images, or the
+Evaluation (`create_eval_iterator`): no augmentation, no propagation (`label`
+is the coarse label for slic_propagated); whole images, or the
 centre `data.eval_center_crop` crop (the paper's protocol), padded
 bottom/right to ONE fixed size per split: the largest height and width of the
 split (crop-clipped) rounded up to 16 (image 0, labels 255, slic -1). One size
@@ -56,6 +62,9 @@ IGNORE_LABEL = 255
 IGNORE_SLIC = -1
 _ALIGN = 16
 _HEAVY = ("image", "label_fine", "label_coarse", "slic")
+# data.train_labels -> the stored label feature it reads.
+_LABEL_KEYS = {"coarse": "label_coarse", "fine": "label_fine",
+               "slic_propagated": "label_coarse"}
 _size_cache: Dict[Tuple[str, str], Tuple[int, int]] = {}
 
 
@@ -111,6 +120,42 @@ def _decode(builder, record, label_key: str) -> Dict[str, tf.Tensor]:
   image = features["image"].decode_example(record["image"])
   return {"image": image, "id": record["id"],
           "labels": tf.stack([label, fine, slic])}
+
+
+def _label_key(data_config) -> str:
+  if data_config.train_labels not in _LABEL_KEYS:
+    raise ValueError(f"data.train_labels={data_config.train_labels!r} must be "
+                     f"one of {', '.join(_LABEL_KEYS)}.")
+  return _LABEL_KEYS[data_config.train_labels]
+
+
+def propagate_labels(label: tf.Tensor, slic: tf.Tensor) -> tf.Tensor:
+  """SLIC label propagation: unlabelled pixels take their segment's majority.
+
+  Args:
+    label: (H, W) int32 class ids, 255 = unlabelled.
+    slic: (H, W) int32 SLIC ids >= 0 (negative = no segment).
+
+  Returns:
+    (H, W) int32: `label` where it is labelled or has no segment; elsewhere
+    the most frequent label among the labelled pixels of the pixel's SLIC
+    segment (ties: the smaller id), or 255 if the segment has none.
+  """
+  flat, seg = tf.reshape(label, [-1]), tf.reshape(slic, [-1])
+  known = (flat != IGNORE_LABEL) & (seg >= 0)
+  depth = tf.maximum(tf.reduce_max(tf.where(known, flat, -1)) + 1, 1)
+  num_segments = tf.maximum(tf.reduce_max(seg) + 1, 1)
+  slots = (tf.boolean_mask(seg, known) * depth
+           + tf.boolean_mask(flat, known))
+  votes = tf.math.unsorted_segment_sum(tf.ones_like(slots), slots,
+                                       num_segments * depth)
+  votes = tf.reshape(votes, [num_segments, depth])
+  majority = tf.where(tf.reduce_max(votes, axis=1) > 0,
+                      tf.argmax(votes, axis=1, output_type=tf.int32),
+                      IGNORE_LABEL)
+  filled = tf.gather(majority, tf.maximum(seg, 0))
+  out = tf.where((flat == IGNORE_LABEL) & (seg >= 0), filled, flat)
+  return tf.reshape(out, tf.shape(label))
 
 
 def _relabel_slic(slic: tf.Tensor, cap: Optional[int]) -> tf.Tensor:
@@ -185,9 +230,7 @@ def _check_config(data_config):
   if not 0 < lo <= hi:
     raise ValueError(f"data.scale_range={data_config.scale_range} must be "
                      "(lo, hi) with 0 < lo <= hi.")
-  if data_config.train_labels not in ("coarse", "fine"):
-    raise ValueError(f"data.train_labels={data_config.train_labels!r} must be "
-                     "'coarse' or 'fine'.")
+  _label_key(data_config)
 
 
 def steps_per_epoch(builder: tfds.core.DatasetBuilder, global_batch_size: int,
@@ -231,7 +274,8 @@ def create_train_iterator(
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   start_epoch, skip = divmod(int(start_step), spe)
-  label_key = "label_" + data_config.train_labels
+  label_key = _label_key(data_config)
+  propagate = data_config.train_labels == "slic_propagated"
   records = _read(builder, tfds.even_splits(split, count)[index])
   key = tf.random.experimental.stateless_fold_in(
       tf.constant([seed % 2**31, seed // 2**31 % 2**31], tf.int64), index)
@@ -249,9 +293,13 @@ def create_train_iterator(
 
   def example(epoch, pos, record):
     decoded = _decode(builder, record, label_key)
+    labels = decoded["labels"]
+    if propagate:  # Before augmentation: whole-image SLIC segments.
+      labels = tf.concat([propagate_labels(labels[0], labels[2])[None],
+                          labels[1:]], axis=0)
     ex_key = tf.random.experimental.stateless_fold_in(
         tf.random.experimental.stateless_fold_in(key, epoch), pos + 1)
-    return _augment(decoded["image"], decoded["labels"], ex_key, data_config)
+    return _augment(decoded["image"], labels, ex_key, data_config)
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
@@ -308,7 +356,8 @@ def create_eval_iterator(
 
   Args:
     builder: a prepared TFDS builder with `segmentation_features()`.
-    data_config: `config.data` (train_labels, eval_center_crop).
+    data_config: `config.data` (train_labels, eval_center_crop); `label` is
+      the coarse label for train_labels = slic_propagated.
     split: TFDS split expression.
     batch_size: GLOBAL eval batch; must divide by the number of processes.
     process_index, process_count: default to JAX's; explicit for tests.
@@ -324,10 +373,7 @@ def create_eval_iterator(
   _hide_tf_accelerators()
   index, count = _processes(process_index, process_count)
   local = _local_batch(batch_size, count)
-  if data_config.train_labels not in ("coarse", "fine"):
-    raise ValueError(f"data.train_labels={data_config.train_labels!r} must be "
-                     "'coarse' or 'fine'.")
-  label_key = "label_" + data_config.train_labels
+  label_key = _label_key(data_config)
   pad_h, pad_w = pad_to or eval_pad_size(builder, data_config, split)
   if pad_h % _ALIGN or pad_w % _ALIGN:
     raise ValueError(f"pad_to={pad_to} must be multiples of {_ALIGN}.")

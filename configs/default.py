@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.dataset = "synthetic"   # synthetic | folder | suim | pannuke | cityscapes_coarse
   data.data_dir = "data"       # TFDS data dir (prepared TFRecords land here).
   data.manual_dir = None       # Raw download / user folder (folder, suim, ...).
-  data.train_labels = "coarse"  # coarse | fine: labels used for training.
+  data.train_labels = "coarse"  # coarse | fine | slic_propagated (SLIC vote).
   data.train_split = "train"
   data.eval_split = "validation"  # Model selection split.
   data.test_split = "test"        # Final results split.
