@@ -54,7 +54,6 @@ from coarseseg_jax import xla_flags  # pylint: disable=unused-import
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging as absl_logging
 import jax
 import numpy as np
 
@@ -478,14 +477,7 @@ _CACHE = flags.DEFINE_string(
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  project_log = logging.getLogger("coarseseg_jax")
-  project_log.setLevel(logging.INFO)
-  project_log.addHandler(handler)
-  project_log.propagate = False
+  writers.setup_logging()
   cache = _CACHE.value
   if cache is None:
     cache = os.path.join(_WORKDIR_ROOT.value, "jax_cache")

@@ -14,7 +14,6 @@ same command it resumes), `eval` (a checkpoint on a split), `predict` (a folder
 of images in, label PNGs and overlays out), `summary` (the parameter table).
 """
 
-import logging
 import os
 import sys
 
@@ -24,8 +23,9 @@ from coarseseg_jax import xla_flags  # Sets XLA CPU flags before JAX starts.
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from coarseseg_jax import writers  # pylint: disable=g-bad-import-order
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -75,16 +75,7 @@ def main(argv) -> None:
   config = _CONFIG.value
   workdir = _WORKDIR.value or (
       f"workdirs/{config.data.dataset}_{config.model.name}")
-  # The project's own progress at INFO; libraries (orbax, tfds) log through
-  # absl at WARNING unless --verbosity is given.
-  if not flags.FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  project_log = logging.getLogger("coarseseg_jax")
-  project_log.setLevel(logging.INFO)
-  project_log.addHandler(handler)
-  project_log.propagate = False
+  writers.setup_logging()
   from coarseseg_jax import errors  # pylint: disable=g-import-not-at-top
   try:
     _run(config, workdir)

@@ -8,10 +8,13 @@ run can be analysed without TensorBoard, e.g.
 """
 
 import json
+import logging
 import math
 import os
 from typing import Mapping
 
+from absl import flags
+from absl import logging as absl_logging
 import jax
 
 
@@ -71,3 +74,19 @@ def read_metrics(workdir: str) -> list:
         r = json.loads(line)
         records[(r["split"], r["step"])] = r
   return sorted(records.values(), key=lambda r: (r["step"], r["split"]))
+
+
+def setup_logging() -> None:
+  """Command-line logging: the project's own progress at INFO on stderr;
+  libraries logging through absl (orbax, tfds) at WARNING unless --verbosity
+  is given. Call after absl has parsed the flags."""
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  project_log = logging.getLogger("coarseseg_jax")
+  if not project_log.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    project_log.addHandler(handler)
+  project_log.setLevel(logging.INFO)
+  project_log.propagate = False
