@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import sharding
 
 
 def synthetic_builder(data_dir):
@@ -95,9 +96,9 @@ def main():
   next(it)
   first_s = time.perf_counter() - t0
   batches_per_s = rate(it, args.warmup, args.num_batches)
-  mesh = input_pipeline.make_mesh()
+  mesh = sharding.make_mesh()
   sharded_per_s = rate(make(), args.warmup, args.num_batches,
-                       lambda b: input_pipeline.shard_batch(b, mesh))
+                       lambda b: sharding.shard_batch(b, mesh))
   t0 = time.perf_counter()
   next(make(start_step=3 * spe + spe // 2))
   resume_s = time.perf_counter() - t0

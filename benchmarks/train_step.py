@@ -3,6 +3,7 @@ r"""Train-step throughput: fcn, hcfcn (lambda = 0) and hcfcn (lambda > 0).
   python benchmarks/train_step.py            # batch 8, 256x256, full ResNet-34
   python benchmarks/train_step.py --quick    # small, under a minute
   python benchmarks/train_step.py --dtype=bfloat16 --kappa=0.05
+  python benchmarks/train_step.py --deformable=0   # vs torch_reference.py
 
 Prints, per variant, the compile time and the median step time of timed steps
 after compilation (images/s), then `overhead` = step time of the regularized
@@ -27,8 +28,8 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from coarseseg_jax import input_pipeline
 from coarseseg_jax import models
+from coarseseg_jax import sharding
 from coarseseg_jax import train
 
 
@@ -49,6 +50,7 @@ def bench(name, lmbda, kappa, args, mesh):
   config.model.name = name
   config.model.num_classes = 6
   config.model.dtype = args.dtype
+  config.model.deformable = bool(args.deformable)
   config.data.crop_size = args.size
   config.data.slic_num_segments = args.num_segments
   if args.quick:
@@ -59,7 +61,7 @@ def bench(name, lmbda, kappa, args, mesh):
   step_fn = jax.jit(functools.partial(
       train.train_step, lmbda=lmbda, m=0.0, kappa=kappa,
       num_segments=args.num_segments), donate_argnums=0)
-  batch = input_pipeline.shard_batch(
+  batch = sharding.shard_batch(
       make_batch(args.batch_size, args.size, args.num_segments), mesh)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
@@ -90,11 +92,15 @@ def main():
   parser.add_argument("--kappa", type=float, default=0.0)
   parser.add_argument("--num_segments", type=int, default=512)
   parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--deformable", type=int, default=1,
+                      help="1: DCNv2 in the downsampling blocks (the project's"
+                      " default); 0: plain strided convs, as torch_reference.py"
+                      " (the like-for-like comparison with PyTorch).")
   parser.add_argument("--models", default="fcn,hcfcn0,hcfcn")
   args = parser.parse_args()
   if args.quick:
     args.size, args.steps, args.warmup = 64, 5, 1
-  mesh = input_pipeline.make_mesh()
+  mesh = sharding.make_mesh()
   variants = {"fcn": ("fcn", 0.0, 0.0), "hcfcn0": ("hcfcn", 0.0, 0.0),
               "hcfcn": ("hcfcn", args.lmbda, args.kappa),
               "unet": ("unet", 0.0, 0.0)}
@@ -108,7 +114,8 @@ def main():
          "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
          "machine": platform.processor() or platform.machine(),
          "cpus": os.cpu_count(), "batch_size": args.batch_size,
-         "size": args.size, "dtype": args.dtype, "quick": args.quick,
+         "size": args.size, "dtype": args.dtype,
+         "deformable": bool(args.deformable), "quick": args.quick,
          "xla_flags": os.environ.get("XLA_FLAGS", ""), "results": rows}
   if "hcfcn" in rows and "hcfcn0" in rows:
     out["overhead"] = round(rows["hcfcn"]["step_s"] / rows["hcfcn0"]["step_s"], 4)

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import metrics
+from coarseseg_jax import sharding
 from coarseseg_jax import superpixels
 
 # Per-image figures of results.json: name -> key in the per-image table.
@@ -123,7 +123,7 @@ def evaluate(eval_step: Callable, variables: Any, batches: Iterable[dict],
   confusion = None
   loss_sum, loss_pixels = 0.0, 0
   for batch in batches:
-    global_batch = input_pipeline.shard_batch(batch, mesh)
+    global_batch = sharding.shard_batch(batch, mesh)
     out = eval_step(variables, global_batch)
     out.update({k: global_batch[k] for k in _HOST_KEYS if k in global_batch})
     if "image" in global_batch and len(samples) < num_samples:

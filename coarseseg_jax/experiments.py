@@ -36,19 +36,17 @@ seeds of a configuration compile once and TF/JAX start once. A run's workdir is
 results.json is skipped, an interrupted one resumes from its checkpoint, and
 one whose run_config.json differs from the current config stops the runner.
 <out>/<experiment>_runs.json lists the runs of the last call and their status.
+The tables and figures are made by `coarseseg_jax.report`.
 """
 
-import csv
 import dataclasses
-import functools
 import json
 import logging
 import os
 import platform
 import sys
 import time
-import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import
 
@@ -57,10 +55,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from coarseseg_jax import datasets
-from coarseseg_jax import figures
-from coarseseg_jax import inference
-from coarseseg_jax import input_pipeline
+from coarseseg_jax import report
 from coarseseg_jax import train
 from coarseseg_jax import writers
 
@@ -70,9 +65,7 @@ if _ROOT not in sys.path:
 from configs import synthetic  # pylint: disable=g-import-not-at-top
 
 log = logging.getLogger("coarseseg_jax.experiments")  # Not __main__.
-METRICS = ("accuracy", "boundary_recall", "boundary_f1", "asa", "miou")
-LABELS = {"accuracy": "pixel accuracy", "boundary_recall": "boundary recall",
-          "boundary_f1": "boundary F1", "asa": "ASA", "miou": "mIoU"}
+METRICS = report.METRICS
 MAIN_METHODS = ("fcn", "hcfcn", "hcfcn_slic", "unet", "hcfcn_fine",
                 "hcfcn_slic_propagated", "hcfcn_slicmap", "hcfcn_slicmap_slic")
 REFERENCE = "hcfcn"  # The t-tests compare every method with this one.
@@ -239,129 +232,13 @@ def sweep(runner: Runner, method: str, candidates: Sequence[dict],
     rows.append({"method": method, "param": param_name(params),
                  "n_seeds": len(first),
                  f"validation_{metric}_mean": float(np.nanmean(values)),
-                 f"validation_{metric}_std": _std(values)})
+                 f"validation_{metric}_std": report.sample_std(values)})
   best = int(np.argmax(scores))
   for i, row in enumerate(rows):
     row["selected"] = int(i == best)
   params = candidates[best]
   return params, done[best] + [runner.run(method, params, s)
                                for s in seeds[len(first):]], rows
-
-
-def _std(values) -> float:
-  values = np.asarray(values, np.float64)
-  return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
-
-
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-  """Welch's t-test p-value (NaN with fewer than 2 finite values a side)."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-  if a.size < 2 or b.size < 2:
-    return float("nan")
-  with warnings.catch_warnings(), np.errstate(all="ignore"):
-    warnings.simplefilter("ignore")  # Zero variance: NaN, and a warning.
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def per_seed(results: Sequence[dict], metric: str) -> List[float]:
-  """Each run's test mean over images of `metric` (NaN where absent)."""
-  return [float(r["test"].get(f"{metric}_mean", float("nan")))
-          for r in results]
-
-
-def summary_row(results: Sequence[dict], reference: Optional[Sequence[dict]],
-                **keys) -> dict:
-  """`keys`, n_seeds, <metric>_mean/_std, p_<metric> against `reference`."""
-  row = dict(keys, n_seeds=len(results))
-  for metric in METRICS:
-    finite = [v for v in per_seed(results, metric) if np.isfinite(v)]
-    row[f"{metric}_mean"] = float(np.mean(finite)) if finite else float("nan")
-    row[f"{metric}_std"] = _std(finite)
-  for metric in ("boundary_recall", "accuracy"):
-    row[f"p_{metric}"] = (float("nan") if reference is None else welch_p(
-        per_seed(results, metric), per_seed(reference, metric)))
-  return row
-
-
-def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]):
-  with open(path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(columns)
-    for row in rows:
-      writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float)
-                       else row[c] for c in columns])
-
-
-def markdown_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]],
-                   note: str) -> str:
-  """Mean ± std per metric, p-values against the reference, then `note`."""
-  def fmt(mean, std):
-    if not np.isfinite(mean):
-      return "-"
-    return f"{mean:.4f} ± {std:.4f}" if np.isfinite(std) else f"{mean:.4f}"
-  def fmt_p(p):
-    return ("-" if not np.isfinite(p) else f"{p:.3f}" if p >= 1e-3
-            else f"{p:.0e}")
-  head = [t for _, t in first] + ["seeds"] + [LABELS[m] for m in METRICS] + [
-      "p (boundary recall)", "p (accuracy)"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in rows:
-    cells = [str(r[k]) for k, _ in first] + [str(r["n_seeds"])]
-    cells += [fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
-    cells += [fmt_p(r["p_boundary_recall"]), fmt_p(r["p_accuracy"])]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n\n" + note + "\n"
-
-
-def predictions(config, workdir: str, num_images: int) -> Dict[str, np.ndarray]:
-  """The first test images and the run's predictions (cached in workdir)."""
-  path = os.path.join(workdir, "figure_predictions.npz")
-  if os.path.exists(path):
-    with np.load(path) as z:
-      return dict(z)
-  state, model, _, _ = inference.load_state(config, workdir)
-  builder = datasets.get_builder(config.data, config.model.num_classes)
-  batch = next(input_pipeline.create_eval_iterator(
-      builder, config.data, config.data.test_split,
-      config.data.eval_batch_size))
-  k = int(min(num_images, batch["mask"].sum()))
-  logits, _ = jax.jit(functools.partial(model.apply, train=False))(
-      {"params": state.params, "batch_stats": state.batch_stats},
-      batch["image"][:k])
-  out = {"pred": np.argmax(np.asarray(logits), -1).astype(np.uint8),
-         "image": np.round(batch["image"][:k] * 255).astype(np.uint8),
-         "height": batch["height"][:k], "width": batch["width"][:k]}
-  for key in ("label", "label_fine"):
-    out[key] = batch[key][:k].astype(np.uint8)
-  np.savez_compressed(path, **out)
-  return out
-
-
-def predictions_figure(path: str, ref: dict,
-                       columns: Sequence[Tuple[str, dict]],
-                       num_classes: int) -> None:
-  """Per test image: image, coarse and fine label, each column's prediction.
-
-  `ref` and `columns` (title, dict) are `predictions` dicts; the image and
-  labels drawn are `ref`'s (a coarse-label run's).
-  """
-  titles = ["image", "coarse label", "fine label"] + [t for t, _ in columns]
-  fig = figures.Figure(figsize=(1.9 * len(titles), 2.0 * len(ref["pred"]) + .4))
-  axes = fig.subplots(len(ref["pred"]), len(titles), squeeze=False)
-  for i, row in enumerate(axes):
-    h, w = int(ref["height"][i]), int(ref["width"][i])
-    panels = [ref["image"][i, :h, :w] / 255.0] + [
-        figures.colorize(x[i, :h, :w], num_classes)
-        for x in [ref["label"], ref["label_fine"]] + [p["pred"]
-                                                      for _, p in columns]]
-    for ax, title, img in zip(row, titles, panels):
-      ax.imshow(img, interpolation="nearest")
-      ax.axis("off")
-      ax.set_title(title if i == 0 else "", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
 
 
 def run_main(runner: Runner, setup: Setup, seeds: Sequence[int], out: str,
@@ -379,22 +256,25 @@ def run_main(runner: Runner, setup: Setup, seeds: Sequence[int], out: str,
     chosen[method] = ({} if method != "hcfcn_slicmap_slic" else
                       dict(chosen["hcfcn_slicmap"], **chosen["hcfcn_slic"]))
     results[method] = [runner.run(method, chosen[method], s) for s in seeds]
-  rows = [summary_row(results[m], None if m == REFERENCE else
-                      results[REFERENCE], method=m,
-                      param=param_name(chosen[m])) for m in MAIN_METHODS]
+  rows = [report.summary_row(results[m], None if m == REFERENCE else
+                             results[REFERENCE], method=m,
+                             param=param_name(chosen[m]))
+          for m in MAIN_METHODS]
   name = os.path.join(out, "synthetic_coarse")
-  write_csv(name + ".csv", rows, ["method", "n_seeds"] + _STATS
-            + ["p_boundary_recall"])
-  write_csv(name + "_sweep.csv", sweep_rows, list(sweep_rows[0]))
+  report.write_csv(name + ".csv", rows,
+                   ["method", "n_seeds"] + _STATS + ["p_boundary_recall"])
+  report.write_csv(name + "_sweep.csv", sweep_rows, list(sweep_rows[0]))
   with open(name + ".md", "w") as f:
-    f.write(markdown_table(rows, [("method", "method"), ("param", "params")],
-                           _note(runner, setup, seeds, metric, sweep_seeds)))
-  columns = [(m, predictions(run_config(runner.base, m, chosen[m], seeds[0]),
-                             runner.workdir(m, chosen[m], seeds[0]),
-                             setup.figure_images)) for m in MAIN_METHODS]
-  predictions_figure(name + "_predictions.png",
-                     columns[MAIN_METHODS.index(REFERENCE)][1], columns,
-                     runner.base.model.num_classes)
+    f.write(report.markdown_table(
+        rows, [("method", "method"), ("param", "params")],
+        _note(runner, setup, seeds, metric, sweep_seeds)))
+  columns = [(m, report.predictions(
+      run_config(runner.base, m, chosen[m], seeds[0]),
+      runner.workdir(m, chosen[m], seeds[0]), setup.figure_images))
+             for m in MAIN_METHODS]
+  report.predictions_figure(name + "_predictions.png",
+                            columns[MAIN_METHODS.index(REFERENCE)][1], columns,
+                            runner.base.model.num_classes)
   return rows
 
 
@@ -406,30 +286,18 @@ def run_coarseness(runner: Runner, setup: Setup, seeds: Sequence[int],
     ref = [runner.run("hcfcn", {"kernel": kernel}, s) for s in seeds]
     reg = [runner.run("hcfcn_slic", {"kernel": kernel, "lmbda": lmbda}, s)
            for s in seeds]
-    rows.append(summary_row(ref, None, method="hcfcn", kernel=kernel))
-    rows.append(summary_row(reg, ref, method="hcfcn_slic", kernel=kernel))
+    rows.append(report.summary_row(ref, None, method="hcfcn", kernel=kernel))
+    rows.append(report.summary_row(reg, ref, method="hcfcn_slic",
+                                   kernel=kernel))
   name = os.path.join(out, "coarseness")
-  write_csv(name + ".csv", rows, ["method", "kernel", "n_seeds"] + _STATS
-            + ["p_boundary_recall"])
+  report.write_csv(name + ".csv", rows, ["method", "kernel", "n_seeds"]
+                   + _STATS + ["p_boundary_recall"])
   with open(name + ".md", "w") as f:
-    f.write(markdown_table(rows, [("method", "method"), ("kernel", "kernel")],
-                           f"hcfcn_slic: lambda = {lmbda:g}; p: against hcfcn "
-                           "at the same kernel. "
-                           + _note(runner, setup, seeds, None, 0)))
-  fig = figures.Figure(figsize=(10, 3.8))
-  for ax, metric in zip(fig.subplots(1, 2), ("boundary_recall", "accuracy")):
-    for method in ("hcfcn", "hcfcn_slic"):
-      sel = [r for r in rows if r["method"] == method]
-      ax.errorbar([r["kernel"] for r in sel],
-                  [r[f"{metric}_mean"] for r in sel],
-                  yerr=np.nan_to_num([r[f"{metric}_std"] for r in sel]),
-                  marker="o", capsize=3, label=method)
-    ax.set(xlabel="erosion kernel of the coarse labels (px)",
-           ylabel=f"test {LABELS[metric]}", xticks=list(setup.kernels))
-    ax.legend()
-  fig.suptitle(f"mean ± std over {len(seeds)} seeds")
-  fig.tight_layout()
-  fig.savefig(name + ".png", dpi=100)
+    f.write(report.markdown_table(
+        rows, [("method", "method"), ("kernel", "kernel")],
+        f"hcfcn_slic: lambda = {lmbda:g}; p: against hcfcn at the same "
+        "kernel. " + _note(runner, setup, seeds, None, 0)))
+  report.coarseness_figure(name + ".png", rows, setup.kernels, len(seeds))
   return rows
 
 

@@ -20,6 +20,7 @@ from coarseseg_jax import errors
 from coarseseg_jax import figures
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import models
+from coarseseg_jax import sharding
 from coarseseg_jax import train
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -30,7 +31,7 @@ def load_state(config, workdir: str, which: str = "best"):
 
   Returns `(state, model, mesh, step)`.
   """
-  mesh = input_pipeline.make_mesh()
+  mesh = sharding.make_mesh()
   model = models.create_model(config.model)
   state = train.create_train_state(config, model, mesh, config.data.crop_size)
   order = ("best", "checkpoints") if which == "best" else ("checkpoints",)

@@ -36,7 +36,7 @@ exactly once over all processes.
 
 Multi-host: process p of P reads `tfds.even_splits(split, P)[p]`; the global
 batch is the concatenation of the process batches, laid out over the devices
-by `shard_batch`.
+by `sharding.shard_batch`.
 
 Determinism and resumption (training): with `data.deterministic` (the
 default), epoch e's order (a `shuffle_buffer` shuffle with a seed derived from
@@ -50,10 +50,9 @@ The guarantee holds for the same dataset, seed, global batch size and process
 count (and TensorFlow global seed, `tf.random.set_seed`, never set here).
 """
 
-from typing import Dict, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -416,42 +415,3 @@ def create_eval_iterator(
     ds = padding
   ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options(True)).as_numpy_iterator()
-
-
-def make_mesh() -> Mesh:
-  """A 1-D mesh over all devices (all processes), axis name `data`."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def shard_batch(batch: Dict[str, np.ndarray],
-                mesh_or_sharding: Union[Mesh, jax.sharding.Sharding]
-                ) -> Dict[str, jax.Array]:
-  """Process-local NumPy batch -> global `jax.Array`s split on the batch axis.
-
-  Args:
-    batch: this process's batch (leading axis b); non-numeric entries (e.g.
-      `id`) are dropped.
-    mesh_or_sharding: a mesh (batch axis sharded as `P('data')`, checked to
-      divide over the local devices) or any sharding (used as is).
-
-  Returns:
-    dict of arrays of leading size b * process_count, each device holding
-    b / local_device_count rows of this process's batch.
-  """
-  is_mesh = isinstance(mesh_or_sharding, Mesh)
-  sharding = (NamedSharding(mesh_or_sharding, P("data")) if is_mesh
-              else mesh_or_sharding)
-  num_local = len(sharding.addressable_devices)
-  out = {}
-  for k, v in batch.items():
-    v = np.asarray(v)
-    if v.dtype.kind not in "biuf":
-      continue
-    if is_mesh and (v.ndim == 0 or v.shape[0] % num_local):
-      raise ValueError(
-          f"batch[{k!r}] has shape {v.shape}: the process-local batch must "
-          f"divide over the {num_local} local devices; choose a batch size "
-          "that is a multiple of the device count.")
-    out[k] = jax.make_array_from_process_local_data(sharding, v)
-  return out

@@ -39,6 +39,7 @@ from coarseseg_jax import figures
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
+from coarseseg_jax import sharding
 from coarseseg_jax import writers
 from coarseseg_jax.errors import NonFiniteLossError
 
@@ -168,7 +169,7 @@ class _Run:
   def __init__(self, config, workdir):
     self.config, self.workdir = config, workdir
     self.builder = datasets.get_builder(config.data, config.model.num_classes)
-    self.mesh = input_pipeline.make_mesh()
+    self.mesh = sharding.make_mesh()
     self.model = models.create_model(config.model)
     self.writer = writers.MetricWriter(workdir)
     self.latest = checkpoints.Checkpointer(
@@ -209,7 +210,7 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
                   disable=jax.process_index() != 0)
   history, tic, epoch_losses = [], time.time(), meta.get("epoch_losses", [])
   while step < end:
-    batch = input_pipeline.shard_batch(next(it), run.mesh)
+    batch = sharding.shard_batch(next(it), run.mesh)
     state, step_metrics = run.train_step(state, batch)
     history.append(step_metrics)
     step += 1

@@ -16,6 +16,7 @@ from skimage import io as skio
 from coarseseg_jax import config_validation
 from coarseseg_jax import experiments
 from coarseseg_jax import metrics
+from coarseseg_jax import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATS = [f"{m}_{s}" for m in ("accuracy", "boundary_recall", "boundary_f1",
@@ -164,20 +165,20 @@ def test_full_setup_is_valid_and_boundary_recall_can_be_nonzero():
 
 def test_welch_p_and_summary_rows():
   a, b = [0.5, 0.6, 0.55], [0.3, 0.35, 0.4]
-  assert experiments.welch_p(a, b) == pytest.approx(
+  assert report.welch_p(a, b) == pytest.approx(
       stats.ttest_ind(a, b, equal_var=False).pvalue)
-  assert math.isnan(experiments.welch_p([0.5], b))
+  assert math.isnan(report.welch_p([0.5], b))
   results = [{"test": {"accuracy_mean": v, "boundary_recall_mean": v / 2}}
              for v in a]
   reference = [{"test": {"accuracy_mean": v, "boundary_recall_mean": v / 2}}
                for v in b]
-  row = experiments.summary_row(results, reference, method="m")
+  row = report.summary_row(results, reference, method="m")
   assert row["accuracy_mean"] == pytest.approx(np.mean(a))
   assert row["accuracy_std"] == pytest.approx(np.std(a, ddof=1))
   assert math.isnan(row["asa_mean"])  # No superpixels: absent, NaN.
-  assert row["p_boundary_recall"] == pytest.approx(experiments.welch_p(
+  assert row["p_boundary_recall"] == pytest.approx(report.welch_p(
       np.array(a) / 2, np.array(b) / 2))
-  assert math.isnan(experiments.summary_row(results, None)["p_accuracy"])
+  assert math.isnan(report.summary_row(results, None)["p_accuracy"])
 
 
 class FakeRunner:

@@ -10,6 +10,7 @@ import pytest
 
 from configs import default
 from coarseseg_jax import input_pipeline as ip
+from coarseseg_jax import sharding
 
 _spec = importlib.util.spec_from_file_location(
     "pipeline_fixtures",
@@ -255,12 +256,12 @@ def test_eval_center_crop(builder):
 def test_shard_batch(builder, num_devices):
   assert jax.device_count() == 8  # tests/conftest.py: 8 fake CPU devices.
   if num_devices == 8:
-    mesh = ip.make_mesh()
+    mesh = sharding.make_mesh()
   else:
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
   assert mesh.axis_names == ("data",) and mesh.size == num_devices
   batch = next(ip.create_eval_iterator(builder, data_config(), "test", 8))
-  sharded = ip.shard_batch(batch, mesh)
+  sharded = sharding.shard_batch(batch, mesh)
   assert "id" not in sharded
   assert set(sharded) == set(batch) - {"id"}
   for k, array in sharded.items():
@@ -273,7 +274,7 @@ def test_shard_batch(builder, num_devices):
       np.testing.assert_array_equal(np.asarray(shard.data),
                                     batch[k][j * rows:(j + 1) * rows])
   with pytest.raises(ValueError, match="local devices"):
-    ip.shard_batch({"mask": np.ones(4, np.float32)}, ip.make_mesh())
+    sharding.shard_batch({"mask": np.ones(4, np.float32)}, sharding.make_mesh())
 
 
 def test_invalid_arguments(builder):

@@ -7,10 +7,8 @@ share no code with the module under test.
 """
 
 import functools
-import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -4,7 +4,6 @@ torch where it is installed) forward passes of the torchvision architecture."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -16,6 +16,8 @@ from coarseseg_jax import checkpoints
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import inference
+from coarseseg_jax import models
+from coarseseg_jax import sharding
 from coarseseg_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,8 +85,8 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
 
   # Same data in the same order -> the same final parameters and metrics.
   model_state = train.create_train_state(
-      config, train.models.create_model(config.model),
-      train.input_pipeline.make_mesh(), config.data.crop_size)
+      config, models.create_model(config.model),
+      sharding.make_mesh(), config.data.crop_size)
   p_ref, _ = _params(ref_dir, model_state)
   p_res, meta = _params(workdir, model_state)
   assert meta["phase"] == "train"
@@ -149,8 +151,8 @@ def test_finetune_continues_the_step_count_and_stops(data_dir, tmp_path):
   assert ft_steps and ft_steps[0] == 3 and ft_steps[-1] <= 6
   assert results["selected_step"] == ft_steps[-1]
   _, meta = _params(workdir, train.create_train_state(
-      config, train.models.create_model(config.model),
-      train.input_pipeline.make_mesh(), config.data.crop_size))
+      config, models.create_model(config.model),
+      sharding.make_mesh(), config.data.crop_size))
   assert meta["phase"] == "finetune" and meta["finetune_start"] == 2
 
 
