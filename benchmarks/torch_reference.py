@@ -15,8 +15,8 @@ train_step.py). Adam (lr 5e-4), train mode, one ``optimizer.step()`` per step.
 Same parameter count as the JAX model with ``deformable=False``; same random
 batch as train_step.py's ``make_batch``.
 
-Prints, per variant, the median step time over the timed steps (images/s) and
-the parameter count, then `overhead` = step time of the regularized hcfcn / the
+Prints, per variant, the median step time over the timed steps (images/s;
+the variants' steps are timed in turn) and the parameter count, then `overhead` = step time of the regularized hcfcn / the
 unregularized one. The last line is one JSON object.
 """
 
@@ -217,7 +217,8 @@ def make_batch(batch_size, size, num_segments=512, seed=0):
           torch.from_numpy(label).long())
 
 
-def bench(name, lmbda, args):
+def prepare(name, lmbda, args):
+  """A warmed-up step closure of one variant and its row (model, params)."""
   torch.manual_seed(0)
   quick = dict(stage_blocks=(1, 1, 1), width=16) if args.quick else {}
   model = HCFCN(superpixels=name == "hcfcn", **quick).train()
@@ -236,15 +237,25 @@ def bench(name, lmbda, args):
 
   for _ in range(args.warmup):
     step()
-  times = []
-  for _ in range(args.steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  step_s = float(np.median(times))
-  return {"model": name, "lmbda": lmbda, "step_s": round(step_s, 4),
-          "images_per_s": round(args.batch_size / step_s, 2),
-          "params": sum(p.numel() for p in model.parameters())}
+  return step, {"model": name, "lmbda": lmbda,
+                "params": sum(p.numel() for p in model.parameters())}
+
+
+def time_round_robin(steps, num_steps, batch_size):
+  """Median time of `num_steps` steps of each variant, timed in turn (as
+  train_step.py does, so machine drifts hit all variants alike)."""
+  times = {key: [] for key in steps}
+  for _ in range(num_steps):
+    for key, (step, _) in steps.items():
+      t0 = time.perf_counter()
+      step()
+      times[key].append(time.perf_counter() - t0)
+  rows = {}
+  for key, (_, row) in steps.items():
+    step_s = float(np.median(times[key]))
+    rows[key] = dict(row, step_s=round(step_s, 4),
+                     images_per_s=round(batch_size / step_s, 2))
+  return rows
 
 
 def main():
@@ -263,9 +274,10 @@ def main():
   torch.set_num_threads(args.threads)
   variants = {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
               "hcfcn": ("hcfcn", args.lmbda)}
-  rows = {}
-  for key in args.models.split(","):
-    rows[key] = r = bench(*variants[key], args)
+  steps = {key: prepare(*variants[key], args)
+           for key in args.models.split(",")}
+  rows = time_round_robin(steps, args.steps, args.batch_size)
+  for key, r in rows.items():
     print(f"{key:8s} step {r['step_s']:.4f} s   {r['images_per_s']:8.2f} img/s"
           f"   {r['params']:,} params", flush=True)
   out = {"benchmark": "torch_reference", "torch": torch.__version__,
