@@ -296,7 +296,7 @@ def run_coarseness(runner: Runner, setup: Setup, seeds: Sequence[int],
     f.write(report.markdown_table(
         rows, [("method", "method"), ("kernel", "kernel")],
         f"hcfcn_slic: lambda = {lmbda:g}; p: against hcfcn at the same "
-        "kernel. " + _note(runner, setup, seeds, None, 0)))
+        "kernel. " + _note(runner, setup, seeds, None, 0, setup.kernels)))
   report.coarseness_figure(name + ".png", rows, setup.kernels, len(seeds))
   return rows
 
@@ -306,14 +306,16 @@ def machine() -> str:
           f"CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}")
 
 
-def _note(runner, setup, seeds, metric, sweep_seeds) -> str:
+def _note(runner, setup, seeds, metric, sweep_seeds, kernels=None) -> str:
   s, b = setup, runner.base
+  coarse = (f"coarse kernels {list(kernels)}" if kernels else
+            f"coarse kernel {b.data.coarse_kernel}")
   text = (f"Synthetic data: {s.image_size}x{s.image_size} px, {s.num_train}/"
           f"{s.num_validation}/{s.num_test} train/validation/test images, "
-          f"{b.model.num_classes} classes, coarse kernel "
-          f"{b.data.coarse_kernel}; encoder width {s.width}, blocks "
-          f"{tuple(s.stage_blocks)}; {s.num_epochs} epochs, batch "
-          f"{b.train.batch_size}; seeds {list(seeds)}. Tested on fine labels; "
+          f"{b.model.num_classes} classes, {coarse}; encoder width "
+          f"{s.width}, blocks {tuple(s.stage_blocks)}; {s.num_epochs} "
+          f"epochs, batch {b.train.batch_size}; seeds {list(seeds)}. Tested "
+          "on fine labels; "
           "mean ± sample std over seeds of each run's mean over test images; "
           f"p: Welch's t-test against {REFERENCE} on the per-seed means.")
   if metric:

@@ -115,6 +115,8 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
     assert int(row["n_seeds"]) == quick.coarseness_seeds
     _check_stats(row, superpixels=True)
   _png(out / "coarseness.png")
+  footer = (out / "coarseness.md").read_text()
+  assert f"coarse kernels {list(quick.kernels)}" in footer, footer
   made = os.listdir(tmp_path / "data" / "coarseseg_synthetic")
   for kernel in quick.kernels:  # One prepared dataset per kernel.
     assert any(d.startswith(f"k{kernel}_") for d in made), (kernel, made)
