@@ -32,10 +32,17 @@ paper). Test figures are never looked at.
 Runs execute in this process one after another (`train.train_and_evaluate`),
 with JAX's persistent compilation cache in <workdir_root>/jax_cache, so the
 seeds of a configuration compile once and TF/JAX start once. A run's workdir is
-<workdir_root>/<experiment>[_quick]/<method>/<param>/seed<k>; one holding
+<workdir_root>/<experiment>[_quick][_e<epochs>]/<method>/<param>/seed<k>
+(`_e<epochs>` with --num_epochs other than the setup's); one holding
 results.json is skipped, an interrupted one resumes from its checkpoint, and
 one whose run_config.json differs from the current config stops the runner.
 <out>/<experiment>_runs.json lists the runs of the last call and their status.
+
+Smaller or longer variants of `main`: --methods (a subset; `hcfcn` is always
+trained), --lambdas / --kappas (the sweep grids) and --num_epochs, e.g. the
+schedule check in the README:
+  python -m coarseseg_jax.experiments --experiment=main --num_epochs=100 \
+      --methods=fcn,hcfcn_slic --lambdas=0.025 --seeds=1 --out=results/e100
 The tables and figures are made by `coarseseg_jax.report`.
 """
 
@@ -43,7 +50,6 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -117,9 +123,9 @@ QUICK = Setup(image_size=64, num_train=16, num_validation=4, num_test=4,
               coarseness_lambda=0.05, figure_images=2, run_figures=0)
 
 
-def experiment_config(quick: bool, data_dir: Optional[str] = None):
-  """configs/synthetic.py resized to FULL (or QUICK); lambda = kappa = 0."""
-  s = QUICK if quick else FULL
+def experiment_config(setup: Setup, data_dir: Optional[str] = None):
+  """configs/synthetic.py resized to `setup` (FULL or QUICK); lambda = 0."""
+  s = setup
   config = synthetic.get_config()
   d, m, t = config.data, config.model, config.train
   d.data_dir = data_dir or d.data_dir
@@ -241,11 +247,30 @@ def sweep(runner: Runner, method: str, candidates: Sequence[dict],
                                for s in seeds[len(first):]], rows
 
 
+def select_methods(names: Optional[Sequence[str]]) -> Tuple[str, ...]:
+  """The main table's methods among `names` (None: all), in table order.
+
+  `hcfcn`, the reference of the t-tests, is always included, and
+  `hcfcn_slicmap_slic` needs the two methods whose choices it combines.
+  """
+  if not names:
+    return MAIN_METHODS
+  unknown = sorted(set(names) - set(MAIN_METHODS))
+  if unknown:
+    raise ValueError(f"Unknown methods {unknown}; choose from {MAIN_METHODS}.")
+  if "hcfcn_slicmap_slic" in names and not {"hcfcn_slic",
+                                            "hcfcn_slicmap"} <= set(names):
+    raise ValueError("hcfcn_slicmap_slic needs hcfcn_slic and hcfcn_slicmap, "
+                     "whose lambda and kappa it uses.")
+  return tuple(m for m in MAIN_METHODS if m in names or m == REFERENCE)
+
+
 def run_main(runner: Runner, setup: Setup, seeds: Sequence[int], out: str,
-             sweep_seeds: int, metric: str) -> List[dict]:
+             sweep_seeds: int, metric: str,
+             methods: Sequence[str] = MAIN_METHODS) -> List[dict]:
   """Trains (or reuses) every run of the main table; writes its files."""
   chosen, results, sweep_rows = {}, {}, []
-  for method in MAIN_METHODS:
+  for method in methods:
     if method in ("hcfcn_slic", "hcfcn_slicmap"):
       key, grid = (("lmbda", setup.lambdas) if method == "hcfcn_slic" else
                    ("kappa", setup.kappas))
@@ -259,21 +284,23 @@ def run_main(runner: Runner, setup: Setup, seeds: Sequence[int], out: str,
   rows = [report.summary_row(results[m], None if m == REFERENCE else
                              results[REFERENCE], method=m,
                              param=param_name(chosen[m]))
-          for m in MAIN_METHODS]
+          for m in methods]
   name = os.path.join(out, "synthetic_coarse")
   report.write_csv(name + ".csv", rows,
                    ["method", "n_seeds"] + _STATS + ["p_boundary_recall"])
-  report.write_csv(name + "_sweep.csv", sweep_rows, list(sweep_rows[0]))
+  if sweep_rows:
+    report.write_csv(name + "_sweep.csv", sweep_rows, list(sweep_rows[0]))
   with open(name + ".md", "w") as f:
     f.write(report.markdown_table(
         rows, [("method", "method"), ("param", "params")],
-        _note(runner, setup, seeds, metric, sweep_seeds)))
+        report.setup_note(setup, runner.base, seeds, metric, sweep_seeds,
+                          reference=REFERENCE)))
   columns = [(m, report.predictions(
       run_config(runner.base, m, chosen[m], seeds[0]),
       runner.workdir(m, chosen[m], seeds[0]), setup.figure_images))
-             for m in MAIN_METHODS]
+             for m in methods]
   report.predictions_figure(name + "_predictions.png",
-                            columns[MAIN_METHODS.index(REFERENCE)][1], columns,
+                            columns[methods.index(REFERENCE)][1], columns,
                             runner.base.model.num_classes)
   return rows
 
@@ -296,33 +323,12 @@ def run_coarseness(runner: Runner, setup: Setup, seeds: Sequence[int],
     f.write(report.markdown_table(
         rows, [("method", "method"), ("kernel", "kernel")],
         f"hcfcn_slic: lambda = {lmbda:g}; p: against hcfcn at the same "
-        "kernel. " + _note(runner, setup, seeds, None, 0, setup.kernels)))
+        "kernel. " + report.setup_note(setup, runner.base, seeds, None, 0,
+                                       setup.kernels)))
   report.coarseness_figure(name + ".png", rows, setup.kernels, len(seeds))
   return rows
 
 
-def machine() -> str:
-  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
-          f"CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}")
-
-
-def _note(runner, setup, seeds, metric, sweep_seeds, kernels=None) -> str:
-  s, b = setup, runner.base
-  coarse = (f"coarse kernels {list(kernels)}" if kernels else
-            f"coarse kernel {b.data.coarse_kernel}")
-  text = (f"Synthetic data: {s.image_size}x{s.image_size} px, {s.num_train}/"
-          f"{s.num_validation}/{s.num_test} train/validation/test images, "
-          f"{b.model.num_classes} classes, {coarse}; encoder width "
-          f"{s.width}, blocks {tuple(s.stage_blocks)}; {s.num_epochs} "
-          f"epochs, batch {b.train.batch_size}; seeds {list(seeds)}. Tested "
-          "on fine labels; "
-          "mean ± sample std over seeds of each run's mean over test images; "
-          f"p: Welch's t-test against {REFERENCE} on the per-seed means.")
-  if metric:
-    text += (f" lambda from {list(s.lambdas)}, kappa from {list(s.kappas)}, "
-             f"chosen by mean validation {metric} over "
-             f"{sweep_seeds or len(seeds)} seed(s).")
-  return text + f" Machine: {machine()}."
 
 
 _EXPERIMENT = flags.DEFINE_enum("experiment", "main", ["main", "coarseness"],
@@ -338,6 +344,13 @@ _SELECT = flags.DEFINE_enum("select_metric", "accuracy", list(METRICS),
                             "Validation metric choosing lambda and kappa.")
 _LAMBDA = flags.DEFINE_float("coarseness_lambda", None,
                              "lambda of hcfcn_slic in the coarseness sweep.")
+_METHODS = flags.DEFINE_list(
+    "methods", None, "main: only these methods (default all; hcfcn always).")
+_EPOCHS = flags.DEFINE_integer(
+    "num_epochs", None, "Epochs of every run instead of the setup's; the "
+    "runs go to <experiment>_e<n> workdirs.")
+_LAMBDAS = flags.DEFINE_list("lambdas", None, "main: lambda grid to sweep.")
+_KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "TFDS data dir.")
 _CACHE = flags.DEFINE_string(
     "jax_cache_dir", None, "Persistent compilation cache (default "
@@ -355,21 +368,34 @@ def main(argv) -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   quick, experiment, out = _QUICK.value, _EXPERIMENT.value, _OUT.value
+  try:
+    methods = select_methods(_METHODS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   setup = QUICK if quick else FULL
+  root = experiment + ("_quick" if quick else "")
+  if _EPOCHS.value and _EPOCHS.value != setup.num_epochs:
+    setup = dataclasses.replace(setup, num_epochs=_EPOCHS.value)
+    root += f"_e{setup.num_epochs}"
+  for name, values in (("lambdas", _LAMBDAS.value), ("kappas", _KAPPAS.value)):
+    if values:
+      setup = dataclasses.replace(setup, **{name: tuple(map(float, values))})
   seeds = list(range(_SEEDS.value or (
       setup.seeds if experiment == "main" else setup.coarseness_seeds)))
-  runner = Runner(experiment_config(quick, _DATA_DIR.value), os.path.join(
-      _WORKDIR_ROOT.value, experiment + ("_quick" if quick else "")))
+  runner = Runner(experiment_config(setup, _DATA_DIR.value),
+                  os.path.join(_WORKDIR_ROOT.value, root))
   os.makedirs(out, exist_ok=True)
   tic = time.time()
   if experiment == "main":
-    run_main(runner, setup, seeds, out, _SWEEP_SEEDS.value, _SELECT.value)
+    run_main(runner, setup, seeds, out, _SWEEP_SEEDS.value, _SELECT.value,
+             methods)
   else:
     run_coarseness(runner, setup, seeds, out, setup.coarseness_lambda
                    if _LAMBDA.value is None else _LAMBDA.value)
   trained = sum(r["status"] == "trained" for r in runner.records)
   with open(os.path.join(out, f"{experiment}_runs.json"), "w") as f:
-    json.dump({"experiment": experiment, "quick": quick, "machine": machine(),
+    json.dump({"experiment": experiment, "quick": quick,
+               "num_epochs": setup.num_epochs, "machine": report.machine(),
                "seconds": round(time.time() - tic, 1), "trained": trained,
                "runs": runner.records}, f, indent=1)
   print(f"{experiment}: {trained} runs trained, {len(runner.records) - trained}"

@@ -9,6 +9,7 @@ by side; metrics against the erosion kernel of the coarse labels).
 import csv
 import functools
 import os
+import platform
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -161,3 +162,30 @@ def coarseness_figure(path: str, rows: Sequence[dict],
   fig.suptitle(f"mean ± std over {num_seeds} seeds")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
+
+
+def machine() -> str:
+  """Processor, cores, JAX version and backend, for the tables."""
+  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
+          f"CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}")
+
+
+def setup_note(s, b, seeds: Sequence[int], metric: Optional[str],
+               sweep_seeds: int, kernels: Optional[Sequence[int]] = None,
+               reference: str = "hcfcn") -> str:
+  """The footnote of a table: setup `s`, base config `b`, seeds, selection."""
+  coarse = (f"coarse kernels {list(kernels)}" if kernels else
+            f"coarse kernel {b.data.coarse_kernel}")
+  text = (f"Synthetic data: {s.image_size}x{s.image_size} px, {s.num_train}/"
+          f"{s.num_validation}/{s.num_test} train/validation/test images, "
+          f"{b.model.num_classes} classes, {coarse}; encoder width "
+          f"{s.width}, blocks {tuple(s.stage_blocks)}; {s.num_epochs} "
+          f"epochs, batch {b.train.batch_size}; seeds {list(seeds)}. Tested "
+          "on fine labels; "
+          "mean ± sample std over seeds of each run's mean over test images; "
+          f"p: Welch's t-test against {reference} on the per-seed means.")
+  if metric:
+    text += (f" lambda from {list(s.lambdas)}, kappa from {list(s.kappas)}, "
+             f"chosen by mean validation {metric} over "
+             f"{sweep_seeds or len(seeds)} seed(s).")
+  return text + f" Machine: {machine()}."

@@ -23,14 +23,15 @@ STATS = [f"{m}_{s}" for m in ("accuracy", "boundary_recall", "boundary_f1",
                               "asa", "miou") for s in ("mean", "std")]
 
 
-def _run(tmp_path, experiment):
+def _run(tmp_path, experiment, *flags):
   """The CLI in a subprocess on ONE CPU device (compiles faster than 8)."""
   env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace(
       "--xla_force_host_platform_device_count=8", ""))
   proc = subprocess.run(
       [sys.executable, "-m", "coarseseg_jax.experiments", "--quick",
        f"--experiment={experiment}", f"--out={tmp_path}/out",
-       f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data"],
+       f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
+       *flags],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-5000:]
   with open(tmp_path / "out" / f"{experiment}_runs.json") as f:
@@ -135,8 +136,39 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert (out / "synthetic_coarse.csv").read_text() == table
 
 
+@pytest.mark.slow
+def test_subset_of_methods_with_a_longer_schedule(tmp_path):
+  epochs = experiments.QUICK.num_epochs + 1
+  runs = _run(tmp_path, "main", "--methods=fcn", f"--num_epochs={epochs}",
+              "--seeds=1")
+  root = tmp_path / "wd" / f"main_quick_e{epochs}"
+  assert runs["num_epochs"] == epochs and runs["trained"] == 2
+  assert sorted(os.listdir(root)) == ["fcn", "hcfcn"]  # The reference too.
+  with open(root / "fcn" / "ce" / "seed0" / "run_config.json") as f:
+    assert json.load(f)["train"]["num_epochs"] == epochs
+  steps = [json.loads(line)["step"] for line in
+           open(root / "hcfcn" / "ce" / "seed0" / "metrics.jsonl")]
+  per_epoch = experiments.QUICK.num_train // experiments.experiment_config(
+      experiments.QUICK).train.batch_size
+  assert max(steps) == epochs * per_epoch
+  _, rows = _csv(tmp_path / "out" / "synthetic_coarse.csv")
+  assert [r["method"] for r in rows] == ["fcn", "hcfcn"]
+  assert not os.path.exists(tmp_path / "out" / "synthetic_coarse_sweep.csv")
+  _png(tmp_path / "out" / "synthetic_coarse_predictions.png")
+
+
+def test_select_methods():
+  assert experiments.select_methods(None) == experiments.MAIN_METHODS
+  assert experiments.select_methods(["hcfcn_slic", "fcn"]) == (
+      "fcn", "hcfcn", "hcfcn_slic")
+  with pytest.raises(ValueError, match="Unknown methods.*'hcfnc'"):
+    experiments.select_methods(["fcn", "hcfnc"])
+  with pytest.raises(ValueError, match="needs hcfcn_slic and hcfcn_slicmap"):
+    experiments.select_methods(["hcfcn_slicmap_slic", "hcfcn_slic"])
+
+
 def test_run_configs_of_the_methods():
-  base = experiments.experiment_config(quick=True, data_dir="/tmp/d")
+  base = experiments.experiment_config(experiments.QUICK, data_dir="/tmp/d")
   assert base.data.data_dir == "/tmp/d"
   expect = {"fcn": ("fcn", "coarse"), "unet": ("unet", "coarse"),
             "hcfcn": ("hcfcn", "coarse"), "hcfcn_fine": ("hcfcn", "fine"),
@@ -155,7 +187,7 @@ def test_run_configs_of_the_methods():
 
 
 def test_full_setup_is_valid_and_boundary_recall_can_be_nonzero():
-  config = experiments.experiment_config(quick=False)
+  config = experiments.experiment_config(experiments.FULL)
   config_validation.validate(config)
   size = experiments.FULL.image_size
   assert config.data.crop_size == size == config.data.builder_kwargs.image_size
@@ -220,7 +252,7 @@ def test_sweep_selects_on_validation_at_the_selected_step(tmp_path):
 
 
 def test_changed_config_in_an_existing_workdir_stops_the_runner(tmp_path):
-  runner = experiments.Runner(experiments.experiment_config(True),
+  runner = experiments.Runner(experiments.experiment_config(experiments.QUICK),
                               str(tmp_path))
   workdir = runner.workdir("hcfcn", {}, 0)
   os.makedirs(workdir)
