@@ -294,7 +294,10 @@ def run_main(runner: Runner, setup: Setup, seeds: Sequence[int], out: str,
     f.write(report.markdown_table(
         rows, [("method", "method"), ("param", "params")],
         report.setup_note(setup, runner.base, seeds, metric, sweep_seeds,
-                          reference=REFERENCE)))
+                          reference=REFERENCE, swept=[
+                              w for w, m in (("lambda", "hcfcn_slic"),
+                                             ("kappa", "hcfcn_slicmap"))
+                              if m in methods])))
   columns = [(m, report.predictions(
       run_config(runner.base, m, chosen[m], seeds[0]),
       runner.workdir(m, chosen[m], seeds[0]), setup.figure_images))

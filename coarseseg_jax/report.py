@@ -172,8 +172,12 @@ def machine() -> str:
 
 def setup_note(s, b, seeds: Sequence[int], metric: Optional[str],
                sweep_seeds: int, kernels: Optional[Sequence[int]] = None,
-               reference: str = "hcfcn") -> str:
-  """The footnote of a table: setup `s`, base config `b`, seeds, selection."""
+               reference: str = "hcfcn",
+               swept: Sequence[str] = ("lambda", "kappa")) -> str:
+  """The footnote of a table: setup `s`, base config `b`, seeds, selection.
+
+  With `metric`, it names the grids of the `swept` weights (lambda, kappa).
+  """
   coarse = (f"coarse kernels {list(kernels)}" if kernels else
             f"coarse kernel {b.data.coarse_kernel}")
   text = (f"Synthetic data: {s.image_size}x{s.image_size} px, {s.num_train}/"
@@ -184,8 +188,9 @@ def setup_note(s, b, seeds: Sequence[int], metric: Optional[str],
           "on fine labels; "
           "mean ± sample std over seeds of each run's mean over test images; "
           f"p: Welch's t-test against {reference} on the per-seed means.")
-  if metric:
-    text += (f" lambda from {list(s.lambdas)}, kappa from {list(s.kappas)}, "
-             f"chosen by mean validation {metric} over "
+  grids = {"lambda": s.lambdas, "kappa": s.kappas}
+  if metric and swept:
+    text += (" " + ", ".join(f"{w} from {list(grids[w])}" for w in swept)
+             + f", chosen by mean validation {metric} over "
              f"{sweep_seeds or len(seeds)} seed(s).")
   return text + f" Machine: {machine()}."

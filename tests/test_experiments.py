@@ -101,6 +101,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
                           / combined / f"seed{seed}" / "results.json")
   markdown = (out / "synthetic_coarse.md").read_text()
   assert "±" in markdown and combined in markdown
+  assert "lambda from" in markdown and "kappa from" in markdown
   assert all(f"| {m} |" in markdown for m in experiments.MAIN_METHODS)
   _png(out / "synthetic_coarse_predictions.png")
 
@@ -154,6 +155,8 @@ def test_subset_of_methods_with_a_longer_schedule(tmp_path):
   _, rows = _csv(tmp_path / "out" / "synthetic_coarse.csv")
   assert [r["method"] for r in rows] == ["fcn", "hcfcn"]
   assert not os.path.exists(tmp_path / "out" / "synthetic_coarse_sweep.csv")
+  note = (tmp_path / "out" / "synthetic_coarse.md").read_text()
+  assert f"{epochs} epochs" in note and "lambda from" not in note, note
   _png(tmp_path / "out" / "synthetic_coarse_predictions.png")
 
 
