@@ -43,6 +43,7 @@ trained), --lambdas / --kappas (the sweep grids) and --num_epochs, e.g. the
 schedule check in the README:
   python -m coarseseg_jax.experiments --experiment=main --num_epochs=100 \
       --methods=fcn,hcfcn_slic --lambdas=0.025 --seeds=1 --out=results/e100
+
 The tables and figures are made by `coarseseg_jax.report`.
 """
 
@@ -124,7 +125,7 @@ QUICK = Setup(image_size=64, num_train=16, num_validation=4, num_test=4,
 
 
 def experiment_config(setup: Setup, data_dir: Optional[str] = None):
-  """configs/synthetic.py resized to `setup` (FULL or QUICK); lambda = 0."""
+  """configs/synthetic.py resized to `setup`; lambda = kappa = 0."""
   s = setup
   config = synthetic.get_config()
   d, m, t = config.data, config.model, config.train
@@ -332,8 +333,6 @@ def run_coarseness(runner: Runner, setup: Setup, seeds: Sequence[int],
   return rows
 
 
-
-
 _EXPERIMENT = flags.DEFINE_enum("experiment", "main", ["main", "coarseness"],
                                 "Which experiment.")
 _OUT = flags.DEFINE_string("out", "results", "Tables and figures go here.")
@@ -371,6 +370,11 @@ def main(argv) -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   quick, experiment, out = _QUICK.value, _EXPERIMENT.value, _OUT.value
+  main_only = [f"--{f.name}" for f in (_METHODS, _LAMBDAS, _KAPPAS)
+               if f.value]
+  if experiment != "main" and main_only:
+    raise app.UsageError(f"{', '.join(main_only)}: only for --experiment=main"
+                         " (the coarseness sweep: --coarseness_lambda).")
   try:
     methods = select_methods(_METHODS.value)
   except ValueError as e:

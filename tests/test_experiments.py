@@ -147,8 +147,8 @@ def test_subset_of_methods_with_a_longer_schedule(tmp_path):
   assert sorted(os.listdir(root)) == ["fcn", "hcfcn"]  # The reference too.
   with open(root / "fcn" / "ce" / "seed0" / "run_config.json") as f:
     assert json.load(f)["train"]["num_epochs"] == epochs
-  steps = [json.loads(line)["step"] for line in
-           open(root / "hcfcn" / "ce" / "seed0" / "metrics.jsonl")]
+  with open(root / "hcfcn" / "ce" / "seed0" / "metrics.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f]
   per_epoch = experiments.QUICK.num_train // experiments.experiment_config(
       experiments.QUICK).train.batch_size
   assert max(steps) == epochs * per_epoch
@@ -158,6 +158,18 @@ def test_subset_of_methods_with_a_longer_schedule(tmp_path):
   note = (tmp_path / "out" / "synthetic_coarse.md").read_text()
   assert f"{epochs} epochs" in note and "lambda from" not in note, note
   _png(tmp_path / "out" / "synthetic_coarse_predictions.png")
+
+
+def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.experiments", "--quick",
+       "--experiment=coarseness", "--methods=fcn", "--lambdas=0.1",
+       f"--out={tmp_path}/out", f"--workdir_root={tmp_path}/wd"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "--methods, --lambdas: only for --experiment=main" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(tmp_path / "wd")
 
 
 def test_select_methods():
