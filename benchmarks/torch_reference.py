@@ -16,8 +16,9 @@ Same parameter count as the JAX model with ``deformable=False``; same random
 batch as train_step.py's ``make_batch``.
 
 Prints, per variant, the median step time over the timed steps (images/s;
-the variants' steps are timed in turn) and the parameter count, then `overhead` = step time of the regularized hcfcn / the
-unregularized one. The last line is one JSON object.
+the variants' steps are timed in turn, `timing.py`) and the parameter count,
+then `overhead` = step time of the regularized hcfcn / the unregularized
+one. The last line is one JSON object.
 """
 
 import argparse
@@ -25,9 +26,9 @@ import json
 import math
 import os
 import platform
-import time
 
 import numpy as np
+import timing  # benchmarks/timing.py: JAX-free, like this script.
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -241,23 +242,6 @@ def prepare(name, lmbda, args):
                 "params": sum(p.numel() for p in model.parameters())}
 
 
-def time_round_robin(steps, num_steps, batch_size):
-  """Median time of `num_steps` steps of each variant, timed in turn (as
-  train_step.py does, so machine drifts hit all variants alike)."""
-  times = {key: [] for key in steps}
-  for _ in range(num_steps):
-    for key, (step, _) in steps.items():
-      t0 = time.perf_counter()
-      step()
-      times[key].append(time.perf_counter() - t0)
-  rows = {}
-  for key, (_, row) in steps.items():
-    step_s = float(np.median(times[key]))
-    rows[key] = dict(row, step_s=round(step_s, 4),
-                     images_per_s=round(batch_size / step_s, 2))
-  return rows
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true")
@@ -276,7 +260,7 @@ def main():
               "hcfcn": ("hcfcn", args.lmbda)}
   steps = {key: prepare(*variants[key], args)
            for key in args.models.split(",")}
-  rows = time_round_robin(steps, args.steps, args.batch_size)
+  rows = timing.time_round_robin(steps, args.steps, args.batch_size)
   for key, r in rows.items():
     print(f"{key:8s} step {r['step_s']:.4f} s   {r['images_per_s']:8.2f} img/s"
           f"   {r['params']:,} params", flush=True)

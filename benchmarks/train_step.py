@@ -8,9 +8,10 @@ r"""Train-step throughput: fcn, hcfcn (lambda = 0) and hcfcn (lambda > 0).
 Prints, per variant, the compile time and the median step time of timed steps
 after compilation (images/s), then `overhead` = step time of the regularized
 hcfcn / the unregularized one (the paper: +3.8 % per epoch on a T4). The
-variants' steps are timed in turn, one step each, so drifts of a shared
-machine hit them alike. The last line is one JSON object. Runs on whatever backend JAX finds (CPU, GPU, TPU);
-imports `coarseseg_jax.xla_flags` first, so the project's CPU flags apply.
+variants' steps are timed in turn, one step each (`timing.py`), so drifts of
+a shared machine hit them alike. The last line is one JSON object. Runs on
+whatever backend JAX finds (CPU, GPU, TPU); imports `coarseseg_jax.xla_flags`
+first, so the project's CPU flags apply.
 """
 
 import argparse
@@ -27,6 +28,7 @@ from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-impor
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
@@ -47,7 +49,11 @@ def make_batch(batch_size, size, num_segments, seed=0):
 
 
 def prepare(name, lmbda, kappa, args, mesh):
-  """A compiled, warmed-up train step of one variant, its state and batch."""
+  """A compiled, warmed-up train step of one variant, as (step, row).
+
+  `step()` runs one train step on the variant's own state and batch and
+  blocks until it is done.
+  """
   config = default.get_config()
   config.model.name = name
   config.model.num_classes = 6
@@ -71,31 +77,14 @@ def prepare(name, lmbda, kappa, args, mesh):
   for _ in range(args.warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
-  return {"step": compiled, "state": state, "batch": batch,
-          "row": {"model": name, "lmbda": lmbda, "kappa": kappa,
-                  "compile_s": round(compile_s, 2)}}
 
+  def step():
+    nonlocal state
+    state, step_metrics = compiled(state, batch)
+    jax.block_until_ready(step_metrics)
 
-def time_round_robin(variants, steps, batch_size):
-  """Times `steps` steps of each variant, one step of each in turn.
-
-  Interleaving spreads drifts of the machine (other load, clock, memory)
-  over all variants alike, so their ratios (the regularizer's overhead) hold
-  even when absolute times wander. Returns {key: row with step_s (median)}.
-  """
-  times = {key: [] for key in variants}
-  for _ in range(steps):
-    for key, v in variants.items():
-      t0 = time.perf_counter()
-      v["state"], metrics = v["step"](v["state"], v["batch"])
-      jax.block_until_ready(metrics)
-      times[key].append(time.perf_counter() - t0)
-  rows = {}
-  for key, v in variants.items():
-    step_s = float(np.median(times[key]))
-    rows[key] = dict(v["row"], step_s=round(step_s, 4),
-                     images_per_s=round(batch_size / step_s, 2))
-  return rows
+  return step, {"model": name, "lmbda": lmbda, "kappa": kappa,
+                "compile_s": round(compile_s, 2)}
 
 
 def main():
@@ -124,9 +113,9 @@ def main():
   prepared = {}
   for key in args.models.split(","):
     prepared[key] = prepare(*variants[key], args, mesh)
-    print(f"{key:8s} compile {prepared[key]['row']['compile_s']:7.2f} s",
+    print(f"{key:8s} compile {prepared[key][1]['compile_s']:7.2f} s",
           flush=True)
-  rows = time_round_robin(prepared, args.steps, args.batch_size)
+  rows = timing.time_round_robin(prepared, args.steps, args.batch_size)
   for key, r in rows.items():
     print(f"{key:8s} step {r['step_s']:.4f} s   {r['images_per_s']:8.2f} img/s")
   out = {"benchmark": "train_step", "backend": jax.default_backend(),
