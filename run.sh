@@ -7,23 +7,29 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
-install() {  # $1: pip extras spec, e.g. "" or "[test]"
+install() {  # $1: pip extras, e.g. "train" or "train,test,beam"
   if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
   fi
-  local stamp=".venv/.installed$1-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
-  if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install -q -e ".$1"
-    touch "$stamp"
+  # One stamp per extra and pyproject.toml version: an install with more
+  # extras (./run.sh test) serves one with fewer (./run.sh).
+  local sum extra missing=""
+  sum=$(cksum < pyproject.toml | cut -d' ' -f1)
+  for extra in ${1//,/ }; do
+    [ -f ".venv/.installed-$extra-$sum" ] || missing=1
+  done
+  if [ -n "$missing" ]; then
+    .venv/bin/python -m pip install -q -e ".[$1]"
+    for extra in ${1//,/ }; do touch ".venv/.installed-$extra-$sum"; done
   fi
 }
 
 if [ "${1:-}" = "test" ]; then
   shift
-  install "[test,beam]"
+  install "train,test,beam"
   exec .venv/bin/python -m pytest -n auto --durations=15 "$@"
 fi
-install ""
+install "train"
 exec .venv/bin/python -m coarseseg_jax.main --config=configs/synthetic.py \
   --workdir=workdirs/synthetic "$@"

@@ -30,7 +30,7 @@ from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-impor
 import jax  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding
 

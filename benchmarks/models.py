@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
 from coarseseg_jax.models import deformable
 
@@ -72,6 +72,7 @@ def _memory_mib(compiled):
 def bench_model(name, args):
   config = default.get_config().model
   config.name = name
+  config.num_classes = 8  # SUIM's.
   config.dtype = args.dtype
   config.deformable = not args.plain
   if args.quick:

@@ -30,7 +30,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
 from coarseseg_jax import sharding
 from coarseseg_jax import train

@@ -14,10 +14,13 @@ from the newest of them.
 """
 
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
+
+from coarseseg_jax import workdir as workdir_lib
 
 
 def _abstract(tree):
@@ -31,8 +34,10 @@ def _abstract(tree):
 class Checkpointer:
   """Saves/restores train states under `directory` with orbax."""
 
-  def __init__(self, directory: str, keep: int):
-    self.directory = os.path.abspath(directory)
+  def __init__(self, directory: Union[str, os.PathLike], keep: int):
+    # Local paths absolute; URLs (gs://...) as they are: orbax writes them
+    # with TensorStore's own drivers.
+    self.directory: epath.Path = workdir_lib.path(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

@@ -1,13 +1,16 @@
-"""Config checks that run before anything is compiled or read.
+"""Config checks that run before anything is compiled, read or written.
 
 Each problem raises `ConfigError` with one message saying which config value
 is wrong and what would be right; `main` prints it without a traceback.
+`validate` also resolves `config.model.num_classes` when it is None (the
+dataset's number: its builder parameters, or a folder's classes.txt).
 """
 
 import jax
 import ml_collections
 
 from coarseseg_jax import datasets
+from coarseseg_jax import evaluate
 from coarseseg_jax import models
 from coarseseg_jax.errors import ConfigError
 
@@ -16,12 +19,11 @@ SUPERPIXEL_MODELS = ("hcfcn",)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for the first invalid value found in `config`."""
+  """Raises ConfigError for the first invalid value found in `config`.
+
+  Fills `config.model.num_classes` from the dataset when it is None.
+  """
   d, m, t = config.data, config.model, config.train
-  try:
-    models.create_model(m)
-  except ValueError as e:
-    raise ConfigError(f"config.model: {e}") from None
   if d.crop_size % 16:
     raise ConfigError(
         f"config.data.crop_size={d.crop_size} must be a multiple of 16 "
@@ -44,8 +46,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"dataset {d.dataset!r} is not prepared in {d.data_dir!r} and "
         "config.data.manual_dir is not set: download it (see data/README.md) "
         "and pass --config.data.manual_dir=PATH.")
+  resolve_num_classes(config)
   if m.num_classes < 2:
     raise ConfigError(f"config.model.num_classes={m.num_classes} must be >= 2.")
+  try:
+    models.create_model(m)
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from None
   n = jax.device_count()
   for name, size in (("train.batch_size", t.batch_size),
                      ("data.eval_batch_size", d.eval_batch_size)):
@@ -62,11 +69,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.train.lmbda, m and kappa must be >= 0.")
   if t.num_epochs < 1:
     raise ConfigError(f"config.train.num_epochs={t.num_epochs} must be >= 1.")
-  if t.select_metric not in ("accuracy", "miou", "boundary_recall",
-                             "boundary_f1", "asa"):
+  if t.select_metric not in evaluate.SELECTABLE:
     raise ConfigError(
         f"config.train.select_metric={t.select_metric!r} is not a "
-        "validation metric (accuracy, miou, boundary_recall, boundary_f1, asa).")
+        f"validation metric ({', '.join(evaluate.SELECTABLE)}).")
+
+
+def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
+  """Sets `config.model.num_classes` to the dataset's when it is None.
+
+  The dataset's number comes from its builder without preparing it (its
+  parameters, or the classes.txt of a folder). Raises ConfigError if neither
+  says, or if they disagree.
+  """
+  m = config.model
+  builder = datasets.get_builder(config.data, m.num_classes)
+  n = datasets.num_classes(builder)
+  if m.num_classes is None:
+    if n is None:
+      raise ConfigError(
+          f"the number of classes of dataset {config.data.dataset!r} is "
+          "unknown: pass --config.model.num_classes=N (or, for a folder, "
+          "write classes.txt with one class name per line).")
+    m.num_classes = n
+  elif n is not None and n != m.num_classes:
+    raise ConfigError(
+        f"config.model.num_classes={m.num_classes} but dataset "
+        f"{config.data.dataset!r} has {n} classes; set "
+        f"--config.model.num_classes={n} (or leave it unset).")
 
 
 def check_dataset(config: ml_collections.ConfigDict, builder) -> None:

@@ -1,54 +1,96 @@
-"""Evaluation on fine labels: a jit-compiled eval step and per-image metrics.
+"""Evaluation on fine labels: the one evaluator of validation, test and eval.
 
-`make_eval_step` builds the pure, sharded part (forward pass, prediction,
-pixel accuracy, confusion matrix, ASA, hard superpixels, loss on the training
-labels). `evaluate` runs it over a split and computes the boundary metrics per
-image on the host, on each image cropped back to its original size (the
-paper's boundary recall depends on the image diagonal), then aggregates mean
-and std over images. Images padded into the last batch (mask 0) are dropped,
-so every image of the split counts exactly once.
+`make_eval_step` builds the pure, sharded part: the forward pass, the
+prediction and every per-image figure (pixel accuracy, confusion matrix,
+boundary recall and F1 at each image's own size and default radius, ASA of
+the learned superpixels, the loss on the training labels). Eval batches hold
+images of any size padded into one canvas (`input_pipeline`), and the
+boundary metrics take each image's size (`coarseseg_jax.boundaries`), so a
+split compiles the step once, whatever its image sizes.
+
+`Evaluator.run` feeds it a split's batches, gathers the per-image figures on
+the host (plus the SLIC maps' ASA, batched, for final results), drops the
+images padded into the last batch (mask 0), so every image of the split
+counts exactly once, and summarises: mean and std over images, the dataset's
+confusion matrix, mIoU, and per-class IoU and accuracy keyed by class name.
+`METRICS` is the one list of per-image metric names (`config.train.
+select_metric` is validated against `SELECTABLE`).
 """
 
+import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+import tqdm
 
 from coarseseg_jax import losses
 from coarseseg_jax import metrics
 from coarseseg_jax import sharding
 from coarseseg_jax import superpixels
 
-# Per-image figures of results.json: name -> key in the per-image table.
-PER_IMAGE_METRICS = ("accuracy", "boundary_recall", "boundary_f1", "asa",
-                     "miou", "superpixel_asa", "slic_asa")
+# Per-image metrics of every evaluation, in table order (superpixel_asa: the
+# hard ASA of the learned superpixels).
+METRICS = ("accuracy", "boundary_recall", "boundary_f1", "asa", "miou",
+           "superpixel_asa")
+# Only in final evaluations (`full=True`): the hard ASA of the precomputed
+# SLIC maps (computed on the host).
+FULL_METRICS = ("slic_asa",)
+PER_IMAGE_METRICS = METRICS + FULL_METRICS
+# Validation metrics that can select the best checkpoint.
+SELECTABLE = METRICS
 _HOST_KEYS = ("mask", "height", "width", "label_fine", "label", "slic")
+
+
+def make_predict_fn(model) -> Callable:
+  """`predict(variables, images) -> (pred, logits, assignments)`.
+
+  `images` (B, H, W, 3) float32 in [0, 1], H and W multiples of 16; `pred`
+  (B, H, W) int32 class ids, `logits` float32 (B, H, W, C), `assignments`
+  the model's soft superpixels (finest first; empty for models without).
+  """
+
+  def predict(variables, images):
+    logits, assignments = model.apply(variables, images, train=False)
+    return (jnp.argmax(logits, axis=-1).astype(jnp.int32), logits,
+            assignments)
+
+  return predict
 
 
 def make_eval_step(model, num_classes: int) -> Callable:
   """Returns `eval_step(variables, batch) -> dict of per-image arrays`.
 
   Batch keys used: `image` (B, H, W, 3) float32, `label_fine` and `label`
-  (B, H, W) int32 (255 = ignored, padding included). Outputs: `pred` (B, H, W),
-  `accuracy` (B,), `confusion` (B, C, C), `loss` and `loss_pixels` (B,) (mean
-  cross-entropy on the training labels and their count), and for models with
-  superpixel upsampling `asa` (B,) and `superpixels` (B, H/4, W/4).
+  (B, H, W) int32 (255 = ignored, padding included), `height`, `width` (B,)
+  int32 (each image's size in the canvas). Outputs: `pred` (B, H, W),
+  `accuracy`, `boundary_recall`, `boundary_f1`, `miou` (B,), `confusion`
+  (B, C, C),
+  `loss` and `loss_pixels` (B,) (mean cross-entropy on the training labels
+  and their count); for models with superpixel upsampling `asa` and
+  `superpixel_asa` (B,) and `superpixels` (B, H/4, W/4).
   """
+  predict = make_predict_fn(model)
 
   def eval_step(variables, batch):
-    logits, assignments = model.apply(variables, batch["image"], train=False)
-    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    pred, logits, assignments = predict(variables, batch["image"])
     fine = batch["label_fine"]
+    size = jnp.stack([batch["height"], batch["width"]], axis=-1)
+    confusion = metrics.confusion_matrix(pred, fine, num_classes)
     per_image_ce = jax.vmap(
         lambda l, y: losses.cross_entropy(l[None], y[None]))(
             logits, batch["label"])
     out = {
         "pred": pred,
         "accuracy": metrics.pixel_accuracy(pred, fine),
-        "confusion": metrics.confusion_matrix(pred, fine, num_classes),
+        "boundary_recall": metrics.boundary_recall(pred, fine, size=size),
+        "boundary_f1": metrics.boundary_precision_recall_f1(
+            pred, fine, size=size)[2],
+        "confusion": confusion,
+        "miou": metrics.mean_iou(confusion),
         "loss": per_image_ce,
         "loss_pixels": jnp.sum(batch["label"] != 255, axis=(1, 2)),
     }
@@ -56,89 +98,131 @@ def make_eval_step(model, num_classes: int) -> Callable:
       out["asa"] = metrics.achievable_segmentation_accuracy(
           assignments, fine, num_classes)
       out["superpixels"] = superpixels.hard_superpixels(assignments)
+      h, w = assignments[-1].shape[1:3]  # ids < cells of the coarsest grid
+      out["superpixel_asa"] = metrics.segment_asa(
+          out["superpixels"], fine, num_segments=(h // 2) * (w // 2),
+          num_classes=num_classes)
     return out
 
   return eval_step
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(name: str, **static):
-  fn = getattr(metrics, name)
-  return jax.jit(functools.partial(fn, **static)) if static else jax.jit(fn)
+def _segment_asa_fn(num_segments: int, num_classes: int) -> Callable:
+  return jax.jit(functools.partial(metrics.segment_asa,
+                                   num_segments=num_segments,
+                                   num_classes=num_classes))
 
 
-def _segment_asa(segments, label, num_segments):
-  # Round the histogram size up to a power of two: few shapes, few compiles.
-  size = int(2 ** np.ceil(np.log2(max(int(num_segments), 2))))
-  return float(_jitted("segment_asa", num_segments=size)(
-      segments[None], label[None])[0])
+def slic_asa(slic: np.ndarray, label: np.ndarray, num_classes: int
+             ) -> np.ndarray:
+  """Hard ASA of a batch of SLIC maps (B, H, W) (-1 = ignored): (B,).
+
+  The histogram size is the batch's largest id rounded up to a power of two,
+  so a split compiles a few times at most.
+  """
+  size = int(2 ** np.ceil(np.log2(max(int(slic.max()) + 1, 2))))
+  return np.asarray(_segment_asa_fn(size, num_classes)(slic, label))
 
 
-def _host_metrics(out: Dict[str, np.ndarray], i: int, full: bool) -> dict:
-  """The per-image figures of image `i` of a gathered batch."""
-  h, w = int(out["height"][i]), int(out["width"][i])
-  pred = out["pred"][i, :h, :w][None]
-  fine = out["label_fine"][i, :h, :w][None]
-  row = {
-      "accuracy": float(out["accuracy"][i]),
-      "miou": float(metrics.mean_iou(out["confusion"][i])),
-      "boundary_recall": float(_jitted("boundary_recall")(pred, fine)[0]),
-      "boundary_f1": float(
-          _jitted("boundary_precision_recall_f1")(pred, fine)[2][0]),
-      "asa": float(out["asa"][i]) if "asa" in out else float("nan"),
-  }
-  if full:
-    if "superpixels" in out:
-      sp = out["superpixels"][i]
-      row["superpixel_asa"] = _segment_asa(
-          sp, out["label_fine"][i], sp.max() + 1)
-    slic = out["slic"][i, :h, :w]
-    if slic.max() >= 0:
-      row["slic_asa"] = _segment_asa(slic, fine[0], slic.max() + 1)
-  return row
+@dataclasses.dataclass
+class EvalResult:
+  """What an evaluation gives (`summary` goes to logs and results.json)."""
+  summary: Dict[str, float]
+  rows: List[dict]                   # Per-image metrics, split order.
+  samples: List[Dict[str, np.ndarray]]  # A few images with predictions.
+  confusion: Optional[np.ndarray]    # (C, C) int64, rows = true class.
+  per_class: Dict[str, Dict[str, float]]  # Class name -> iou, accuracy.
 
 
-def evaluate(eval_step: Callable, variables: Any, batches: Iterable[dict],
-             mesh: jax.sharding.Mesh, *, full: bool = False,
-             num_samples: int = 0):
-  """Evaluates a model over a finite iterator of eval batches.
+class Evaluator:
+  """Evaluates model variables on eval batches (see the module docstring).
 
   Args:
-    eval_step: the jitted function from `make_eval_step`.
-    variables: model variables, replicated over `mesh`.
-    batches: process-local eval batches from
-      `input_pipeline.create_eval_iterator`.
+    model: the flax module (`models.create_model`).
+    num_classes: C.
     mesh: the device mesh; batches are sharded over its `data` axis.
-    full: also compute the hard ASA of the learned superpixels and of the
-      SLIC maps (slower; for final results).
-    num_samples: keep this many images (with predictions) for figures.
-
-  Returns:
-    `(summary, rows, samples)`: `summary` maps `<metric>_mean`/`_std` to
-    floats plus `miou_dataset`, `loss` and `num_images`; `rows` is the list of
-    per-image dicts; `samples` a list of dicts of NumPy arrays.
+    class_names: names of the C classes (default "0", "1", ...).
   """
-  rows: List[dict] = []
-  samples: List[dict] = []
-  confusion = None
-  loss_sum, loss_pixels = 0.0, 0
-  for batch in batches:
-    global_batch = sharding.shard_batch(batch, mesh)
-    out = eval_step(variables, global_batch)
-    out.update({k: global_batch[k] for k in _HOST_KEYS if k in global_batch})
-    if "image" in global_batch and len(samples) < num_samples:
-      out["image"] = global_batch["image"]
-    out = multihost_utils.process_allgather(out, tiled=True)
-    for i in np.flatnonzero(out["mask"] > 0):
-      rows.append(_host_metrics(out, i, full))
-      cm = out["confusion"][i].astype(np.int64)
-      confusion = cm if confusion is None else confusion + cm
-      loss_sum += float(out["loss"][i]) * int(out["loss_pixels"][i])
-      loss_pixels += int(out["loss_pixels"][i])
-      if len(samples) < num_samples and "image" in out:
-        samples.append({k: np.asarray(v[i]) for k, v in out.items()
-                        if k not in ("confusion",) and np.ndim(v) > 0})
-  return summarize(rows, confusion, loss_sum, loss_pixels), rows, samples
+
+  def __init__(self, model, num_classes: int, mesh: jax.sharding.Mesh,
+               class_names: Optional[Sequence[str]] = None):
+    self.num_classes, self.mesh = num_classes, mesh
+    self.class_names = (list(class_names) if class_names
+                        else [str(i) for i in range(num_classes)])
+    self._step = jax.jit(make_eval_step(model, num_classes))
+
+  def run(self, variables: Any, batches: Iterable[dict], *, full: bool = False,
+          num_samples: int = 0, desc: Optional[str] = None,
+          total: Optional[int] = None) -> EvalResult:
+    """Evaluates over a finite iterator of process-local eval batches.
+
+    Args:
+      variables: model variables, replicated over the mesh.
+      batches: from `input_pipeline.create_eval_iterator`.
+      full: also the hard ASA of the SLIC maps (for final results).
+      num_samples: keep this many images (with predictions) for figures.
+      desc, total: a progress bar (process 0) with this title and length.
+    """
+    step = self._step
+    rows: List[dict] = []
+    samples: List[dict] = []
+    confusion = np.zeros((self.num_classes,) * 2, np.int64)
+    loss_sum, loss_pixels = 0.0, 0
+    bar = tqdm.tqdm(batches, desc=desc, total=total, unit="batch",
+                    mininterval=5, leave=False,
+                    disable=desc is None or jax.process_index() != 0)
+    for batch in bar:
+      global_batch = sharding.shard_batch(batch, self.mesh)
+      out = step(variables, global_batch)
+      out.update({k: global_batch[k] for k in _HOST_KEYS
+                  if k in global_batch})
+      if len(samples) < num_samples:
+        out["image"] = global_batch["image"]
+      out = multihost_utils.process_allgather(out, tiled=True)
+      if full and "slic" in out:
+        out["slic_asa"] = slic_asa(out["slic"], out["label_fine"],
+                                   self.num_classes)
+      for i in np.flatnonzero(out["mask"] > 0):
+        rows.append(self._row(out, i))
+        confusion += out["confusion"][i].astype(np.int64)
+        loss_sum += float(out["loss"][i]) * int(out["loss_pixels"][i])
+        loss_pixels += int(out["loss_pixels"][i])
+        if len(samples) < num_samples and "image" in out:
+          samples.append({k: np.asarray(v[i]) for k, v in out.items()
+                          if k != "confusion" and np.ndim(v) > 0})
+    bar.close()
+    per_class = per_class_results(confusion, self.class_names)
+    summary = summarize(rows, confusion if rows else None, loss_sum,
+                        loss_pixels)
+    return EvalResult(summary, rows, samples, confusion, per_class)
+
+  def _row(self, out: Dict[str, np.ndarray], i: int) -> dict:
+    row = {name: float(out[name][i]) for name in PER_IMAGE_METRICS
+           if name in out}
+    row.setdefault("asa", float("nan"))
+    if "slic_asa" in row and not (out["slic"][i] >= 0).any():
+      del row["slic_asa"]  # An image without SLIC map (e.g. padding).
+    return row
+
+
+def per_class_results(confusion: np.ndarray, class_names: Sequence[str]
+                      ) -> Dict[str, Dict[str, float]]:
+  """Per class: IoU, accuracy (recall of the class) and pixel count.
+
+  NaN where the class has no pixel in the union (IoU) or none labelled
+  (accuracy).
+  """
+  cm = np.asarray(confusion, np.float64)
+  inter = np.diag(cm)
+  truth, predicted = cm.sum(axis=1), cm.sum(axis=0)
+  union = truth + predicted - inter
+  with np.errstate(invalid="ignore", divide="ignore"):
+    iou = np.where(union > 0, inter / union, np.nan)
+    acc = np.where(truth > 0, inter / truth, np.nan)
+  return {name: {"iou": float(iou[c]), "accuracy": float(acc[c]),
+                 "pixels": int(truth[c])}
+          for c, name in enumerate(class_names)}
 
 
 def summarize(rows: List[dict], confusion: Optional[np.ndarray],
@@ -150,7 +234,12 @@ def summarize(rows: List[dict], confusion: Optional[np.ndarray],
     if values.size and np.isfinite(values).any():
       summary[f"{name}_mean"] = float(np.nanmean(values))
       summary[f"{name}_std"] = float(np.nanstd(values))
-  if confusion is not None:
-    summary["miou_dataset"] = float(metrics.mean_iou(confusion))
+  if confusion is not None:  # metrics.mean_iou, in NumPy on the host.
+    cm = np.asarray(confusion, np.float64)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    summary["miou_dataset"] = (float(np.mean(inter[union > 0] /
+                                             union[union > 0]))
+                               if (union > 0).any() else float("nan"))
   summary["loss"] = loss_sum / max(loss_pixels, 1)
   return summary

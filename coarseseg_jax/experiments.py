@@ -51,7 +51,7 @@ import dataclasses
 import json
 import logging
 import os
-import sys
+
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -66,10 +66,7 @@ from coarseseg_jax import report
 from coarseseg_jax import train
 from coarseseg_jax import writers
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs import synthetic  # pylint: disable=g-import-not-at-top
+from coarseseg_jax.configs import synthetic
 
 log = logging.getLogger("coarseseg_jax.experiments")  # Not __main__.
 METRICS = report.METRICS
@@ -136,6 +133,7 @@ def experiment_config(setup: Setup, data_dir: Optional[str] = None):
   d.crop_size, d.coarse_kernel = s.image_size, s.coarse_kernel
   d.slic_num_segments = max(64, 2 * (s.image_size // 16) ** 2)
   d.shuffle_buffer = s.num_train
+  m.num_classes = d.builder_kwargs.num_classes
   m.width, m.stage_blocks = s.width, s.stage_blocks
   m.head_channels = s.width
   m.sim_features = min(m.sim_features, s.width)
@@ -356,7 +354,8 @@ _KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "TFDS data dir.")
 _CACHE = flags.DEFINE_string(
     "jax_cache_dir", None, "Persistent compilation cache (default "
-    "<workdir_root>/jax_cache; empty = off).")
+    "$JAX_COMPILATION_CACHE_DIR if set, else <workdir_root>/jax_cache; empty "
+    "= off).")
 
 
 def main(argv) -> None:
@@ -365,7 +364,8 @@ def main(argv) -> None:
   writers.setup_logging()
   cache = _CACHE.value
   if cache is None:
-    cache = os.path.join(_WORKDIR_ROOT.value, "jax_cache")
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        _WORKDIR_ROOT.value, "jax_cache")
   if cache:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

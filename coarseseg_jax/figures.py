@@ -9,15 +9,24 @@ Built on `matplotlib.figure.Figure` (no pyplot state, no backend switch), so
 importing this module in a notebook leaves inline plotting alone.
 """
 
-import os
-from typing import Dict, List, Sequence
+import io
+from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+from coarseseg_jax import workdir as workdir_lib
+
 IGNORE = 255
+
+
+def save_figure(fig: Figure, path, dpi: int = 100) -> None:
+  """Writes `fig` as PNG to `path` (local or gs://, atomically)."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=dpi)
+  workdir_lib.write_bytes(path, buffer.getvalue())
 
 
 def colorize(label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -30,19 +39,39 @@ def colorize(label: np.ndarray, num_classes: int) -> np.ndarray:
   return out
 
 
+def upsample_segments(segments: np.ndarray, stride: int, height: int,
+                      width: int) -> np.ndarray:
+  """(h, w) ids of `stride`-px cells -> (height, width) ids, pixel (y, x)
+  taking cell (y // stride, x // stride). The cells may overhang the image
+  (a padded canvas): the result is cropped to (height, width)."""
+  full = np.repeat(np.repeat(segments, stride, axis=0), stride, axis=1)
+  if full.shape[0] < height or full.shape[1] < width:
+    raise ValueError(f"segments {segments.shape} at stride {stride} do not "
+                     f"cover an image of {(height, width)}.")
+  return full[:height, :width]
+
+
 def overlay_boundaries(image: np.ndarray, segments: np.ndarray,
-                       color=(1.0, 0.9, 0.0)) -> np.ndarray:
-  """Draws the boundaries of `segments` (any resolution that divides the
-  image's) over `image` (H, W, 3) in [0, 1]."""
+                       color=(1.0, 0.9, 0.0),
+                       stride: Optional[int] = None) -> np.ndarray:
+  """Draws the boundaries of `segments` over `image` (H, W, 3) in [0, 1].
+
+  `segments` is (H, W), or the ids of `stride`-px cells covering the image
+  from its top-left corner, e.g. the learned superpixels at stride 4: shape
+  (ceil(H / stride), ceil(W / stride)), or larger when they come from a
+  padded canvas. Any image size works, not only multiples of the stride.
+  `stride` defaults to ceil(H / segments.shape[0]).
+  """
   h, w = image.shape[:2]
-  fy, fx = h // segments.shape[0], w // segments.shape[1]
-  segments = np.repeat(np.repeat(segments, fy, axis=0), fx, axis=1)
+  if stride is None:
+    stride = max(1, -(-h // segments.shape[0]))
+  segments = upsample_segments(segments, stride, h, w)
   out = image.copy()
   out[find_boundaries(segments, mode="inner")] = color
   return out
 
 
-def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir: str,
+def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
                  num_classes: int) -> List[str]:
   """One panel per sample; returns the paths written."""
   paths = []
@@ -53,11 +82,11 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir: str,
               ("training label", colorize(s["label"][:h, :w], num_classes)),
               ("fine label", colorize(s["label_fine"][:h, :w], num_classes)),
               ("prediction", colorize(s["pred"][:h, :w], num_classes))]
-    if "superpixels" in s:
+    if "superpixels" in s:  # Cells of the padded canvas.
       sp = s["superpixels"]
-      sp = sp[:max(1, h * sp.shape[0] // s["image"].shape[0]),
-              :max(1, w * sp.shape[1] // s["image"].shape[1])]
-      panels.append(("learned superpixels", overlay_boundaries(image, sp)))
+      stride = s["image"].shape[0] // sp.shape[0]
+      panels.append(("learned superpixels",
+                     overlay_boundaries(image, sp, stride=stride)))
     if "slic" in s:
       panels.append(("SLIC superpixels",
                      overlay_boundaries(image, s["slic"][:h, :w])))
@@ -68,13 +97,13 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir: str,
       ax.set_title(title, fontsize=9)
       ax.axis("off")
     fig.tight_layout()
-    path = os.path.join(out_dir, f"sample_{i}.png")
-    fig.savefig(path, dpi=100)
-    paths.append(path)
+    path = workdir_lib.path(out_dir) / f"sample_{i}.png"
+    save_figure(fig, path)
+    paths.append(str(path))
   return paths
 
 
-def save_curves(records: Sequence[dict], path: str) -> None:
+def save_curves(records: Sequence[dict], path) -> None:
   """Training loss terms and validation metrics against the step."""
   fig = Figure(figsize=(11, 4))
   ax_l, ax_v = fig.subplots(1, 2)
@@ -98,11 +127,10 @@ def save_curves(records: Sequence[dict], path: str) -> None:
     if ax.lines:
       ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  save_figure(fig, path)
 
 
 def save_all(workdir: str, samples, records, num_classes: int) -> None:
-  out_dir = os.path.join(workdir, "figures")
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = workdir_lib.path(workdir) / "figures"
   save_samples(samples, out_dir, num_classes)
-  save_curves(records, os.path.join(out_dir, "curves.png"))
+  save_curves(records, out_dir / "curves.png")

@@ -1,28 +1,40 @@
 """Using a trained checkpoint: evaluation on a split and prediction on images.
 
 `python -m coarseseg_jax.main --mode=eval --split=test` and `--mode=predict
---input_dir=... --output_dir=...` call these.
+--input_dir=... --output_dir=...` call these. Both read and write through the
+workdir's path abstraction (local paths or gs:// URLs).
+
+Prediction takes images of any size: each is padded (bottom/right, zeros) to
+a bucket shape (`bucket_shape`: sides rounded up on a ladder of multiples of
+16, at most 25 % larger), images of one bucket are predicted in batches of
+`config.data.eval_batch_size`, and each label map is cropped back and written
+at its image's size. So a folder of photos of many sizes compiles once per
+bucket, not once per size. A file that cannot be read is skipped with a
+warning naming it; the rest are predicted.
 """
 
-import glob
-import json
+import dataclasses
+import logging
 import os
-from typing import Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from skimage import io as skio
+import tqdm
 
 from coarseseg_jax import checkpoints
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
+from coarseseg_jax import evaluate
 from coarseseg_jax import figures
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import models
 from coarseseg_jax import sharding
 from coarseseg_jax import train
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.datasets import items
 
+log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -35,85 +47,157 @@ def load_state(config, workdir: str, which: str = "best"):
   model = models.create_model(config.model)
   state = train.create_train_state(config, model, mesh, config.data.crop_size)
   order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
+  root = workdir_lib.path(workdir)
   for sub in order:
-    ckpt = checkpoints.Checkpointer(os.path.join(workdir, sub), 1)
+    ckpt = checkpoints.Checkpointer(root / sub, 1)
     if ckpt.latest_step() is not None:
       state, _ = ckpt.restore(state)
       ckpt.close()
       return state, model, mesh, int(jax.device_get(state.step))
     ckpt.close()
   raise errors.CheckpointError(
-      f"no checkpoint under {os.path.join(workdir, order[0])}: train first "
+      f"no checkpoint under {root / order[0]}: train first "
       "(--mode=train) with this --workdir.")
+
+
+def _variables(state):
+  return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def evaluate_checkpoint(config, workdir: str, split: str,
                         which: str = "best") -> dict:
   """Evaluates a checkpoint on `split`; writes `workdir/eval_<split>.json`."""
-  from coarseseg_jax import evaluate  # pylint: disable=g-import-not-at-top
   state, model, mesh, step = load_state(config, workdir, which)
   builder = datasets.get_builder(config.data, config.model.num_classes)
-  eval_step = jax.jit(evaluate.make_eval_step(model, config.model.num_classes))
-  batches = input_pipeline.create_eval_iterator(
-      builder, config.data, split, config.data.eval_batch_size)
-  summary, rows, _ = evaluate.evaluate(
-      eval_step, {"params": state.params, "batch_stats": state.batch_stats},
-      batches, mesh, full=True)
-  result = {"split": split, "step": step, "summary": summary,
-            "per_image": rows}
+  evaluator = evaluate.Evaluator(model, config.model.num_classes, mesh,
+                                 datasets.class_names(builder))
+  d = config.data
+  result = evaluator.run(
+      _variables(state),
+      input_pipeline.create_eval_iterator(builder, d, split, d.eval_batch_size),
+      full=True, desc=split,
+      total=input_pipeline.num_eval_batches(builder, split, d.eval_batch_size))
+  out = {"split": split, "step": step, "summary": result.summary,
+         "per_class": result.per_class, "confusion": result.confusion.tolist(),
+         "class_names": evaluator.class_names, "per_image": result.rows}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-      json.dump(result, f, indent=1)
-  return result
+    workdir_lib.write_json(workdir_lib.path(workdir) / f"eval_{split}.json",
+                           out)
+  return out
 
 
-def _read_rgb(path: str) -> np.ndarray:
-  try:
-    image = skio.imread(path)
-  except Exception as e:  # pylint: disable=broad-except
-    raise errors.DatasetError(f"{path}: cannot read the image ({e}).") from None
-  if image.ndim == 2:
-    image = np.stack([image] * 3, axis=-1)
-  if image.ndim != 3 or image.shape[-1] not in (3, 4):
-    raise errors.DatasetError(f"{path}: expected an RGB image, got shape {image.shape}.")
-  return image[..., :3]
+def bucket_side(n: int) -> int:
+  """The smallest ladder size >= n: multiples of 16 of the form
+  m * 2^k with m in {4, 5, 6, 7}, i.e. 64, 80, 96, 112, 128, 160, 192, 224,
+  256, 320, ..., so padding adds at most 25 % per side."""
+  side = 64
+  while side < n:
+    k = side.bit_length() - 3  # side = m * 2^k with m in 4..7
+    side += 1 << k
+  return side
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int = 16) -> np.ndarray:
-  """Pads (H, W, C) bottom/right with zeros to sides divisible by `multiple`."""
-  h, w = image.shape[:2]
-  ph, pw = -h % multiple, -w % multiple
-  return np.pad(image, ((0, ph), (0, pw), (0, 0)))
+def bucket_shape(height: int, width: int) -> Tuple[int, int]:
+  """The padded (height, width) an image of this size is predicted at."""
+  return bucket_side(height), bucket_side(width)
+
+
+@dataclasses.dataclass
+class PredictReport:
+  """What `predict_folder` did."""
+  written: List[str]   # Input files whose predictions were written.
+  skipped: List[Tuple[str, str]]  # (input file, why).
+  output_dir: str
+  buckets: Dict[Tuple[int, int], int]  # Bucket shape -> images.
+
+
+def _list_inputs(input_dir: str, report: PredictReport) -> List[str]:
+  root = workdir_lib.path(input_dir)
+  if not root.is_dir():
+    raise errors.DatasetError(f"{input_dir}: input folder not found.")
+  paths = []
+  for p in sorted(root.iterdir(), key=lambda q: q.name):
+    if p.name.startswith(".") or p.is_dir():
+      continue
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+      paths.append(str(p))
+    else:
+      report.skipped.append((str(p), "not an image file "
+                             f"({', '.join(IMAGE_EXTENSIONS)})"))
+      log.warning("skipped %s: not an image file.", p)
+  return paths
+
+
+def _read(paths: List[str], report: PredictReport
+          ) -> Iterator[Tuple[str, np.ndarray]]:
+  """(path, uint8 RGB image) of each readable file, with a progress bar."""
+  for p in tqdm.tqdm(paths, desc="predict", unit="image", mininterval=2):
+    try:
+      yield p, items.read_image(p)
+    except errors.DatasetError as e:
+      report.skipped.append((p, str(e)))
+      log.warning("skipped %s", e)
+
+
+def _out_names(paths: List[str]) -> Dict[str, str]:
+  """Input path -> output stem (the file's stem; + extension if shared)."""
+  stems = [os.path.splitext(os.path.basename(p)) for p in paths]
+  count: Dict[str, int] = {}
+  for stem, _ in stems:
+    count[stem] = count.get(stem, 0) + 1
+  return {p: stem if count[stem] == 1 else f"{stem}_{ext.lstrip('.')}"
+          for p, (stem, ext) in zip(paths, stems)}
 
 
 def predict_folder(config, workdir: str, input_dir: str,
-                   output_dir: str) -> Tuple[int, str]:
-  """Writes `<stem>.png` (uint8 class ids) and `<stem>_overlay.png` for every
-  image in `input_dir`. Returns (number of images, output_dir)."""
-  paths = sorted(p for p in glob.glob(os.path.join(input_dir, "*"))
-                 if p.lower().endswith(IMAGE_EXTENSIONS))
+                   output_dir: str) -> PredictReport:
+  """Writes `<stem>.png` (uint8 class ids, the image's size) and
+  `<stem>_overlay.png` for every image in `input_dir` (see the module
+  docstring); unreadable files are skipped and listed in the report."""
+  report = PredictReport([], [], output_dir, {})
+  paths = _list_inputs(input_dir, report)
   if not paths:
-    raise errors.DatasetError(f"{input_dir}: no images ({IMAGE_EXTENSIONS}).")
+    raise errors.DatasetError(
+        f"{input_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}).")
   state, model, _, _ = load_state(config, workdir)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  variables = _variables(state)
+  model_predict = evaluate.make_predict_fn(model)
 
   @jax.jit
-  def predict(variables, image):
-    logits, _ = model.apply(variables, image[None], train=False)
-    return jnp.argmax(logits[0], axis=-1).astype(jnp.uint8)
+  def predict_labels(variables, images):
+    return model_predict(variables, images)[0]
 
-  os.makedirs(output_dir, exist_ok=True)
-  for path in paths:
-    image = _read_rgb(path)
-    h, w = image.shape[:2]
-    x = pad_to_multiple(image.astype(np.float32) / 255.0)
-    pred = np.asarray(predict(variables, jnp.asarray(x)))[:h, :w]
-    stem = os.path.splitext(os.path.basename(path))[0]
-    skio.imsave(os.path.join(output_dir, f"{stem}.png"), pred,
-                check_contrast=False)
-    overlay = 0.5 * image / 255.0 + 0.5 * figures.colorize(
-        pred, config.model.num_classes)
-    skio.imsave(os.path.join(output_dir, f"{stem}_overlay.png"),
-                (np.clip(overlay, 0, 1) * 255).astype(np.uint8),
-                check_contrast=False)
-  return len(paths), output_dir
+  batch_size = int(config.data.eval_batch_size)
+  out_root = workdir_lib.path(output_dir)
+  names = _out_names(paths)
+  num_classes = config.model.num_classes
+  pending: Dict[Tuple[int, int], List[Tuple[str, np.ndarray]]] = {}
+
+  def flush(shape):
+    group = pending.pop(shape)
+    batch = np.zeros((batch_size,) + shape + (3,), np.float32)
+    for i, (_, image) in enumerate(group):
+      batch[i, :image.shape[0], :image.shape[1]] = image / 255.0
+    preds = np.asarray(predict_labels(variables, batch)).astype(np.uint8)
+    for (path, image), pred in zip(group, preds):
+      h, w = image.shape[:2]
+      label = pred[:h, :w]
+      stem = names[path]
+      workdir_lib.write_bytes(out_root / f"{stem}.png",
+                              items.encode_png(label))
+      overlay = 0.5 * image / 255.0 + 0.5 * figures.colorize(label,
+                                                             num_classes)
+      workdir_lib.write_bytes(
+          out_root / f"{stem}_overlay.png",
+          items.encode_png((np.clip(overlay, 0, 1) * 255).astype(np.uint8)))
+      report.written.append(path)
+
+  for path, image in _read(paths, report):
+    shape = bucket_shape(*image.shape[:2])
+    report.buckets[shape] = report.buckets.get(shape, 0) + 1
+    pending.setdefault(shape, []).append((path, image))
+    if len(pending[shape]) == batch_size:
+      flush(shape)
+  for shape in list(pending):
+    flush(shape)
+  return report

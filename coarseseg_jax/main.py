@@ -1,17 +1,25 @@
 r"""Command line of coarseseg-jax.
 
-  python -m coarseseg_jax.main --config=configs/suim.py --workdir=workdirs/suim
+  python -m coarseseg_jax.main --config=configs/suim.py \
+      --config.data.manual_dir=/data/SUIM --workdir=workdirs/suim
   python -m coarseseg_jax.main --config=configs/synthetic.py \
       --config.train.lmbda=0.1 --config.model.name=hcfcn --workdir=...
-  python -m coarseseg_jax.main --config=... --workdir=... --mode=eval --split=test
-  python -m coarseseg_jax.main --config=... --workdir=... --mode=predict \
+  python -m coarseseg_jax.main --workdir=... --mode=eval --split=test
+  python -m coarseseg_jax.main --workdir=... --mode=predict \
       --input_dir=my_images/ --output_dir=predictions/
   python -m coarseseg_jax.main --config=... --mode=summary
 
 Modes: `train` (default: prepares the dataset if needed, trains, evaluates,
 writes results.json, TensorBoard events and figures; started again with the
-same command it resumes), `eval` (a checkpoint on a split), `predict` (a folder
-of images in, label PNGs and overlays out), `summary` (the parameter table).
+same command it resumes, and `--workdir` alone resumes from the workdir's
+config.json), `eval` (a checkpoint on a split), `predict` (a folder of images
+in, label PNGs and overlays out), `summary` (the parameter table). `eval` and
+`predict` take the config from the workdir's config.json; `--config` is then
+optional, and only `--config.data.*` locations may be overridden.
+
+`--config` is a config file's path, or the name of a config shipped with the
+package (`--config=suim`). Mistakes print one line `error: ...`: exit status 2
+for the command line, 1 for the config's values or the data.
 """
 
 import os
@@ -25,13 +33,17 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
-from coarseseg_jax import writers  # pylint: disable=g-bad-import-order
+from coarseseg_jax import cli  # pylint: disable=g-bad-import-order
+from coarseseg_jax import errors
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax import writers
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file (configs/*.py).", lock_config=True)
+    "config", None, "Config file (configs/*.py), or a shipped config's name.",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for checkpoints, metrics, results and figures "
-    "(default: workdirs/<dataset>_<model>).")
+    "workdir", None, "Directory (or gs:// URL) for checkpoints, metrics, "
+    "results and figures (default: workdirs/<dataset>_<model>).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "summary"],
                           "What to do.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate (--mode=eval).")
@@ -40,7 +52,47 @@ _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Images (--mode=predict).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where predictions go (--mode=predict).")
-flags.mark_flags_as_required(["config"])
+
+
+def _workdir_config(workdir: str):
+  """eval / predict: the workdir's config, with --config.data.* locations."""
+  recorded = workdir_lib.load_config(workdir)
+  if recorded is None:
+    if _CONFIG.value is None:
+      raise errors.ConfigError(
+          f"{workdir} has no config.json (no run was started there): pass "
+          "the --workdir of a trained run, or --config.")
+    return _CONFIG.value
+  config = workdir_lib.config_from_json(recorded)
+  config.update_from_flattened_dict(cli.config_overrides())
+  diffs = workdir_lib.differences(recorded, workdir_lib.config_as_json(config))
+  if diffs:
+    raise errors.ConfigError(
+        f"{workdir} was trained with another config ("
+        f"{workdir_lib.describe(diffs)}); eval and predict use the workdir's "
+        "config.json: drop these overrides (only data locations and "
+        "eval_batch_size may change).")
+  return config
+
+
+def _config_and_workdir():
+  """The config to run and the workdir (see the module docstring)."""
+  mode, given = _MODE.value, _CONFIG.value
+  workdir = _WORKDIR.value
+  if workdir is None:
+    if given is None:
+      raise app.UsageError("pass --config (and --workdir).")
+    workdir = f"workdirs/{given.data.dataset}_{given.model.name}"
+  if mode in ("eval", "predict"):
+    return _workdir_config(workdir), workdir
+  if given is None:
+    recorded = workdir_lib.load_config(workdir) if mode == "train" else None
+    if recorded is None:
+      raise app.UsageError(
+          f"pass --config (a config file, e.g. configs/synthetic.py); "
+          f"{workdir} holds no run to resume.")
+    return workdir_lib.config_from_json(recorded), workdir
+  return given, workdir
 
 
 def _run(config, workdir: str) -> None:
@@ -50,6 +102,8 @@ def _run(config, workdir: str) -> None:
   from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
   mode = _MODE.value
   if mode == "summary":
+    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+    config_validation.resolve_num_classes(config)
     print(models.summary(config.model, image_size=config.data.crop_size))
   elif mode == "train":
     results = train.train_and_evaluate(config, workdir)
@@ -64,25 +118,29 @@ def _run(config, workdir: str) -> None:
   elif mode == "predict":
     if not _INPUT_DIR.value or not _OUTPUT_DIR.value:
       raise app.UsageError("--mode=predict needs --input_dir and --output_dir.")
-    n, out = inference.predict_folder(config, workdir, _INPUT_DIR.value,
+    report = inference.predict_folder(config, workdir, _INPUT_DIR.value,
                                       _OUTPUT_DIR.value)
-    print(f"wrote predictions for {n} images to {out}")
+    print(f"wrote predictions for {len(report.written)} images to "
+          f"{report.output_dir}; skipped {len(report.skipped)} files"
+          + (" (named above)" if report.skipped else ""))
+    if report.skipped:
+      sys.exit(1)
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or (
-      f"workdirs/{config.data.dataset}_{config.model.name}")
   writers.setup_logging()
-  from coarseseg_jax import errors  # pylint: disable=g-import-not-at-top
   try:
+    config, workdir = _config_and_workdir()
     _run(config, workdir)
+  except app.UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(cli.USAGE_EXIT)
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -8,23 +8,17 @@ returns one float32 value per image, shape ``(B,)``, so results can be averaged
 over images or given a spread. Ratios over labelled pixels (accuracy, ASA) are
 NaN for an image without any labelled pixel: aggregate with ``nanmean``.
 
-Spatial sizes are static: windows and radii derived from ``H`` and ``W`` are
-Python integers, so every function is ``jax.jit``-able as is; keyword arguments
-that set a window size (``radius``, ``tolerance``, ``num_classes``,
-``num_segments``) must be static (bind them with ``functools.partial``).
+Every function is ``jax.jit``-able as is; keyword arguments that set a size
+(``num_classes``, ``num_segments``) must be static (bind them with
+``functools.partial``).
 
-Boundary metrics
-----------------
-``boundary_recall`` is the definition of de Jong & Holenderski (arXiv
-2510.15756), so its numbers compare with the paper's tables.
-``boundary_precision_recall_f1`` gives the standard figures of the superpixel
-benchmark literature (Stutz et al., "Superpixels: an evaluation of the
-state-of-the-art"), with a 4-neighbour boundary and a square tolerance window.
-Both use the default radius ``r = round(0.0025 * sqrt(H^2 + W^2))``
-(`default_radius`).
+The boundary metrics (``boundary_recall``, the paper's definition;
+``boundary_precision_recall_f1``; ``paper_boundary``; ``default_radius``) live
+in `coarseseg_jax.boundaries` and are re-exported here. They take an optional
+``size`` (B, 2) of each image's size in a padded canvas, so images of many
+sizes share one compilation.
 """
 
-import math
 from typing import Optional, Sequence, Tuple
 
 import jax
@@ -32,16 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from coarseseg_jax import superpixels
-
-
-def default_radius(height: int, width: int) -> int:
-  """The paper's boundary tolerance ``round(0.0025 * sqrt(H^2 + W^2))``.
-
-  Python's ``round`` (half to even): 0 for images under ~200 px diagonal (e.g.
-  ``(24, 20)``), 1 for ``(256, 256)``, 3 for ``(512, 1024)``, 6 for
-  ``(1024, 2048)``.
-  """
-  return int(round(0.0025 * math.sqrt(height ** 2 + width ** 2)))
+# pylint: disable=unused-import
+from coarseseg_jax.boundaries import (  # Re-exported: metrics.boundary_recall.
+    boundary_precision_recall_f1, boundary_recall, default_radius,
+    default_radius_array, four_neighbour_boundary, paper_boundary)
+# pylint: enable=unused-import
 
 
 def _check_maps(pred, label, what):
@@ -55,25 +44,6 @@ def _safe_div(num, den):
   num = num.astype(jnp.float32)
   den = den.astype(jnp.float32)
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
-
-
-def _window(x: jax.Array, size: int, init, op) -> jax.Array:
-  """Reduces every ``size x size`` window centred on a pixel of (B, H, W) ``x``.
-
-  Out-of-image positions take ``init`` (the padding value), so pick ``init``
-  neutral for ``op``. ``size`` must be odd.
-  """
-  p = size // 2
-  return jax.lax.reduce_window(x, jnp.asarray(init, x.dtype), op,
-                               (1, size, size), (1, 1, 1),
-                               ((0, 0), (p, p), (p, p)))
-
-
-def _dilate(mask: jax.Array, radius: int) -> jax.Array:
-  """Boolean (B, H, W): some pixel of ``mask`` lies in the (2r+1)^2 window."""
-  if radius == 0:
-    return mask
-  return _window(mask.astype(jnp.int32), 2 * radius + 1, 0, jax.lax.max) > 0
 
 
 def pixel_accuracy(pred: jax.Array, label: jax.Array,
@@ -92,153 +62,6 @@ def pixel_accuracy(pred: jax.Array, label: jax.Array,
   valid = label != ignore_index
   correct = jnp.sum(valid & (pred == label), axis=(1, 2))
   return _safe_div(correct, jnp.sum(valid, axis=(1, 2)))
-
-
-def paper_boundary(x: jax.Array, thickness: int,
-                   ignore_index: int = 255) -> jax.Array:
-  """The paper's boundary of a map at a given thickness.
-
-  A pixel is a boundary pixel iff its ``(2t-1) x (2t-1)`` window (t =
-  ``thickness``) holds a label different from its own and holds no pixel equal
-  to ``ignore_index`` (the centre included). Positions outside the image count
-  as the centre's own label, so the image border is no boundary. Thickness 1
-  (a 1x1 window) gives an empty boundary.
-
-  Args:
-    x: ``(B, H, W)`` int map.
-    thickness: static int >= 1.
-    ignore_index: the value of unlabelled pixels.
-
-  Returns:
-    ``(B, H, W)`` bool.
-  """
-  if thickness < 1:
-    raise ValueError(f"thickness must be >= 1, got {thickness}.")
-  x = x.astype(jnp.int32)
-  size = 2 * thickness - 1
-  info = jnp.iinfo(jnp.int32)
-  # Padding with the neutral element means outside pixels never differ.
-  wmax = _window(x, size, info.min, jax.lax.max)
-  wmin = _window(x, size, info.max, jax.lax.min)
-  ignored = _window((x == ignore_index).astype(jnp.int32), size, 0,
-                    jax.lax.max) > 0
-  return ((wmax != x) | (wmin != x)) & ~ignored
-
-
-def boundary_recall(pred: jax.Array, label: jax.Array, ignore_index: int = 255,
-                    radius: Optional[int] = None) -> jax.Array:
-  """Boundary recall exactly as defined by de Jong & Holenderski.
-
-  With ``B(x, t)`` = `paper_boundary` (applied to ``pred`` and ``label`` alike,
-  with the same ``ignore_index``) and ``r = radius``::
-
-    tp = sum(B(pred, 2) & B(label, r + 1))
-    fn = sum(~B(pred, r + 1) & B(label, 2))
-    recall = tp / (tp + fn + 1e-5)
-
-  Caveats of this definition (kept for comparability with the paper's tables):
-  its "tp" counts *predicted* boundary pixels near a true boundary, so a
-  thicker or over-segmented prediction scores higher; and ``r = 0`` (the
-  default radius of images under ~200 px diagonal) makes ``B(., 1)`` empty
-  and the recall 0 whatever the prediction. An image without any true boundary
-  pixel also gives 0 (no NaN).
-
-  Args:
-    pred: ``(B, H, W)`` int predicted class ids.
-    label: ``(B, H, W)`` int true class ids, ``ignore_index`` = unlabelled.
-    ignore_index: the value of unlabelled pixels.
-    radius: static tolerance ``r``; None = `default_radius(H, W)`.
-
-  Returns:
-    ``(B,)`` float32 in ``[0, 1)``.
-  """
-  _check_maps(pred, label, "boundary_recall")
-  r = default_radius(*label.shape[1:3]) if radius is None else int(radius)
-  if r < 0:
-    raise ValueError(f"radius must be >= 0, got {r}.")
-  pred_2 = paper_boundary(pred, 2, ignore_index)
-  label_2 = paper_boundary(label, 2, ignore_index)
-  if r == 0:
-    pred_r = label_r = jnp.zeros_like(label_2)
-  else:
-    pred_r = paper_boundary(pred, r + 1, ignore_index)
-    label_r = paper_boundary(label, r + 1, ignore_index)
-  tp = jnp.sum(pred_2 & label_r, axis=(1, 2)).astype(jnp.float32)
-  fn = jnp.sum(~pred_r & label_2, axis=(1, 2)).astype(jnp.float32)
-  return tp / (tp + fn + 1e-5)
-
-
-def four_neighbour_boundary(x: jax.Array, valid: jax.Array) -> jax.Array:
-  """Pixels with a differently labelled valid 4-neighbour.
-
-  Args:
-    x: ``(B, H, W)`` int map.
-    valid: ``(B, H, W)`` bool; invalid pixels are never boundary pixels, and a
-      neighbour pair involving one never makes a boundary.
-
-  Returns:
-    ``(B, H, W)`` bool.
-  """
-  diff_v = (x[:, 1:] != x[:, :-1]) & valid[:, 1:] & valid[:, :-1]  # (B,H-1,W)
-  diff_h = (x[:, :, 1:] != x[:, :, :-1]) & valid[:, :, 1:] & valid[:, :, :-1]
-  pad_v = lambda d, lo, hi: jnp.pad(d, ((0, 0), (lo, hi), (0, 0)))
-  pad_h = lambda d, lo, hi: jnp.pad(d, ((0, 0), (0, 0), (lo, hi)))
-  return (pad_v(diff_v, 0, 1) | pad_v(diff_v, 1, 0) |
-          pad_h(diff_h, 0, 1) | pad_h(diff_h, 1, 0))
-
-
-def boundary_precision_recall_f1(
-    pred: jax.Array, label: jax.Array, tolerance: Optional[int] = None,
-    ignore_index: int = 255) -> Tuple[jax.Array, jax.Array, jax.Array]:
-  """Boundary precision, recall and F1 of the superpixel benchmark literature.
-
-  A pixel is *valid* iff it is labelled in ``label`` and ``pred`` differs from
-  ``ignore_index`` there. A map's boundary pixels are the valid pixels with a
-  valid 4-neighbour of a different value (`four_neighbour_boundary`); ignored
-  pixels are therefore neither boundary pixels of either map nor make one. A
-  boundary pixel of one map is *matched* if the other map has a boundary
-  pixel in its ``(2r+1) x (2r+1)`` window (``r = tolerance``)::
-
-    recall    = #matched label boundary pixels / #label boundary pixels
-    precision = #matched pred boundary pixels / #pred boundary pixels
-    f1        = 2 * precision * recall / (precision + recall)
-
-  Edge cases (NaN-free for any image with a labelled pixel): recall is 1 when
-  the label has no boundary pixel (nothing to find), precision is 1 when the
-  prediction has none (nothing wrongly claimed), F1 is 0 when precision +
-  recall is 0. So a prediction without boundaries on a label with some gets
-  (1, 0, 0), one with boundaries on a label without gets (0, 1, 0), and both
-  boundary-free give (1, 1, 1). An image without any valid pixel gives NaN
-  for all three.
-
-  Args:
-    pred: ``(B, H, W)`` int predicted class ids.
-    label: ``(B, H, W)`` int true class ids, ``ignore_index`` = unlabelled.
-    tolerance: static radius ``r`` in pixels; None = `default_radius(H, W)`.
-    ignore_index: the value of unlabelled pixels.
-
-  Returns:
-    ``(precision, recall, f1)``, each ``(B,)`` float32.
-  """
-  _check_maps(pred, label, "boundary_precision_recall_f1")
-  r = default_radius(*label.shape[1:3]) if tolerance is None else int(tolerance)
-  if r < 0:
-    raise ValueError(f"tolerance must be >= 0, got {r}.")
-  valid = (label != ignore_index) & (pred != ignore_index)
-  b_pred = four_neighbour_boundary(pred, valid)
-  b_label = four_neighbour_boundary(label, valid)
-  n_pred = jnp.sum(b_pred, axis=(1, 2))
-  n_label = jnp.sum(b_label, axis=(1, 2))
-  hit_pred = jnp.sum(b_pred & _dilate(b_label, r), axis=(1, 2))
-  hit_label = jnp.sum(b_label & _dilate(b_pred, r), axis=(1, 2))
-  precision = jnp.where(n_pred > 0, hit_pred / jnp.maximum(n_pred, 1), 1.0)
-  recall = jnp.where(n_label > 0, hit_label / jnp.maximum(n_label, 1), 1.0)
-  total = precision + recall
-  f1 = jnp.where(total > 0, 2 * precision * recall / jnp.where(
-      total > 0, total, 1.0), 0.0)
-  any_valid = jnp.any(valid, axis=(1, 2))
-  nan_if_empty = lambda v: jnp.where(any_valid, v, jnp.nan).astype(jnp.float32)
-  return nan_if_empty(precision), nan_if_empty(recall), nan_if_empty(f1)
 
 
 def _resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:

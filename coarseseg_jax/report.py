@@ -139,7 +139,7 @@ def predictions_figure(path: str, ref: dict,
       ax.axis("off")
       ax.set_title(title if i == 0 else "", fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  figures.save_figure(fig, path)
 
 
 def coarseness_figure(path: str, rows: Sequence[dict],
@@ -161,7 +161,7 @@ def coarseness_figure(path: str, rows: Sequence[dict],
     ax.legend()
   fig.suptitle(f"mean ± std over {num_seeds} seeds")
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  figures.save_figure(fig, path)
 
 
 def machine() -> str:

@@ -17,7 +17,6 @@ function of the seed and the epoch), so no data is lost or repeated.
 import functools
 import json
 import logging
-import os
 import time
 from typing import Any, Optional
 
@@ -40,6 +39,7 @@ from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import sharding
+from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
 from coarseseg_jax.errors import NonFiniteLossError
 
@@ -172,21 +172,26 @@ class _Run:
     self.mesh = sharding.make_mesh()
     self.model = models.create_model(config.model)
     self.writer = writers.MetricWriter(workdir)
+    root = workdir_lib.path(workdir)
     self.latest = checkpoints.Checkpointer(
-        os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
-    self.best = checkpoints.Checkpointer(os.path.join(workdir, "best"), 1)
-    self.eval_step = jax.jit(
-        evaluate.make_eval_step(self.model, config.model.num_classes))
+        root / "checkpoints", config.train.keep_checkpoints)
+    self.best = checkpoints.Checkpointer(root / "best", 1)
+    self.evaluator = evaluate.Evaluator(
+        self.model, config.model.num_classes, self.mesh,
+        datasets.class_names(self.builder))
     t = config.train
     self.train_step = jax.jit(functools.partial(
         train_step, lmbda=t.lmbda, m=t.m, kappa=t.kappa,
         num_segments=config.data.slic_num_segments), donate_argnums=0)
 
-  def eval_split(self, state, split, **kwargs):
+  def eval_split(self, state, split, **kwargs) -> evaluate.EvalResult:
+    d = self.config.data
     batches = input_pipeline.create_eval_iterator(
-        self.builder, self.config.data, split, self.config.data.eval_batch_size)
-    return evaluate.evaluate(self.eval_step, _variables(state), batches,
-                             self.mesh, **kwargs)
+        self.builder, d, split, d.eval_batch_size)
+    total = input_pipeline.num_eval_batches(self.builder, split,
+                                            d.eval_batch_size)
+    return self.evaluator.run(_variables(state), batches, desc=split,
+                              total=total, **kwargs)
 
 
 def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
@@ -231,7 +236,7 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
     epoch = (step - first_step) // steps_per_epoch
     stop = False
     if epoch_end and (epoch % t.eval_every_epochs == 0 or step == end):
-      summary, _, _ = run.eval_split(state, config.data.eval_split)
+      summary = run.eval_split(state, config.data.eval_split).summary
       run.writer.write(step, "validation", summary)
       meta["train_loss"] = float(np.mean(epoch_losses[-steps_per_epoch:]))
       epoch_losses = []
@@ -258,12 +263,27 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
   return state, meta
 
 
+def _claim_workdir(config, workdir: str) -> None:
+  """Checks the workdir before anything heavy; records config.json.
+
+  Raises ConfigError (one line, nothing written) if the workdir cannot be
+  written or holds a run of another config (see `workdir.check_config`).
+  """
+  workdir_lib.ensure_writable(workdir)
+  resumed = workdir_lib.check_config(workdir, config)
+  if jax.process_index() == 0:
+    workdir_lib.record_config(workdir, config)
+  if resumed:
+    log.info("%s: resuming the run recorded in config.json.", workdir)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict:
   """Trains, selects, (optionally) fine-tunes, tests; returns results.json."""
   config_validation.validate(config)
   if config.distributed:
     jax.distributed.initialize()
+  _claim_workdir(config, workdir)
   if jax.process_index() == 0:  # One host prepares, the others wait.
     datasets.prepare(config.data, config.model.num_classes)
   if jax.process_count() > 1:
@@ -306,19 +326,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   elif run.best.latest_step() is not None:
     state, _ = run.best.restore(state)
 
-  summary, rows, samples = run.eval_split(
-      state, config.data.test_split, full=True,
-      num_samples=t.num_figures)
-  run.writer.write(int(jax.device_get(state.step)), "test", summary)
-  results = {"test": summary, "test_per_image": rows,
+  test = run.eval_split(state, config.data.test_split, full=True,
+                        num_samples=t.num_figures)
+  run.writer.write(int(jax.device_get(state.step)), "test", test.summary)
+  results = {"test": test.summary, "test_per_class": test.per_class,
+             "test_confusion": test.confusion.tolist(),
+             "class_names": run.evaluator.class_names,
+             "test_per_image": test.rows,
              "selected_step": int(jax.device_get(state.step)),
              "best_validation": meta.get("best_metric"),
              "dataset": run.builder.info.full_name,
              "config": config.to_dict()}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=1, default=str)
-    figures.save_all(workdir, samples, writers.read_metrics(workdir),
+    workdir_lib.write_json(workdir_lib.path(workdir) / "results.json", results)
+    figures.save_all(workdir, test.samples, writers.read_metrics(workdir),
                      config.model.num_classes)
   run.writer.close()
   run.latest.close()

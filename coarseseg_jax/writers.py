@@ -4,18 +4,24 @@ Only JAX process 0 writes; on the other processes the writer is a no-op, so
 the training loop can call it unconditionally. `metrics.jsonl` holds one JSON
 object per line, each with `step` and `split` (train, validation, ...), so a
 run can be analysed without TensorBoard, e.g.
-`[json.loads(l) for l in open('metrics.jsonl')]`.
+`[json.loads(l) for l in open('metrics.jsonl')]`. Both go through the
+workdir's path abstraction (`workdir.path`), so gs:// workdirs work: the
+jsonl file is rewritten whole (atomically) at each write, since object
+stores cannot append.
 """
 
 import json
 import logging
 import math
-import os
-from typing import Mapping
+from typing import List, Mapping
 
 from absl import flags
 from absl import logging as absl_logging
 import jax
+
+from coarseseg_jax import workdir as workdir_lib
+
+METRICS_FILE = "metrics.jsonl"
 
 
 def _scalar(value):
@@ -29,10 +35,13 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     self._tb = {}
-    self._workdir = workdir
+    self._root = workdir_lib.path(workdir)
+    self._lines: List[str] = []
     if self._active:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._root.mkdir(parents=True, exist_ok=True)
+      jsonl = self._root / METRICS_FILE
+      if jsonl.exists():
+        self._lines = [l for l in jsonl.read_text().splitlines() if l.strip()]
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     if not self._active:
@@ -40,7 +49,7 @@ class MetricWriter:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if split not in self._tb:
       self._tb[split] = tf.summary.create_file_writer(
-          os.path.join(self._workdir, "tensorboard", split))
+          str(self._root / "tensorboard" / split))
     record = {"step": int(step), "split": split}
     with self._tb[split].as_default():
       for name, value in scalars.items():
@@ -48,14 +57,14 @@ class MetricWriter:
         if record[name] is not None:
           tf.summary.scalar(name, record[name], step=int(step))
     self._tb[split].flush()
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
+    self._lines.append(json.dumps(record))
+    workdir_lib.write_bytes(self._root / METRICS_FILE,
+                            "\n".join(self._lines) + "\n")
 
   def close(self) -> None:
     if self._active:
       for w in self._tb.values():
         w.close()
-      self._jsonl.close()
 
 
 def read_metrics(workdir: str) -> list:
@@ -64,15 +73,14 @@ def read_metrics(workdir: str) -> list:
   A resumed run logs the steps after its last checkpoint a second time; the
   last record of each (split, step) wins.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = workdir_lib.path(workdir) / METRICS_FILE
+  if not path.exists():
     return []
   records = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        r = json.loads(line)
-        records[(r["split"], r["step"])] = r
+  for line in path.read_text().splitlines():
+    if line.strip():
+      r = json.loads(line)
+      records[(r["split"], r["step"])] = r
   return sorted(records.values(), key=lambda r: (r["step"], r["split"]))
 
 

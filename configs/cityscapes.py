@@ -9,7 +9,7 @@ Evaluation is on fine labels. gtCoarse pixels that contradict gtFine become
 the paper). Pass --config.data.manual_dir (data/README.md).
 """
 
-from configs import default
+from coarseseg_jax.configs import default
 
 
 def get_config():

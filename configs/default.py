@@ -1,8 +1,10 @@
 """Every knob of coarseseg-jax, with the paper's settings as defaults.
 
-Other configs start from this one (`from configs import default`) and change
-what differs. Any value can be overridden on the command line, e.g.
-`--config.train.lmbda=0.05 --config.model.name=fcn`.
+Other configs start from this one (`from coarseseg_jax.configs import default`:
+configs/ is installed as the package `coarseseg_jax.configs`) and change what
+differs. Any value can be overridden on the command line, e.g.
+`--config.train.lmbda=0.05 --config.model.name=fcn`; fields without a value
+are typed placeholders, so `--config.train.max_steps=10` works too.
 
 The paper (de Jong & Holenderski, arXiv 2510.15756): Adam, learning rate 5e-4,
 random 512x512 crops and horizontal flips, 75 epochs on SUIM with lambda 0.05,
@@ -13,6 +15,7 @@ validation loss is no higher than the training loss before it (<= 15 epochs).
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -23,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   data = config.data = ml_collections.ConfigDict()
   data.dataset = "synthetic"   # synthetic | folder | suim | pannuke | cityscapes_coarse
   data.data_dir = "data"       # TFDS data dir (prepared TFRecords land here).
-  data.manual_dir = None       # Raw download / user folder (folder, suim, ...).
+  data.manual_dir = placeholder(str)  # Raw download / your folder (folder, suim..).
   data.train_labels = "coarse"  # coarse | fine | slic_propagated (SLIC vote).
   data.train_split = "train"
   data.eval_split = "validation"  # Model selection split.
@@ -33,12 +36,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.slic_block = 16         # One SLIC segment per slic_block^2 pixels.
   data.slic_compactness = 10.0
   data.slic_sigma = 1.0
-  data.builder_kwargs = ml_collections.ConfigDict()  # Dataset-specific extras.
+  # Dataset parameters (each dataset config lists all of its own).
+  data.builder_kwargs = ml_collections.ConfigDict()
   # Pipeline.
   data.crop_size = 512         # Random training crop (multiple of 16).
   data.scale_range = (1.0, 1.0)  # Random rescale before the crop (1, 1 = off).
   data.hflip = True
-  data.eval_center_crop = None  # The paper's centre crop at evaluation (px).
+  data.eval_center_crop = placeholder(int)  # Paper's eval centre crop (px).
   data.slic_num_segments = 2048  # One-hot slots for slic_map_loss per crop.
   data.shuffle_buffer = 1024
   data.eval_batch_size = 8
@@ -47,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --------------------------------------------------------------- model ----
   model = config.model = ml_collections.ConfigDict()
   model.name = "hcfcn"         # hcfcn | fcn | unet | fcn16s_vgg
-  model.num_classes = 8
+  model.num_classes = placeholder(int)  # None: the dataset's number.
   model.tau = 0.07
   model.sim_features = 48
   model.similarity = "dot"     # dot (the paper's code) | cosine (its text)
@@ -57,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.head_channels = 64
   model.dropout = 0.1
   model.dtype = "float32"      # float32 | bfloat16 (params stay float32).
-  model.pretrained = None      # .npz / .pth of a torchvision state dict.
+  model.pretrained = placeholder(str)  # .npz / .pth torchvision state dict.
 
   # ------------------------------------------------------------ training ----
   train = config.train = ml_collections.ConfigDict()
@@ -69,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.lmbda = 0.05           # Weight of the paper's SLIC regularizer.
   train.m = 0.0                # Position weight inside the regularizer.
   train.kappa = 0.0            # Weight of slic_map_loss (beyond the paper).
-  train.max_steps = None       # Stop early after this many steps (tests).
+  train.max_steps = placeholder(int)  # Stop after this many steps (tests).
   train.log_every_steps = 20
   train.eval_every_epochs = 1
   train.checkpoint_every_steps = 200

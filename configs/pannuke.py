@@ -6,7 +6,7 @@ validation_fold, test_fold rearrange them). The paper's training recipe (Adam
 image). Pass --config.data.manual_dir (see data/README.md).
 """
 
-from configs import default
+from coarseseg_jax.configs import default
 
 
 def get_config():

@@ -10,7 +10,7 @@ pairs of the download are skipped); test is TEST (110).
 Download SUIM and pass --config.data.manual_dir (see data/README.md).
 """
 
-from configs import default
+from coarseseg_jax.configs import default
 
 
 def get_config():

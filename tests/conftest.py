@@ -10,3 +10,13 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# JAX's persistent compilation cache, shared by the tests of one machine (and
+# the subprocesses they start): the many tiny end-to-end runs compile the same
+# programs, which takes most of their time on CPU. Counting tests count cache
+# loads as programs too (`profiling.CompilationCounter`).
+import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "coarseseg-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
+from coarseseg_jax.configs import default
 from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax import sharding
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from coarseseg_jax import metrics
+from coarseseg_jax import profiling
 
 IGNORE = 255
 
@@ -506,3 +507,59 @@ def test_per_image_metrics_on_a_batch_sharded_over_devices():
   for a, b in zip(sharded, local):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert sharded[1].sharding.spec[0] == "data"
+
+
+# ------------------------------------------- images of many sizes, padded ---
+
+def test_default_radius_array_equals_python_round_including_ties():
+  sizes = [(24, 20), (256, 256), (1024, 2048), (120, 160), (360, 480),
+           (600, 800), (840, 1120), (1, 1), (4000, 3000)]
+  rng = np.random.default_rng(0)
+  sizes += [tuple(s) for s in rng.integers(1, 3000, (200, 2))]
+  got = np.asarray(jax.jit(metrics.default_radius_array)(np.array(sizes)))
+  np.testing.assert_array_equal(
+      got, [metrics.default_radius(h, w) for h, w in sizes])
+
+
+def _canvas(maps, sizes, h, w, fill):
+  out = np.full((len(maps), h, w), fill, np.int32)
+  for i, (m, (a, b)) in enumerate(zip(maps, sizes)):
+    out[i, :a, :b] = m
+  return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_padded_batch_equals_each_image_alone(seed):
+  """Boundary metrics on a padded canvas with `size` give each image's own
+  figures (own default radius, own border), whatever the padding holds."""
+  rng = np.random.default_rng(seed)
+  sizes = [(250, 180), (109, 203), (310, 310), (64, 40)]
+  preds, labels = [], []
+  for h, w in sizes:
+    label = _with_ignored(rng, _blocky(rng, 1, h, w, 3, block=9))[0]
+    preds.append(_blocky(rng, 1, h, w, 3, block=9, noise=0.02)[0])
+    labels.append(label)
+  # Garbage in the padding: it must not matter.
+  pred_c = _canvas(preds, sizes, 320, 320, 2)
+  label_c = _canvas(labels, sizes, 320, 320, 1)
+  size = np.array(sizes)
+  br = np.asarray(jax.jit(metrics.boundary_recall)(pred_c, label_c, size=size))
+  prf = [np.asarray(v) for v in jax.jit(metrics.boundary_precision_recall_f1)(
+      pred_c, label_c, size=size)]
+  for i, (p, l) in enumerate(zip(preds, labels)):
+    alone = float(metrics.boundary_recall(p[None], l[None])[0])
+    np.testing.assert_allclose(br[i], alone, rtol=1e-6, atol=1e-7)
+    alone_prf = metrics.boundary_precision_recall_f1(p[None], l[None])
+    for got, want in zip(prf, alone_prf):
+      np.testing.assert_allclose(got[i], float(want[0]), rtol=1e-6)
+  assert (br[:3] > 0).all()  # Radii >= 1 here (the 64x40 image has r = 0).
+
+
+def test_one_compilation_serves_every_image_size():
+  fn = jax.jit(lambda p, l, s: metrics.boundary_recall(p, l, size=s))
+  rng = np.random.default_rng(3)
+  with profiling.CompilationCounter() as compiles:
+    for h, w in [(100, 90), (128, 60), (70, 128), (128, 128)]:
+      label = _blocky(rng, 2, 128, 128, 3).astype(np.int32)
+      fn(label, label, np.array([[h, w], [w, h]]))
+  assert compiles.traces["<lambda>"] == 1

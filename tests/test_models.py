@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from coarseseg_jax.configs import default
 from coarseseg_jax import models
 from coarseseg_jax import superpixels
 
@@ -244,6 +244,7 @@ def _count(tree, keep=lambda path: True):
 
 def test_full_size_parameter_counts():
   c = default.get_config().model
+  c.num_classes = 8
   shapes = models.init_shapes(c, image_size=64)
   enc = shapes["params"]["encoder"]
   # torchvision resnet34 up to layer3 has 8,170,304 parameters; the 3x3

@@ -357,7 +357,7 @@ def test_cityscapes_bad_input_stops_naming_the_file(cityscapes_raw, tmp_path,
      {"image_width": 1024, "image_height": 512}),
 ])
 def test_configs_hold_the_papers_settings(name, dataset, kwargs, tmp_path):
-  module = __import__(f"configs.{name}", fromlist=["get_config"])
+  module = __import__(f"coarseseg_jax.configs.{name}", fromlist=["get_config"])
   config = module.get_config()
   assert config.data.dataset == dataset
   builder = datasets.get_builder(config.data)  # The kwargs are the PARAMS.

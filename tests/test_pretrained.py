@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import default
+from coarseseg_jax.configs import default
 from coarseseg_jax import models
 from coarseseg_jax.models import pretrained
 from coarseseg_jax.models import resnet
@@ -139,6 +139,7 @@ def torch_resnet34_features(sd, images):
 def model_config(name="hcfcn", **overrides):
   c = default.get_config().model
   c.name = name
+  c.num_classes = 8
   for k, v in overrides.items():
     c[k] = v
   return c

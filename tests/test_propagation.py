@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import default
+from coarseseg_jax.configs import default
 from coarseseg_jax import config_validation
 from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax.errors import ConfigError

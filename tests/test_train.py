@@ -130,9 +130,11 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
   skio.imsave(images / "a.png", rng.integers(0, 255, (40, 56, 3), np.uint8))
   skio.imsave(images / "b.jpg", rng.integers(0, 255, (64, 64, 3), np.uint8))
   (images / "notes.txt").write_text("not an image")
-  n, out = inference.predict_folder(config, workdir, str(images),
+  report = inference.predict_folder(config, workdir, str(images),
                                     str(tmp_path / "pred"))
-  assert n == 2
+  out = report.output_dir
+  assert len(report.written) == 2
+  assert [os.path.basename(p) for p, _ in report.skipped] == ["notes.txt"]
   pred_a = skio.imread(os.path.join(out, "a.png"))
   assert pred_a.shape == (40, 56) and pred_a.max() < 6
   assert skio.imread(os.path.join(out, "b_overlay.png")).shape == (64, 64, 3)

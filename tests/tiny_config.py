@@ -5,11 +5,8 @@ Also usable from the command line:
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import synthetic  # pylint: disable=g-import-not-at-top
+from coarseseg_jax.configs import synthetic
 
 
 def get_config():

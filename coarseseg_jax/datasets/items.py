@@ -74,20 +74,51 @@ def is_file(path: str) -> bool:
   return epath.Path(path).is_file()
 
 
+def to_rgb8(im: "Image.Image", path: str) -> np.ndarray:
+  """(H, W, 3) uint8 RGB of a PIL image, whatever its mode.
+
+  8-bit modes (1, L, P, LA, RGB(A), CMYK, YCbCr, ...) go through PIL's
+  conversion (alpha dropped). 16-bit grayscale (I;16*, and I with values in
+  0..65535) is scaled to 8 bits (v / 257, rounded): PIL's own conversion
+  would clip it at 255. 16-bit RGB PNGs are read by PIL at 8 bits per
+  channel. Floating-point and other images raise DatasetError naming `path`.
+  """
+  mode = im.mode
+  if mode.startswith("I"):
+    arr = np.asarray(im)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+      raise errors.DatasetError(
+          f"{path}: {mode} image with values outside 0..65535 is not "
+          "supported; convert it to 8-bit RGB.")
+    gray = np.round(arr.astype(np.float64) / 257.0).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+  if mode == "F":
+    raise errors.DatasetError(
+        f"{path}: floating-point images (mode F) are not supported; convert "
+        "it to 8-bit RGB.")
+  return np.asarray(im.convert("RGB"), np.uint8)
+
+
+def _open(path: str):
+  if is_url(path):
+    with epath.Path(path).open("rb") as f:
+      return Image.open(io.BytesIO(f.read()))
+  return Image.open(path)
+
+
 def open_image(path: str, what: str = "image",
                mode: Optional[str] = None) -> Tuple[np.ndarray, str]:
   """(pixels, PIL mode) of an image file, converted to `mode` if given.
+
+  `mode="RGB"` converts as `to_rgb8` (16-bit grayscale scaled, not clipped).
 
   Raises:
     errors.DatasetError: naming the file if it is missing or unreadable.
   """
   try:
-    if is_url(path):
-      with epath.Path(path).open("rb") as f:
-        path_or_file = io.BytesIO(f.read())
-    else:
-      path_or_file = path
-    with Image.open(path_or_file) as im:
+    with _open(path) as im:
+      if mode == "RGB":
+        return to_rgb8(im, path), "RGB"
       im = im.convert(mode) if mode else im
       return np.asarray(im), im.mode
   except FileNotFoundError:
@@ -100,11 +131,7 @@ def open_image(path: str, what: str = "image",
 def image_size(path: str, what: str = "image") -> Tuple[int, int]:
   """(width, height) of an image file from its header (no decoding)."""
   try:
-    if is_url(path):
-      with epath.Path(path).open("rb") as f:
-        with Image.open(io.BytesIO(f.read())) as im:
-          return im.size
-    with Image.open(path) as im:
+    with _open(path) as im:
       return im.size
   except FileNotFoundError:
     raise errors.DatasetError(f"{path}: file not found.") from None
@@ -114,7 +141,8 @@ def image_size(path: str, what: str = "image") -> Tuple[int, int]:
 
 
 def read_image(path: str) -> np.ndarray:
-  """Reads an image file as (H, W, 3) uint8 RGB; DatasetError if unreadable."""
+  """Reads an image file as (H, W, 3) uint8 RGB (`to_rgb8`); DatasetError
+  naming the file if it is unreadable or of an unsupported kind."""
   return open_image(path, "image", "RGB")[0].astype(np.uint8, copy=False)
 
 

@@ -50,9 +50,13 @@ def create_model(model_config) -> nn.Module:
     an unbound `flax.linen.Module`.
 
   Raises:
-    ValueError: for an unknown ``name`` (listing the valid ones) or dtype.
+    ValueError: for an unknown ``name`` (listing the valid ones) or dtype,
+      or ``num_classes`` None.
   """
   name = model_config.name
+  if model_config.num_classes is None:
+    raise ValueError("num_classes is not set (training resolves it from the "
+                     "dataset: config_validation.resolve_num_classes).")
   dtype = resnet.get_dtype(model_config)
   encoder_kw = dict(num_classes=model_config.num_classes,
                     stage_blocks=tuple(model_config.stage_blocks),

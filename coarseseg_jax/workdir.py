@@ -1,0 +1,168 @@
+"""The workdir: one path abstraction for a run's files, and its config.json.
+
+Every file a run writes or reads in its workdir or data_dir (checkpoints,
+metrics.jsonl, TensorBoard events, results.json, figures, predictions) goes
+through `etils.epath` (`path`), which understands local paths and URLs such
+as gs://bucket/run (through TensorFlow's gfile, as TFDS and orbax do), so a
+TPU pod can train into a bucket. Whole files are written atomically
+(`write_bytes`: a temporary name, then a rename), so nothing half-written is
+ever read back.
+
+A workdir remembers its config: `record_config` writes `config.json` at the
+start of a run; started again, `check_config` refuses a config that would
+change the run (model, data, loss, optimizer, seed, ...) with one line naming
+the differing keys. Only the keys in `MAY_CHANGE` may differ: they extend the
+run (`train.num_epochs`, `train.max_steps`, fine-tuning afterwards), or say
+where the data lives and how often to log, none of which changes what is
+learned.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from etils import epath
+import ml_collections
+
+from coarseseg_jax import errors
+
+CONFIG_FILE = "config.json"
+# Keys (dotted) that may differ between starts of one run.
+MAY_CHANGE = frozenset({
+    "train.num_epochs", "train.max_steps", "train.finetune",
+    "train.finetune_max_epochs", "train.log_every_steps",
+    "train.checkpoint_every_steps", "train.keep_checkpoints",
+    "train.num_figures", "train.profile_steps", "data.data_dir",
+    "data.manual_dir", "data.eval_batch_size", "distributed"})
+PathLike = Union[str, os.PathLike]
+
+
+def is_url(p: PathLike) -> bool:
+  """Whether `p` names a non-local file system (gs://..., s3://...)."""
+  return "://" in os.fspath(p)
+
+
+def path(p: PathLike) -> epath.Path:
+  """`p` as an epath.Path: local paths made absolute, URLs left as they are."""
+  p = os.fspath(p)
+  if not is_url(p):
+    p = os.path.abspath(os.path.expanduser(p))
+  return epath.Path(p)
+
+
+def write_bytes(p: PathLike, data: Union[bytes, str]) -> None:
+  """Writes a whole file atomically: to `<name>.tmp`, then renamed."""
+  p = path(p)
+  p.parent.mkdir(parents=True, exist_ok=True)
+  tmp = p.parent / (p.name + ".tmp")
+  if isinstance(data, str):
+    tmp.write_text(data)
+  else:
+    tmp.write_bytes(data)
+  tmp.replace(p)
+
+
+def write_json(p: PathLike, obj: Any) -> None:
+  write_bytes(p, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def read_json(p: PathLike) -> Any:
+  return json.loads(path(p).read_text())
+
+
+def ensure_writable(workdir: PathLike) -> epath.Path:
+  """Creates the workdir; one-line ConfigError if it cannot be written."""
+  p = path(workdir)
+  probe = p / ".write_test"
+  try:
+    p.mkdir(parents=True, exist_ok=True)
+    probe.write_text("ok")
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except
+    # OSError locally; gfile raises tf.errors.* for URLs.
+    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or e
+    raise errors.ConfigError(
+        f"--workdir={workdir} cannot be written ({reason}); pass a "
+        "directory you can write to.") from None
+  return p
+
+
+def config_as_json(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """The config as plain JSON data (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def differences(old: Dict[str, Any], new: Dict[str, Any],
+                ignore=MAY_CHANGE) -> List[Tuple[str, Any, Any]]:
+  """(key, old value, new value) of every dotted key that differs."""
+  a, b = _flatten(old), _flatten(new)
+  missing = object()
+  return [(k, a.get(k, missing), b.get(k, missing))
+          for k in sorted(set(a) | set(b))
+          if k not in ignore and a.get(k, missing) != b.get(k, missing)]
+
+
+def describe(diffs, limit: int = 4) -> str:
+  def fmt(v):
+    return "(absent)" if not isinstance(
+        v, (str, int, float, bool, list, dict, type(None))) else json.dumps(v)
+  parts = [f"{k}: {fmt(a)} -> {fmt(b)}" for k, a, b in diffs[:limit]]
+  if len(diffs) > limit:
+    parts.append(f"and {len(diffs) - limit} more")
+  return ", ".join(parts)
+
+
+def load_config(workdir: PathLike) -> Optional[Dict[str, Any]]:
+  """The workdir's recorded config as JSON data, or None if it has none."""
+  p = path(workdir) / CONFIG_FILE
+  if not p.exists():
+    return None
+  try:
+    return read_json(p)
+  except (ValueError, OSError) as e:
+    raise errors.ConfigError(
+        f"{p} is not a readable config ({e}); restore it, or remove the "
+        "workdir to start over.") from None
+
+
+def check_config(workdir: PathLike, config: ml_collections.ConfigDict) -> bool:
+  """Refuses a config that would change the run recorded in `workdir`.
+
+  Returns:
+    whether the workdir already records a (compatible) run.
+  Raises:
+    errors.ConfigError: one line naming the differing keys; nothing in the
+      workdir is changed.
+  """
+  old = load_config(workdir)
+  if old is None:
+    return False
+  diffs = differences(old, config_as_json(config))
+  if diffs:
+    raise errors.ConfigError(
+        f"{workdir} holds a run with another config ({describe(diffs)}); "
+        "start it in a new --workdir, or remove this one to start over. Only "
+        "num_epochs, max_steps, fine-tuning, logging and data locations may "
+        "change when a run is resumed.")
+  return True
+
+
+def record_config(workdir: PathLike, config: ml_collections.ConfigDict) -> None:
+  """Writes `config.json` (the config the run's results are labelled with)."""
+  write_json(path(workdir) / CONFIG_FILE, config_as_json(config))
+
+
+def config_from_json(data: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """A ConfigDict from `config.json` data (lists stay lists)."""
+  return ml_collections.ConfigDict(data)

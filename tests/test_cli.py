@@ -1,0 +1,200 @@
+"""The command line: overriding any config field, configs from anywhere, the
+workdir's config.json, and one-line errors."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+import pytest
+
+from coarseseg_jax import cli
+from coarseseg_jax import datasets
+from coarseseg_jax import errors
+from coarseseg_jax import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(p)[:-3]
+                 for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not os.path.basename(p).startswith("_"))
+SAMPLE = {int: "7", float: "0.5", str: "x", bool: "true"}
+
+
+def _parse(config_path, *overrides):
+  """Parses `--config=... overrides` with a fresh FlagValues (in process)."""
+  argv = ["prog", f"--config={config_path}", *overrides]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv,
+                                  lock_config=True, sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+def _leaves(config, prefix=""):
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", config.get_type(key)
+
+
+def test_packaged_configs_are_the_repository_configs():
+  assert cli.packaged_configs() == CONFIGS
+  assert {"default", "synthetic", "folder", "suim", "pannuke",
+          "cityscapes"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if c != "default"])
+def test_every_field_can_be_overridden(name):
+  """Typed placeholders: even fields whose default is None take a value."""
+  path = os.path.join(ROOT, "configs", f"{name}.py")
+  base = _parse(path)
+  overrides = []
+  for key, kind in _leaves(base):
+    if kind in SAMPLE:
+      overrides.append(f"--config.{key}={SAMPLE[kind]}")
+  assert len(overrides) > 40
+  config = _parse(path, *overrides)
+  for arg in overrides:
+    key, value = arg[len("--config."):].split("=")
+    got = config
+    for part in key.split("."):
+      got = got[part]
+    assert str(got).lower() == value.lower() or got == type(got)(value), key
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if c != "default"])
+def test_configs_list_every_dataset_parameter(name):
+  """builder_kwargs holds each parameter of the dataset's builder, so each
+  can be overridden (a folder's number of classes is model.num_classes)."""
+  config = _parse(os.path.join(ROOT, "configs", f"{name}.py"))
+  params = set(datasets.builder_class(config.data.dataset).PARAMS)
+  if config.data.dataset == "folder":
+    params.discard("num_classes")
+  assert set(config.data.builder_kwargs) == params
+
+
+def test_config_resolves_by_name_and_from_any_folder(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # No configs/ here.
+  for value in ("suim", "configs/suim.py"):
+    resolved = cli.resolve_config_path(value)
+    assert os.path.samefile(resolved, os.path.join(ROOT, "configs", "suim.py"))
+  absolute = os.path.join(ROOT, "configs", "folder.py")
+  assert cli.resolve_config_path(absolute) == absolute
+  with pytest.raises(FileNotFoundError, match="suim, synthetic"):
+    cli.resolve_config_path("configs/nope.py")
+
+
+def test_command_line_from_another_folder(tmp_path):
+  """The config by absolute path, and by name, from outside the repo."""
+  env = dict(os.environ, XLA_FLAGS="")
+  for config in (os.path.join(ROOT, "configs", "suim.py"), "pannuke"):
+    proc = subprocess.run(
+        [sys.executable, "-m", "coarseseg_jax.main", f"--config={config}",
+         "--mode=summary", "--config.model.width=8",
+         "--config.model.stage_blocks=(1,1,1)",
+         "--config.data.crop_size=64"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "parameters" in proc.stdout
+  assert os.listdir(tmp_path) == []
+
+
+def test_wheel_ships_the_configs(tmp_path):
+  """A non-editable install has coarseseg_jax.configs (from configs/)."""
+  src = tmp_path / "src"  # A copy: building writes build/ and *.egg-info.
+  src.mkdir()
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(ROOT, name), src / name)
+  for name in ("coarseseg_jax", "configs"):
+    shutil.copytree(os.path.join(ROOT, name), src / name,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+       "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  wheel, = glob.glob(str(tmp_path / "*.whl"))
+  names = zipfile.ZipFile(wheel).namelist()
+  for name in CONFIGS:
+    assert f"coarseseg_jax/configs/{name}.py" in names
+  for package in ("coarseseg_jax/datasets/", "coarseseg_jax/models/"):
+    assert any(n.startswith(package) for n in names)
+  # Every package of the source tree is listed in pyproject.toml.
+  sources = {os.path.dirname(os.path.relpath(p, ROOT)) for p in glob.glob(
+      os.path.join(ROOT, "coarseseg_jax", "**", "__init__.py"), recursive=True)}
+  assert {s for s in sources} <= {os.path.dirname(n) for n in names}
+
+
+# ------------------------------------------------------ the workdir's config
+
+
+def _config(**train):
+  config = ml_collections.ConfigDict({
+      "seed": 0, "data": {"data_dir": "data", "dataset": "synthetic"},
+      "model": {"name": "hcfcn", "num_classes": 6},
+      "train": {"lmbda": 0.05, "num_epochs": 10, "max_steps": None}})
+  config.train.update(train)
+  return config
+
+
+def test_workdir_refuses_a_changed_run_and_accepts_an_extension(tmp_path):
+  workdir = str(tmp_path / "run")
+  assert not workdir_lib.check_config(workdir, _config())
+  workdir_lib.record_config(workdir, _config())
+  assert workdir_lib.check_config(workdir, _config(num_epochs=20,
+                                                    max_steps=5))
+  before = sorted(os.listdir(workdir))
+  with pytest.raises(errors.ConfigError) as e:
+    workdir_lib.check_config(workdir, _config(lmbda=0.0, seed=1))
+  assert "train.lmbda: 0.05 -> 0.0" in str(e.value)
+  assert "\n" not in str(e.value)
+  assert sorted(os.listdir(workdir)) == before
+
+
+def test_refused_restart_writes_nothing(tmp_path):
+  """The README's `--config.train.lmbda=0` in a used workdir: one line,
+  exit 1, no file touched."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  recorded = workdir_lib.config_as_json(_parse(
+      os.path.join(ROOT, "tests", "tiny_config.py")))
+  recorded["model"]["num_classes"] = 6
+  (workdir / "config.json").write_text(json.dumps(recorded))
+  stamp = os.stat(workdir / "config.json").st_mtime_ns
+  env = dict(os.environ, XLA_FLAGS="",
+             COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main",
+       "--config=tests/tiny_config.py", f"--workdir={workdir}",
+       "--config.train.lmbda=0", f"--config.data.data_dir={recorded['data']['data_dir']}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "train.lmbda: 0.05 -> 0.0" in lines[0]
+  assert "Traceback" not in proc.stderr
+  assert os.listdir(workdir) == ["config.json"]
+  assert os.stat(workdir / "config.json").st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.train.lmdba=0.1", "'lmdba' is not a config field (did you "
+                                 "mean 'lmbda'?)"),
+    ("--config.train.lmbda=abc", "could not convert string to float"),
+    ("--config.data.builder_kwargs.nope=1", "'nope' is not a config field"),
+])
+def test_command_line_mistakes_are_one_line(override, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main", "--config=configs/suim.py",
+       override, "--mode=summary"], cwd=ROOT, capture_output=True, text=True,
+      timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert message in proc.stderr and "Traceback" not in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -1,0 +1,341 @@
+"""The README is tested: every command of README.md and data/README.md runs.
+
+Each fenced ```bash block is split into commands (backslash continuations
+joined, comments dropped). Every command must be claimed by exactly one
+`SCENARIOS` rule (`test_every_readme_command_is_claimed`), so a command added
+to a README without a test fails the suite. Each scenario runs its commands
+in README order, as written, in the repository root, with:
+
+* `python` / `.venv/bin/python` as this interpreter, and one CPU device;
+* the README's placeholders pointing at tiny fixtures in the real on-disk
+  formats (`my_data` a folder dataset, `data/manual/suim` SUIM as unpacked,
+  ... `my_images` photos of odd sizes and a 16-bit PNG), and outputs
+  (`workdirs/`, `results/`, `gs://BUCKET/`, `--data_dir=data`) under a
+  temporary folder, so nothing is written into the repository;
+* tiny overrides appended (a small model, tiny data, `max_steps`), which
+  win over the command's own values as the last flag does.
+
+`./run.sh test` is the command running this suite (CI runs it) and `source
+.venv/bin/activate` only sets up the shell; both are claimed and not run.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Dict, List, Tuple
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import paper_fixtures
+from coarseseg_jax.datasets import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README_FILES = ("README.md", "data/README.md")
+
+# ------------------------------------------------------- reading the READMEs
+
+
+def readme_commands(relpath: str) -> List[str]:
+  """The commands of the ```bash blocks of a README, in order."""
+  with open(os.path.join(ROOT, relpath)) as f:
+    text = f.read()
+  commands = []
+  for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+    current = ""
+    for line in block.splitlines():
+      if not current and line.strip().startswith("#"):
+        continue
+      line = _strip_comment(line)
+      if line.endswith("\\"):
+        current += line[:-1] + " "
+        continue
+      current += line
+      if current.strip():
+        commands.append(" ".join(current.split()))
+      current = ""
+  return commands
+
+
+def _strip_comment(line: str) -> str:
+  """The line without a trailing `# comment` outside quotes."""
+  quote = None
+  for i, ch in enumerate(line):
+    if ch in "\"'" and quote in (None, ch):
+      quote = None if quote else ch
+    elif ch == "#" and quote is None and (i == 0 or line[i - 1].isspace()):
+      return line[:i].rstrip()
+  return line.rstrip()
+
+
+def all_commands() -> List[Tuple[str, str]]:
+  return [(f, c) for f in README_FILES for c in readme_commands(f)]
+
+
+# ---------------------------------------------------------------- scenarios
+# Scenario -> regexes of the commands it runs (matched with re.search).
+SCENARIOS: Dict[str, Tuple[str, ...]] = {
+    "not_run": (r"^\./run\.sh test\b", r"^source \.venv/bin/activate$"),
+    "synthetic": (r"^\./run\.sh\s*$", r"coarseseg_jax\.main .*synthetic\.py",
+                  r"coarseseg_jax\.main --workdir=workdirs/syn "),
+    "folder": (r"configs/folder\.py", r"prepare --dataset=folder"),
+    "suim": (r"configs/suim\.py", r"prepare --dataset=suim"),
+    "pannuke": (r"configs/pannuke\.py",),
+    "cityscapes": (r"configs/cityscapes\.py", r"prepare --dataset=cityscapes"),
+    "synthetic_prepare": (r"prepare --dataset=synthetic",),
+    "experiments": (r"coarseseg_jax\.experiments",),
+}
+
+TINY_MODEL = ["--config.model.width=8", "--config.model.stage_blocks=(1,1,1)",
+              "--config.model.head_channels=8",
+              "--config.model.sim_features=8"]
+TINY_TRAIN = ["--config.train.max_steps=2", "--config.train.batch_size=2",
+              "--config.data.eval_batch_size=2", "--config.data.crop_size=64",
+              "--config.data.slic_num_segments=64",
+              "--config.data.shuffle_buffer=8", "--config.train.num_figures=1",
+              "--config.data.coarse_kernel=7"]
+TINY_SYNTHETIC = ["--config.data.builder_kwargs.num_train=8",
+                  "--config.data.builder_kwargs.num_validation=2",
+                  "--config.data.builder_kwargs.num_test=2",
+                  "--config.data.builder_kwargs.image_size=64"]
+TINY_DATASET = {
+    "synthetic": TINY_SYNTHETIC,
+    "folder": [],
+    "suim": ["--config.data.builder_kwargs.num_validation=2"],
+    "pannuke": [],
+    "cityscapes": ["--config.data.builder_kwargs.image_width=128",
+                   "--config.data.builder_kwargs.image_height=64",
+                   "--config.data.builder_kwargs.train_extra=False"],
+}
+# Dataset parameters added to a prepare command's own --builder_kwargs.
+TINY_PREPARE = {
+    "synthetic": "num_train=4,num_validation=2,num_test=2,image_size=64",
+    "folder": "",
+    "suim": "num_validation=2",
+    "cityscapes": "image_width=128,image_height=64",
+}
+
+
+def scenario_of(command: str) -> List[str]:
+  return [name for name, patterns in SCENARIOS.items()
+          if any(re.search(p, command) for p in patterns)]
+
+
+def test_every_readme_command_is_claimed():
+  commands = all_commands()
+  assert len(commands) > 15  # The parser found the blocks.
+  for path, command in commands:
+    assert len(scenario_of(command)) == 1, (path, command, scenario_of(command))
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+def write_images(root: str) -> List[Tuple[str, Tuple[int, int]]]:
+  """Photos to predict: odd sizes, JPEG/PNG, grayscale, and a 16-bit PNG."""
+  os.makedirs(root, exist_ok=True)
+  out = []
+  for i, (h, w) in enumerate([(109, 75), (64, 64), (50, 130), (97, 97)]):
+    image, _ = synthetic.generate(7, "test", i, max(h, w), 6)
+    name = f"photo{i}.{'jpg' if i % 2 else 'png'}"
+    Image.fromarray(image[:h, :w]).save(os.path.join(root, name))
+    out.append((name, (h, w)))
+  gray16 = (np.arange(40 * 60).reshape(40, 60) * 27).astype(np.uint16)
+  Image.fromarray(gray16).save(os.path.join(root, "scan16.png"))
+  out.append(("scan16.png", (40, 60)))
+  return out
+
+
+def write_folder(root: str) -> None:
+  """A folder dataset of images of odd sizes, with classes.txt."""
+  sizes = {"train": [(70, 90), (101, 64), (64, 77), (80, 80)],
+           "validation": [(66, 70), (72, 88)], "test": [(109, 75), (64, 99)]}
+  for split, shapes in sizes.items():
+    for sub in ("images", "labels"):
+      os.makedirs(os.path.join(root, split, sub), exist_ok=True)
+    for i, (h, w) in enumerate(shapes):
+      image, label = synthetic.generate(3, split, i, max(h, w), 4)
+      Image.fromarray(image[:h, :w]).save(
+          os.path.join(root, split, "images", f"{split}{i}.png"))
+      Image.fromarray(label[:h, :w]).save(
+          os.path.join(root, split, "labels", f"{split}{i}.png"))
+  with open(os.path.join(root, "classes.txt"), "w") as f:
+    f.write("\n".join(synthetic.class_names(4)) + "\n")
+
+
+def _substitutions(tmp: str) -> List[Tuple[str, str]]:
+  """README placeholder -> fixture or temporary path (applied in order)."""
+  return [
+      ("=/tmp/", f"={tmp}/tmp/"),  # First: the paths below are under /tmp.
+      ("gs://BUCKET/cityscapes", f"{tmp}/raw/cityscapes"),
+      ("gs://BUCKET/", f"{tmp}/bucket/"),
+      ("data/manual/suim", f"{tmp}/raw/suim"),
+      ("data/manual/pannuke", f"{tmp}/raw/pannuke"),
+      ("data/manual/cityscapes", f"{tmp}/raw/cityscapes"),
+      ("=my_data", f"={tmp}/raw/my_data"),
+      ("=my_images", f"={tmp}/raw/my_images"),
+      ("=workdirs/", f"={tmp}/workdirs/"),
+      ("=results/", f"={tmp}/results/"),
+      ("=results", f"={tmp}/results"),
+      ("--data_dir=data", f"--data_dir={tmp}/data"),
+      ("dist/", f"{tmp}/dist/"),
+  ]
+
+
+def _env() -> Dict[str, str]:
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if "device_count" not in f)
+  return dict(os.environ, XLA_FLAGS=flags, PYTHONUNBUFFERED="1")
+
+
+def _dataset_of(args: List[str]) -> str:
+  for a in args:
+    m = re.search(r"configs/(\w+)\.py|--dataset=(\w+)", a)
+    if m:
+      return (m.group(1) or m.group(2)).replace("_coarse", "")
+  return "synthetic"
+
+
+def _inner_command(tokens: List[str]) -> List[str]:
+  """gcloud ... --command "cd coarseseg-jax && CMD": CMD's tokens."""
+  payload = tokens[tokens.index("--command") + 1]
+  return shlex.split(payload.split("&&", 1)[1])
+
+
+def _tiny(args: List[str], tmp: str) -> List[str]:
+  """The overrides appended to a command (see the module docstring)."""
+  joined = " ".join(args)
+  data_dir = f"{tmp}/data"
+  dataset = _dataset_of(args)
+  if "coarseseg_jax.datasets.prepare" in joined:
+    own = [a.split("=", 1)[1] for a in args if a.startswith("--builder_kwargs=")]
+    kwargs = ",".join(filter(None, own + [TINY_PREPARE[dataset]]))
+    extra = [f"--data_dir={data_dir}", "--num_workers=1"]
+    if "--data_dir" in joined:
+      extra = extra[1:]
+    if kwargs:
+      extra.append(f"--builder_kwargs={kwargs}")
+    if "--beam_pipeline_options" in joined:  # In this process, no cloud.
+      extra.append("--beam_pipeline_options=runner=DirectRunner")
+    return extra
+  if "coarseseg_jax.experiments" in joined:
+    # One method of the main table (hcfcn, the reference) and one seed.
+    extra = ["--quick", "--seeds=1", f"--data_dir={data_dir}"]
+    if "--experiment=main" in joined:
+      extra.append("--methods=hcfcn")
+    if "--num_epochs" in joined:  # A longer schedule: 2 epochs here.
+      extra.append("--num_epochs=2")
+    if "--workdir_root" not in joined:
+      extra.append(f"--workdir_root={tmp}/workdirs/experiments")
+    if "--out" not in joined:
+      extra.append(f"--out={tmp}/results")
+    return extra
+  if "--mode=eval" in joined or "--mode=predict" in joined:
+    return []  # The workdir's config.json has it all.
+  extra = TINY_MODEL + TINY_DATASET[dataset]
+  if "--mode=summary" not in joined:
+    extra = extra + TINY_TRAIN + [f"--config.data.data_dir={data_dir}"]
+  if "distributed=True" in joined:
+    extra.append("--config.distributed=False")  # One process here.
+  if args[0] == "./run.sh":
+    extra.append(f"--workdir={tmp}/workdirs/synthetic")
+  return extra
+
+
+def run_command(command: str, tmp: str) -> subprocess.CompletedProcess:
+  """Runs one README command as the module docstring says; asserts rc 0."""
+  for old, new in _substitutions(tmp):
+    command = command.replace(old, new)
+  tokens = shlex.split(command)
+  if tokens[0] == "gcloud":
+    tokens = _inner_command(tokens)
+  if tokens[0] in ("python", ".venv/bin/python"):
+    tokens[0] = sys.executable
+  tokens = tokens + _tiny(tokens, tmp)
+  proc = subprocess.run(tokens, cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, (command, proc.stderr[-4000:])
+  return proc
+
+
+def _commands(scenario: str) -> List[str]:
+  return [c for _, c in all_commands() if scenario_of(c) == [scenario]]
+
+
+def _results(workdir: str) -> dict:
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+# -------------------------------------------------------------------- tests
+
+
+@pytest.mark.slow
+def test_readme_synthetic_journey(tmp_path):
+  """./run.sh, train, eval and predict from the workdir alone, summary, the
+  override example; nothing lands in the repository."""
+  tmp = str(tmp_path)
+  if not sys.executable.startswith(os.path.join(ROOT, ".venv")):
+    pytest.fail("run the suite with ./run.sh test (./run.sh uses .venv)")
+  photos = write_images(f"{tmp}/raw/my_images")
+  before = set(os.listdir(ROOT))
+  commands = _commands("synthetic")
+  assert commands[0] == "./run.sh"
+  for command in commands:
+    proc = run_command(command, tmp)
+    if "--mode=summary" in command:
+      assert "parameters" in proc.stdout
+  assert set(os.listdir(ROOT)) == before
+  for name in ("synthetic", "syn", "fcn_fine"):
+    results = _results(f"{tmp}/workdirs/{name}")
+    assert 0 <= results["test"]["accuracy_mean"] <= 1
+    assert len(results["test_per_class"]) == 6
+  assert os.path.exists(f"{tmp}/workdirs/syn/eval_test.json")
+  predictions = f"{tmp}/workdirs/syn/predictions"
+  for name, shape in photos:
+    stem = os.path.splitext(name)[0]
+    label = np.asarray(Image.open(os.path.join(predictions, stem + ".png")))
+    assert label.shape == shape and label.max() < 6, name
+  figures = os.listdir(f"{tmp}/workdirs/syn/figures")
+  assert "sample_0.png" in figures and "curves.png" in figures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["folder", "suim", "pannuke",
+                                      "cityscapes"])
+def test_readme_dataset_journeys(scenario, tmp_path):
+  """Your own folder and the paper's datasets, from their real formats."""
+  tmp = str(tmp_path)
+  raw = f"{tmp}/raw"
+  if scenario == "folder":
+    write_folder(f"{raw}/my_data")
+  elif scenario == "suim":  # Halved, these sizes are no multiple of 4.
+    paper_fixtures.write_suim(f"{raw}/suim", size=(218, 150))
+  elif scenario == "pannuke":
+    paper_fixtures.write_pannuke(f"{raw}/pannuke", n=3, size=64)
+  else:
+    paper_fixtures.write_cityscapes(f"{raw}/cityscapes", extra=True)
+  commands = _commands(scenario)
+  assert commands
+  for command in commands:
+    run_command(command, tmp)
+  trained = [c for c in commands if "coarseseg_jax.main" in c]
+  for command in trained:
+    for old, new in _substitutions(tmp):
+      command = command.replace(old, new)
+    workdir = re.search(r"--workdir=([^\s\"]+)", command).group(1)
+    results = _results(workdir)
+    assert results["test"]["num_images"] >= 1
+    assert os.listdir(os.path.join(workdir, "figures"))
+
+
+@pytest.mark.slow
+def test_readme_prepare_and_experiment_commands(tmp_path):
+  tmp = str(tmp_path)
+  for scenario in ("synthetic_prepare", "experiments"):
+    for command in _commands(scenario):
+      run_command(command, tmp)
