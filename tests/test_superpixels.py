@@ -155,9 +155,9 @@ def test_assign_with_array_tau_and_parent_bias_matches_loop(similarity):
   z = superpixels.assign(np.zeros_like(fine), np.zeros_like(coarse), tau=tau,
                          similarity=similarity, parent_bias=2.0)
   n = ref_valid_mask(3, 2).sum(-1)
-  np.testing.assert_allclose(
-      z[..., 4], np.broadcast_to(np.exp(2.0) / (np.exp(2.0) + n - 1), (2, 6, 4)),
-      rtol=1e-6)
+  parent = np.exp(2.0) / (np.exp(2.0) + n - 1)
+  np.testing.assert_allclose(z[..., 4], np.broadcast_to(parent, (2, 6, 4)),
+                             rtol=1e-6)
 
 
 def test_assign_is_differentiable_in_tau_and_parent_bias():
