@@ -165,10 +165,18 @@ def run_config(base, method: str, params: dict, seed: int):
   return config
 
 
+# config.model fields added after runs were stamped (issue 15) and the values
+# that mean "as before": left out at those values, so older stamps still match.
+_ADDED_MODEL_FIELDS = {"assign_init": "default", "parent_bias": None}
+
+
 def _comparable(config) -> dict:
   """The config as JSON data, without where the data lives."""
   d = json.loads(json.dumps(config.to_dict(), default=str))
   d["data"].pop("data_dir", None)
+  for key, value in _ADDED_MODEL_FIELDS.items():
+    if d["model"].get(key, value) == value:
+      d["model"].pop(key, None)
   return d
 
 

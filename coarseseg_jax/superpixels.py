@@ -37,7 +37,7 @@ per op pair than the einsum version. Consequence of `jax.custom_vjp`:
 order) and `vmap`, but not forward mode (`jax.jvp`, `jax.jacfwd`).
 """
 
-from typing import Sequence
+from typing import Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ NUM_NEIGHBOURS = 9
 # (dy, dx) of neighbour k, row-major over the 3x3 window around the parent.
 OFFSETS = tuple((k // 3 - 1, k % 3 - 1) for k in range(NUM_NEIGHBOURS))
 _MASKED_LOGIT = -1e9  # exp() of this underflows to exactly 0 in float32.
+_PARENT = np.eye(NUM_NEIGHBOURS, dtype=np.float32)[4]  # One-hot of k = 4.
 
 
 def _check_pair(fine_hw, coarse_hw, what):
@@ -175,21 +176,40 @@ def valid_mask(h: int, w: int) -> np.ndarray:
   return np.repeat(np.repeat(m, 2, axis=0), 2, axis=1)
 
 
-def assign(fine_feat: jax.Array, coarse_feat: jax.Array, tau: float = 0.07,
-           similarity: str = "dot") -> jax.Array:
+def assign(fine_feat: jax.Array, coarse_feat: jax.Array,
+           tau: Union[float, jax.Array] = 0.07, similarity: str = "dot",
+           parent_bias: Union[None, float, jax.Array] = None) -> jax.Array:
   """Soft assignment of every fine pixel to its 9 candidate coarse cells.
+
+  The logit of candidate k is ``sim(fine[i, j], coarse[cell_k(i, j)]) / tau``
+  (plus ``parent_bias`` for the parent, k = 4); the assignment is their
+  softmax over the in-grid candidates. Similarities (``similarity``):
+
+  * ``"dot"``: the raw dot product, as in the paper's published code. Its
+    scale is whatever the projections give: with tau = 0.07 on an untrained
+    HCFCN-16 it saturates the softmax (issue 15; measure it with
+    `coarseseg_jax.assignment_stats`).
+  * ``"cosine"``: both vectors L2-normalised first, as the method's text (the
+    thesis) describes it; logits then lie in ``[-1/tau, 1/tau]``. A
+    learnable temperature (an array ``tau``) with cosine similarity is
+    HCFormer's clustering module (`coarseseg_jax.models.hcfcn`).
 
   Args:
     fine_feat: ``(B, 2h, 2w, D)`` features at stride s.
     coarse_feat: ``(B, h, w, D)`` features at stride 2s.
-    tau: softmax temperature.
-    similarity: ``"dot"`` (the paper's code: raw dot product) or ``"cosine"``
-      (the paper's text: both feature vectors L2-normalised first).
+    tau: softmax temperature, > 0: a Python float, or a scalar (shape ``()``)
+      float32 array, e.g. a learnable temperature (then ``assign`` is
+      differentiable in it).
+    similarity: ``"dot"`` or ``"cosine"``, see above.
+    parent_bias: ``None`` (the paper: nothing) or a scalar (float or shape
+      ``()`` array, e.g. a learnable one) added to the parent's logit after
+      the division by tau, in nats: with equal similarities the parent gets
+      ``e^b / (e^b + n - 1)`` of the weight (n in-grid candidates).
 
   Returns:
-    ``(B, 2h, 2w, 9)`` float32 assignment, the softmax over the 9 candidates of
-    ``<fine_feat[i, j], coarse_feat[cell_k(i, j)]> / tau``, exactly 0 for
-    candidates outside the grid; rows sum to 1.
+    ``(B, 2h, 2w, 9)`` float32 assignment, exactly 0 for candidates outside
+    the grid; rows sum to 1. With ``tau`` a float and ``parent_bias=None`` the
+    computation is the one of the paper's code (``"dot"``) bit for bit.
   """
   _check_pair(fine_feat.shape[1:3], coarse_feat.shape[1:3], "assign")
   fine = fine_feat.astype(jnp.float32)
@@ -202,9 +222,24 @@ def assign(fine_feat: jax.Array, coarse_feat: jax.Array, tau: float = 0.07,
   b, hh, ww, _ = fine.shape
   logits = jnp.einsum("bhpwqd,bhwkd->bhpwqk", _children(fine),
                       _neighbours(coarse)).reshape(b, hh, ww, NUM_NEIGHBOURS)
+  logits = logits / tau
+  if parent_bias is not None:
+    logits = logits + jnp.asarray(parent_bias, jnp.float32) * _PARENT
   valid = valid_mask(hh // 2, ww // 2)[None]
-  logits = jnp.where(valid, logits / tau, _MASKED_LOGIT)
+  logits = jnp.where(valid, logits, _MASKED_LOGIT)
   return jnp.where(valid, jax.nn.softmax(logits, axis=-1), 0.0)
+
+
+def cell_mass(assignment: jax.Array) -> jax.Array:
+  """Assignment mass each coarse cell receives: ``(B, 2h, 2w, 9) -> (B, h, w)``.
+
+  ``mass[u, v] = sum A[i, j, k]`` over all ``(i, j, k)`` with
+  ``cell_k(i, j) = (u, v)`` (the denominator of `downsample`). The masses sum
+  to the number of fine pixels, ``4 h w``: 4 per cell on average, exactly 4
+  everywhere for the regular grid (all weight on the parent).
+  """
+  ones = jnp.ones(assignment.shape[:3] + (1,), assignment.dtype)
+  return _pool(ones, assignment)[..., 0]
 
 
 def upsample(x: jax.Array, assignment: jax.Array) -> jax.Array:

@@ -52,9 +52,19 @@ def get_config() -> ml_collections.ConfigDict:
   model = config.model = ml_collections.ConfigDict()
   model.name = "hcfcn"         # hcfcn | fcn | unet | fcn16s_vgg
   model.num_classes = placeholder(int)  # None: the dataset's number.
-  model.tau = 0.07
+  # Soft assignments of HCFCN-16 (models/hcfcn.py: HCFCN; issue 15).
+  # similarity: dot = the paper's published code (raw dot product / tau;
+  # saturated at init with tau 0.07) | cosine = the thesis text (both
+  # L2-normalised, / tau) | hcformer = HCFormer's clustering module
+  # (LayerNorm, 1x1 projection, L2 norm, learnable tau initialised to
+  # model.tau; HCFormer uses 0.05).
+  model.similarity = "dot"
+  model.tau = 0.07             # Temperature (hcformer: its initial value).
   model.sim_features = 48
-  model.similarity = "dot"     # dot (the paper's code) | cosine (its text)
+  model.assign_init = "default"  # default | zero (dot only: the fine
+                               # projection starts at 0: uniform assignments).
+  # None (off) or the initial learnable parent-cell logit per level (e.g. 2).
+  model.parent_bias = placeholder(float)
   model.deformable = True      # DCNv2 in the downsampling blocks.
   model.stage_blocks = (3, 4, 6)  # ResNet-34 stages up to stride 16.
   model.width = 64             # Channels of the first stage (ResNet-34: 64).

@@ -275,3 +275,21 @@ def test_changed_config_in_an_existing_workdir_stops_the_runner(tmp_path):
     json.dump({"seed": 0}, f)
   with pytest.raises(RuntimeError, match="another config"):
     runner.run("hcfcn", {}, 0)
+
+
+def test_runs_stamped_before_the_assignment_options_still_resume(tmp_path):
+  base = experiments.experiment_config(experiments.QUICK)
+  runner = experiments.Runner(base, str(tmp_path))
+  workdir = runner.workdir("hcfcn", {}, 0)
+  os.makedirs(workdir)
+  old = experiments._comparable(experiments.run_config(base, "hcfcn", {}, 0))
+  assert "assign_init" not in old["model"] and "parent_bias" not in old["model"]
+  with open(os.path.join(workdir, "run_config.json"), "w") as f:
+    json.dump(old, f)
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump({"done": 1}, f)
+  assert runner.run("hcfcn", {}, 0) == {"done": 1}
+  assert runner.records[-1]["status"] == "skipped"
+  base.model.parent_bias = 2.0  # Now a different model: refused.
+  with pytest.raises(RuntimeError, match="another config"):
+    runner.run("hcfcn", {}, 0)

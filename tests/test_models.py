@@ -277,3 +277,78 @@ def test_summary_table():
   assert "encoder" in text and "head" in text and "proj_fine4" in text
   n = models.param_count(models.init_shapes(tiny_config("hcfcn"), 32)["params"])
   assert f"{n:,} parameters" in text
+
+
+def test_default_assignment_options_add_no_parameters():
+  shapes = models.init_shapes(tiny_config("hcfcn"), image_size=32)["params"]
+  assert sorted(shapes) == ["encoder", "head", "proj_coarse4", "proj_coarse8",
+                            "proj_fine4", "proj_fine8"]
+  assert models.hcfcn.assign_parameters(shapes) == {}
+
+
+def test_hcformer_similarity_with_parent_bias_in_bfloat16():
+  b = bundle("hcfcn", similarity="hcformer", tau=0.05, parent_bias=1.0,
+             dtype="bfloat16")
+  params = b.variables["params"]
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(b.variables))
+  for s in (4, 8):
+    assert params[f"log_tau{s}"].shape == ()
+    np.testing.assert_allclose(params[f"log_tau{s}"], np.log(0.05), rtol=1e-6)
+    np.testing.assert_array_equal(params[f"parent_bias{s}"], 1.0)
+    assert sorted(params[f"proj_fine{s}_norm"]) == ["bias", "scale"]
+    assert params[f"proj_coarse{s}_norm"]["scale"].shape == (
+        params[f"proj_coarse{s}"]["kernel"].shape[2],)
+  learned = models.hcfcn.assign_parameters(params)
+  np.testing.assert_allclose(learned["a4_tau"], 0.05, rtol=1e-6)
+  np.testing.assert_allclose(learned["a8_parent_bias"], 1.0)
+  (loss, (logits, assignments, _)), grads = b.grads(X, LABELS)
+  assert logits.dtype == jnp.float32 and np.isfinite(float(loss))
+  for a in assignments:
+    assert a.dtype == jnp.float32
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  dead = [jax.tree_util.keystr(p) for p, g in flat
+          if g.dtype != jnp.float32 or not np.all(np.isfinite(g))
+          or not np.any(g)]
+  assert not dead, f"no gradient reaches {dead}"
+  assert all(grads[f"log_tau{s}"] != 0 and grads[f"parent_bias{s}"] != 0
+             for s in (4, 8))
+
+
+def test_zero_init_starts_uniform_and_the_parent_bias_makes_a_soft_grid():
+  b = bundle("hcfcn", assign_init="zero", parent_bias=2.0)
+  params = b.variables["params"]
+  assert not np.any(params["proj_fine4"]["kernel"])
+  assert np.any(params["proj_coarse4"]["kernel"])
+  _, assignments = b.eval_fn(b.variables, X)
+  for a in assignments:
+    n = superpixels.valid_mask(a.shape[1] // 2, a.shape[2] // 2).sum(-1)
+    parent = np.exp(2.0) / (np.exp(2.0) + n - 1)
+    np.testing.assert_allclose(
+        a[..., 4], np.broadcast_to(parent, a.shape[:3]), rtol=1e-6)
+  # Without the bias the assignments are uniform: entropy log 9 inside.
+  plain = models.create_model(tiny_config("hcfcn", assign_init="zero"))
+  variables = plain.init(jax.random.key(0), X[:1])
+  _, (a4, _) = jit(functools.partial(plain.apply, train=False))(variables,
+                                                                 X[:1])
+  np.testing.assert_allclose(a4[0, 2:-2, 2:-2], 1.0 / 9.0, rtol=1e-6)
+  # At the first step only the fine projections of the similarity path get
+  # gradient: the coarse ones see a zero fine projection.
+  _, grads = b.grads(X, LABELS)
+  for s in (4, 8):
+    assert np.any(grads[f"proj_fine{s}"]["kernel"])
+    assert not np.any(grads[f"proj_coarse{s}"]["kernel"])
+    assert grads[f"parent_bias{s}"] != 0
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(similarity="l2"), "model.similarity"),
+    (dict(assign_init="ones"), "model.assign_init"),
+    (dict(similarity="cosine", assign_init="zero"), "needs model.similarity"),
+    (dict(similarity="hcformer", tau=2.0), "learnable temperature"),
+    (dict(tau=0.0), "model.tau"),
+    (dict(parent_bias=float("nan")), "model.parent_bias"),
+])
+def test_invalid_assignment_options(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    models.create_model(tiny_config("hcfcn", **overrides))

@@ -8,6 +8,7 @@ the claims the notebook makes from those numbers.
 """
 
 import json
+import math
 import os
 import pathlib
 import sys
@@ -103,4 +104,17 @@ def test_regularizer_notebook_runs(kernel_name):
   m = r["model"]
   assert 0.0 < m["slic_loss"] < 1e3 and 0.0 < m["slic_map_loss"] < 1e3
   assert 0.0 < m["asa"] <= 1.0
+  # Issue 15, the untrained model's assignments per similarity option: the
+  # paper's dot similarity is saturated and blind to the parent cell, cosine
+  # is softer, the zero-initialised dot with a parent bias is a soft grid.
+  init = r["init_stats"]
+  dot, cos, grid = init["dot"], init["cosine"], init["dot_zero_pb2"]
+  for s in ("a4", "a8"):
+    assert cos[f"{s}_entropy"] > dot[f"{s}_entropy"] + 0.3, (s, cos, dot)
+    assert dot[f"{s}_entropy"] < 0.5 * math.log(9), (s, dot)
+    assert dot[f"{s}_parent_share"] < 0.25, (s, dot)
+    assert dot[f"{s}_starved_cells"] > 0.1, (s, dot)
+    assert grid[f"{s}_parent_share"] == 1.0 and (
+        grid[f"{s}_starved_cells"] == 0.0), (s, grid)
+    assert 0.5 * math.log(9) < grid[f"{s}_entropy"] < math.log(9), (s, grid)
   assert elapsed < 240, f"the notebook took {elapsed:.0f} s"

@@ -1,5 +1,7 @@
 """Superpixel ops against slow per-pixel NumPy loop references."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +29,7 @@ def ref_valid_mask(h, w):
   return out
 
 
-def ref_assign(fine, coarse, tau, similarity):
+def ref_assign(fine, coarse, tau, similarity, parent_bias=0.0):
   fine = np.asarray(fine, np.float64)
   coarse = np.asarray(coarse, np.float64)
   if similarity == "cosine":
@@ -44,6 +46,7 @@ def ref_assign(fine, coarse, tau, similarity):
           c = _cell(i, j, k, h, w)
           if c is not None:
             logits[k] = fine[n, i, j] @ coarse[n, c[0], c[1]] / tau
+            logits[k] += parent_bias if k == 4 else 0.0
         top = max(logits.values())
         total = sum(np.exp(v - top) for v in logits.values())
         for k, v in logits.items():
@@ -126,6 +129,78 @@ def test_assign_matches_loop_masks_border_and_sums_to_one(similarity):
   assert np.all(a[:, invalid] == 0.0)  # Exactly 0 outside the grid.
   assert np.all(a[:, ~invalid] > 0.0)
   np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_assign_with_array_tau_and_parent_bias_matches_loop(similarity):
+  rng = np.random.default_rng(10)
+  fine = rng.normal(size=(2, 6, 4, 3)).astype(np.float32)
+  coarse = rng.normal(size=(2, 3, 2, 3)).astype(np.float32)
+  tau = 0.9 if similarity == "dot" else 0.3
+  plain = superpixels.assign(fine, coarse, tau=tau, similarity=similarity)
+  # A scalar array tau (a learnable temperature) gives the same result, and
+  # parent_bias=None is the paper's computation bit for bit.
+  arr = superpixels.assign(fine, coarse, tau=jnp.float32(tau),
+                           similarity=similarity, parent_bias=None)
+  np.testing.assert_array_equal(plain, arr)
+  for bias in (1.5, jnp.float32(-2.0)):
+    a = np.asarray(jax.jit(functools.partial(
+        superpixels.assign, similarity=similarity))(
+            fine, coarse, jnp.float32(tau), parent_bias=bias))
+    np.testing.assert_allclose(
+        a, ref_assign(fine, coarse, tau, similarity, float(bias)), atol=1e-5)
+    assert np.all(a[:, ~ref_valid_mask(3, 2)] == 0.0)
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-6)
+  # Equal similarities (zero features): the parent gets e^b / (e^b + n - 1).
+  z = superpixels.assign(np.zeros_like(fine), np.zeros_like(coarse), tau=tau,
+                         similarity=similarity, parent_bias=2.0)
+  n = ref_valid_mask(3, 2).sum(-1)
+  parent = np.exp(2.0) / (np.exp(2.0) + n - 1)
+  np.testing.assert_allclose(z[..., 4], np.broadcast_to(parent, (2, 6, 4)),
+                             rtol=1e-6)
+
+
+def test_assign_is_differentiable_in_tau_and_parent_bias():
+  rng = np.random.default_rng(11)
+  fine = jnp.asarray(rng.normal(size=(1, 4, 4, 3)), jnp.float32)
+  coarse = jnp.asarray(rng.normal(size=(1, 2, 2, 3)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(1, 4, 4, 9)), jnp.float32)
+
+  def loss(log_tau, bias):
+    a = superpixels.assign(fine, coarse, tau=jnp.exp(log_tau),
+                           similarity="cosine", parent_bias=bias)
+    return jnp.sum(a * weights)
+
+  g_tau, g_bias = jax.jit(jax.grad(loss, argnums=(0, 1)))(
+      jnp.log(jnp.float32(0.05)), jnp.float32(1.0))
+  assert np.isfinite(g_tau) and g_tau != 0
+  assert np.isfinite(g_bias) and g_bias != 0
+  eps = 1e-3
+  fd = (loss(jnp.log(0.05) + eps, 1.0) - loss(jnp.log(0.05) - eps, 1.0)) / (
+      2 * eps)
+  np.testing.assert_allclose(g_tau, fd, rtol=2e-2, atol=1e-4)
+
+
+def test_cell_mass_matches_loop_and_sums_to_the_pixel_count():
+  rng = np.random.default_rng(12)
+  a = random_assignment(rng, 2, 3, 4)
+  ones = np.ones((2, 6, 8, 1))
+  mass = np.asarray(superpixels.cell_mass(a))
+  assert mass.shape == (2, 3, 4)
+  # downsample's denominator: sum of the weights each cell receives.
+  num = ref_downsample(ones, a, eps=0.0)  # 1 wherever the mass is > 0.
+  assert np.all(num == 1.0)
+  ref = np.zeros((2, 3, 4))
+  a_np = np.asarray(a)
+  for n in range(2):
+    for i in range(6):
+      for j in range(8):
+        for k in range(9):
+          c = _cell(i, j, k, 3, 4)
+          if c is not None:
+            ref[n, c[0], c[1]] += a_np[n, i, j, k]
+  np.testing.assert_allclose(mass, ref, rtol=1e-5)
+  np.testing.assert_allclose(mass.sum((1, 2)), 6 * 8, rtol=1e-5)
 
 
 def test_cosine_ignores_feature_scale():

@@ -23,6 +23,12 @@ Models (``config.model.name``):
 
 ``config.model.dtype = 'bfloat16'`` computes in bfloat16 with float32
 parameters; logits, assignments and the superpixel decoder stay float32.
+
+``hcfcn``'s assignment options (``similarity``, ``tau``, ``assign_init``,
+``parent_bias``) are described in `hcfcn.HCFCN`;
+`hcfcn.assign_parameters(params)` gives its learnable temperature / parent
+bias and `coarseseg_jax.assignment_stats.summary(assignments)` diagnostics of
+the assignments, both for logging.
 """
 
 import jax
@@ -51,7 +57,8 @@ def create_model(model_config) -> nn.Module:
 
   Raises:
     ValueError: for an unknown ``name`` (listing the valid ones) or dtype,
-      or ``num_classes`` None.
+      ``num_classes`` None, or invalid similarity options of ``hcfcn``
+      (`hcfcn.check_assign_options`).
   """
   name = model_config.name
   if model_config.num_classes is None:
@@ -65,9 +72,14 @@ def create_model(model_config) -> nn.Module:
   head_kw = dict(head_channels=model_config.head_channels,
                  dropout=model_config.dropout)
   if name == "hcfcn":
-    return hcfcn.HCFCN(**encoder_kw, **head_kw, tau=model_config.tau,
-                       sim_features=model_config.sim_features,
-                       similarity=model_config.similarity)
+    # .get: configs written before these fields existed mean the defaults.
+    assign_kw = dict(tau=model_config.tau,
+                     similarity=model_config.get("similarity", "dot"),
+                     assign_init=model_config.get("assign_init", "default"),
+                     parent_bias=model_config.get("parent_bias", None))
+    hcfcn.check_assign_options(**assign_kw)
+    return hcfcn.HCFCN(**encoder_kw, **head_kw, **assign_kw,
+                       sim_features=model_config.sim_features)
   if name == "fcn":
     return hcfcn.FCN(**encoder_kw, **head_kw)
   if name == "unet":
