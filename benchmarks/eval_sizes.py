@@ -37,6 +37,7 @@ from coarseseg_jax import evaluate
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import models
 from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
 from coarseseg_jax.datasets import synthetic
 
@@ -107,7 +108,7 @@ def main():
       train=dict(optimizer="adam", learning_rate=5e-4, weight_decay=0.0)))
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
-  state = train.create_train_state(config, model, mesh, 96)
+  state = state_lib.create_train_state(config, model, mesh, 96)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   run = make_evaluator(model, mesh)
   programs = Programs()

@@ -33,6 +33,7 @@ import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
 from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
 
 
@@ -65,7 +66,7 @@ def prepare(name, lmbda, kappa, args, mesh):
     config.model.stage_blocks = (1, 1, 1)
     config.model.width = 16
   model = models.create_model(config.model)
-  state = train.create_train_state(config, model, mesh, args.size)
+  state = state_lib.create_train_state(config, model, mesh, args.size)
   step_fn = jax.jit(functools.partial(
       train.train_step, lmbda=lmbda, m=0.0, kappa=kappa,
       num_segments=args.num_segments), donate_argnums=0)

@@ -81,9 +81,9 @@ def starved_cells(assignment: jax.Array, min_mass: float = 1.0) -> jax.Array:
   return jnp.mean((mass < min_mass).astype(jnp.float32), axis=(1, 2))
 
 
-def summary(assignments: Sequence[jax.Array],
-            strides: Optional[Sequence[int]] = None) -> Dict[str, jax.Array]:
-  """All diagnostics of all levels, averaged over the batch, for logging.
+def per_image(assignments: Sequence[jax.Array],
+              strides: Optional[Sequence[int]] = None) -> Dict[str, jax.Array]:
+  """All diagnostics of all levels, per image.
 
   Args:
     assignments: finest first, e.g. ``[A_4, A_8]`` of HCFCN-16.
@@ -92,8 +92,8 @@ def summary(assignments: Sequence[jax.Array],
 
   Returns:
     ``{"a4_entropy", "a4_parent_share", "a4_starved_cells", "a8_entropy",
-    ...}``: float32 scalars (mean over the batch); empty for no assignments
-    (models without superpixels).
+    ...}``: float32 ``(B,)`` arrays; empty for no assignments (models
+    without superpixels).
   """
   if strides is None:
     strides = [4 * 2 ** i for i in range(len(assignments))]
@@ -102,7 +102,14 @@ def summary(assignments: Sequence[jax.Array],
                      "strides.")
   out = {}
   for s, a in zip(strides, assignments):
-    out[f"a{s}_entropy"] = jnp.mean(mean_entropy(a))
-    out[f"a{s}_parent_share"] = jnp.mean(parent_share(a))
-    out[f"a{s}_starved_cells"] = jnp.mean(starved_cells(a))
+    out[f"a{s}_entropy"] = mean_entropy(a)
+    out[f"a{s}_parent_share"] = parent_share(a)
+    out[f"a{s}_starved_cells"] = starved_cells(a)
   return out
+
+
+def summary(assignments: Sequence[jax.Array],
+            strides: Optional[Sequence[int]] = None) -> Dict[str, jax.Array]:
+  """`per_image`'s diagnostics averaged over the batch (scalars), for logging.
+  """
+  return {k: jnp.mean(v) for k, v in per_image(assignments, strides).items()}

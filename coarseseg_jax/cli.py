@@ -121,6 +121,11 @@ def _usage_error(message: str) -> None:
   sys.exit(USAGE_EXIT)
 
 
+def flag_config_file(flag_name: str = "config") -> str:
+  """The config file a config flag was given (after `resolve_config_path`)."""
+  return config_flags.get_config_filename(flags.FLAGS[flag_name])
+
+
 def config_overrides(flag_name: str = "config") -> Dict[str, object]:
   """The `--<flag_name>.*` values of the command line, by dotted key."""
   flag = flags.FLAGS[flag_name]

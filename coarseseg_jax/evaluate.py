@@ -27,6 +27,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 import tqdm
 
+from coarseseg_jax import assignment_stats
 from coarseseg_jax import losses
 from coarseseg_jax import metrics
 from coarseseg_jax import sharding
@@ -39,7 +40,11 @@ METRICS = ("accuracy", "boundary_recall", "boundary_f1", "asa", "miou",
 # Only in final evaluations (`full=True`): the hard ASA of the precomputed
 # SLIC maps (computed on the host).
 FULL_METRICS = ("slic_asa",)
-PER_IMAGE_METRICS = METRICS + FULL_METRICS
+# Diagnostics of the learned assignments (`assignment_stats.per_image`, over
+# the whole canvas of padded images).
+DIAGNOSTICS = tuple(f"a{s}_{name}" for s in (4, 8)
+                    for name in ("entropy", "parent_share", "starved_cells"))
+PER_IMAGE_METRICS = METRICS + FULL_METRICS + DIAGNOSTICS
 # Validation metrics that can select the best checkpoint.
 SELECTABLE = METRICS
 _HOST_KEYS = ("mask", "height", "width", "label_fine", "label", "slic")
@@ -71,7 +76,8 @@ def make_eval_step(model, num_classes: int) -> Callable:
   (B, C, C),
   `loss` and `loss_pixels` (B,) (mean cross-entropy on the training labels
   and their count); for models with superpixel upsampling `asa` and
-  `superpixel_asa` (B,) and `superpixels` (B, H/4, W/4).
+  `superpixel_asa` (B,), `superpixels` (B, H/4, W/4) and the `DIAGNOSTICS`
+  of the assignments (B,).
   """
   predict = make_predict_fn(model)
 
@@ -102,6 +108,9 @@ def make_eval_step(model, num_classes: int) -> Callable:
       out["superpixel_asa"] = metrics.segment_asa(
           out["superpixels"], fine, num_segments=(h // 2) * (w // 2),
           num_classes=num_classes)
+      image_h = batch["image"].shape[1]
+      out.update(assignment_stats.per_image(
+          assignments, [image_h // a.shape[1] for a in assignments]))
     return out
 
   return eval_step

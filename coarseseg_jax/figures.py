@@ -3,7 +3,12 @@
 - `sample_<i>.png`: image, coarse (training) label, fine label, prediction,
   and the learned superpixel boundaries (`superpixels.hard_superpixels`) beside
   the precomputed SLIC boundaries, for a few test images;
-- `curves.png`: training loss terms and validation metrics against the step.
+- `curves.png`: training loss terms and validation metrics against the step;
+- `confusion.png`: the test confusion matrix, row-normalised, class names;
+- `samples.npz`: the sample images, labels and predictions as arrays (what
+  the experiments' prediction figure is drawn from).
+
+Label panels carry a legend of the class colours, with the class names.
 
 Built on `matplotlib.figure.Figure` (no pyplot state, no backend switch), so
 importing this module in a notebook leaves inline plotting alone.
@@ -14,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 import numpy as np
 from skimage.segmentation import find_boundaries
 
@@ -71,8 +77,22 @@ def overlay_boundaries(image: np.ndarray, segments: np.ndarray,
   return out
 
 
+def class_legend(fig: Figure, num_classes: int,
+                 class_names: Optional[Sequence[str]] = None) -> None:
+  """A legend of the class colours (and white = unlabelled) below `fig`."""
+  names = list(class_names or [str(c) for c in range(num_classes)])
+  colours = colorize(np.arange(num_classes), num_classes)
+  handles = [Patch(facecolor=colours[c], edgecolor="0.5", label=names[c])
+             for c in range(num_classes)]
+  handles.append(Patch(facecolor="white", edgecolor="0.5",
+                       label="unlabelled"))
+  fig.legend(handles=handles, loc="lower center", fontsize=8, frameon=False,
+             ncol=min(len(handles), 10))
+
+
 def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
-                 num_classes: int) -> List[str]:
+                 num_classes: int,
+                 class_names: Optional[Sequence[str]] = None) -> List[str]:
   """One panel per sample; returns the paths written."""
   paths = []
   for i, s in enumerate(samples):
@@ -90,13 +110,15 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
     if "slic" in s:
       panels.append(("SLIC superpixels",
                      overlay_boundaries(image, s["slic"][:h, :w])))
-    fig = Figure(figsize=(3 * len(panels), 3.3))
+    rows = -(-num_classes // 10) + 1
+    fig = Figure(figsize=(3 * len(panels), 3.3 + 0.25 * rows))
     axes = fig.subplots(1, len(panels))
     for ax, (title, img) in zip(axes, panels):
       ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
       ax.set_title(title, fontsize=9)
       ax.axis("off")
-    fig.tight_layout()
+    class_legend(fig, num_classes, class_names)
+    fig.tight_layout(rect=(0, 0.08 * rows, 1, 1))
     path = workdir_lib.path(out_dir) / f"sample_{i}.png"
     save_figure(fig, path)
     paths.append(str(path))
@@ -130,7 +152,59 @@ def save_curves(records: Sequence[dict], path) -> None:
   save_figure(fig, path)
 
 
-def save_all(workdir: str, samples, records, num_classes: int) -> None:
+def save_confusion(confusion: np.ndarray, class_names: Sequence[str],
+                   path, title: str = "test") -> None:
+  """The confusion matrix, each row (true class) normalised to sum 1."""
+  cm = np.asarray(confusion, np.float64)
+  rows = cm.sum(axis=1, keepdims=True)
+  norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+  n = len(class_names)
+  fig = Figure(figsize=(2.0 + 0.55 * n, 1.6 + 0.5 * n))
+  ax = fig.subplots()
+  image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+  for i in range(n):
+    for j in range(n):
+      if norm[i, j] >= 0.005:
+        ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center",
+                fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+  ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+  ax.set_yticks(range(n), class_names, fontsize=8)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true (fine label)")
+  ax.set_title(f"{title}: confusion, rows normalised", fontsize=9)
+  fig.colorbar(image, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
+def save_sample_arrays(samples: Sequence[Dict[str, np.ndarray]], path) -> None:
+  """The samples' arrays as one .npz (keys `<name>_<i>`)."""
+  arrays = {f"{k}_{i}": np.asarray(v) for i, s in enumerate(samples)
+            for k, v in s.items()}
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, num_samples=len(samples), **arrays)
+  workdir_lib.write_bytes(path, buffer.getvalue())
+
+
+def load_sample_arrays(path) -> List[Dict[str, np.ndarray]]:
+  """What `save_sample_arrays` wrote."""
+  with workdir_lib.path(path).open("rb") as f:
+    z = dict(np.load(io.BytesIO(f.read())))
+  out = [{} for _ in range(int(z.pop("num_samples")))]
+  for key, value in z.items():
+    name, i = key.rsplit("_", 1)
+    out[int(i)][name] = value
+  return out
+
+
+def save_all(workdir: str, samples, records, num_classes: int,
+             class_names: Optional[Sequence[str]] = None,
+             confusion: Optional[np.ndarray] = None) -> None:
+  """Every figure of a finished run into `workdir/figures/`."""
   out_dir = workdir_lib.path(workdir) / "figures"
-  save_samples(samples, out_dir, num_classes)
+  names = list(class_names or [str(c) for c in range(num_classes)])
+  save_samples(samples, out_dir, num_classes, names)
   save_curves(records, out_dir / "curves.png")
+  if confusion is not None:
+    save_confusion(confusion, names, out_dir / "confusion.png")
+  save_sample_arrays(samples, out_dir / "samples.npz")

@@ -22,15 +22,12 @@ import jax
 import numpy as np
 import tqdm
 
-from coarseseg_jax import checkpoints
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures
 from coarseseg_jax import input_pipeline
-from coarseseg_jax import models
-from coarseseg_jax import sharding
-from coarseseg_jax import train
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.datasets import items
 
@@ -38,42 +35,17 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def load_state(config, workdir: str, which: str = "best"):
-  """Restores the `best` (falling back to `latest`) or `latest` train state.
-
-  Returns `(state, model, mesh, step)`.
-  """
-  mesh = sharding.make_mesh()
-  model = models.create_model(config.model)
-  state = train.create_train_state(config, model, mesh, config.data.crop_size)
-  order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
-  root = workdir_lib.path(workdir)
-  for sub in order:
-    ckpt = checkpoints.Checkpointer(root / sub, 1)
-    if ckpt.latest_step() is not None:
-      state, _ = ckpt.restore(state)
-      ckpt.close()
-      return state, model, mesh, int(jax.device_get(state.step))
-    ckpt.close()
-  raise errors.CheckpointError(
-      f"no checkpoint under {root / order[0]}: train first "
-      "(--mode=train) with this --workdir.")
-
-
-def _variables(state):
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
 def evaluate_checkpoint(config, workdir: str, split: str,
                         which: str = "best") -> dict:
   """Evaluates a checkpoint on `split`; writes `workdir/eval_<split>.json`."""
-  state, model, mesh, step = load_state(config, workdir, which)
+  state, model, mesh, step = state_lib.restore_for_inference(config, workdir,
+                                                            which)
   builder = datasets.get_builder(config.data, config.model.num_classes)
   evaluator = evaluate.Evaluator(model, config.model.num_classes, mesh,
                                  datasets.class_names(builder))
   d = config.data
   result = evaluator.run(
-      _variables(state),
+      state_lib.variables(state),
       input_pipeline.create_eval_iterator(builder, d, split, d.eval_batch_size),
       full=True, desc=split,
       total=input_pipeline.num_eval_batches(builder, split, d.eval_batch_size))
@@ -159,8 +131,8 @@ def predict_folder(config, workdir: str, input_dir: str,
   if not paths:
     raise errors.DatasetError(
         f"{input_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}).")
-  state, model, _, _ = load_state(config, workdir)
-  variables = _variables(state)
+  state, model, _, _ = state_lib.restore_for_inference(config, workdir)
+  variables = state_lib.variables(state)
   model_predict = evaluate.make_predict_fn(model)
 
   @jax.jit

@@ -18,7 +18,8 @@ from coarseseg_jax import superpixels
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  ignore_index: int = 255) -> jax.Array:
+                  ignore_index: int = 255,
+                  class_weights: Optional[jax.Array] = None) -> jax.Array:
   """Mean softmax cross-entropy over the labelled pixels.
 
   Args:
@@ -26,18 +27,24 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     labels: ``(B, H, W)`` int class ids in ``[0, C)``, or ``ignore_index``
       for unlabelled pixels.
     ignore_index: label of the pixels left out of the mean.
+    class_weights: optional ``(C,)`` weights: each labelled pixel's loss is
+      weighted by its class's weight and the sum divided by the sum of the
+      weights (PyTorch's ``CrossEntropyLoss(weight=...)``, mean reduction).
 
   Returns:
-    float32 scalar: the mean of ``-log softmax(logits)[label]`` over pixels
-    whose label is not ``ignore_index``; 0 (with zero gradient) when there is
-    none.
+    float32 scalar: the (weighted) mean of ``-log softmax(logits)[label]``
+    over pixels whose label is not ``ignore_index``; 0 (with zero gradient)
+    when there is none.
   """
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   labelled = labels != ignore_index
   safe = jnp.where(labelled, labels, 0).astype(jnp.int32)
   nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-  total = jnp.sum(jnp.where(labelled, nll, 0.0))
-  return total / jnp.maximum(jnp.sum(labelled), 1).astype(jnp.float32)
+  if class_weights is None:
+    total = jnp.sum(jnp.where(labelled, nll, 0.0))
+    return total / jnp.maximum(jnp.sum(labelled), 1).astype(jnp.float32)
+  w = jnp.where(labelled, jnp.asarray(class_weights, jnp.float32)[safe], 0.0)
+  return jnp.sum(w * nll) / jnp.where(jnp.sum(w) > 0, jnp.sum(w), 1.0)
 
 
 def _safe_norm(x: jax.Array) -> jax.Array:
@@ -215,6 +222,7 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
                      m: float, ignore_index: int = 255,
                      slic: Optional[jax.Array] = None, kappa: float = 0.0,
                      num_segments: Optional[int] = None,
+                     class_weights: Optional[jax.Array] = None,
                      return_terms: bool = False):
   """Cross-entropy + lmbda * slic_loss + kappa * slic_map_loss.
 
@@ -234,6 +242,7 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
     slic: ``(B, H, W)`` int32 SLIC ids, needed when kappa is nonzero.
     kappa: weight of `slic_map_loss`.
     num_segments: static int, needed when kappa is nonzero.
+    class_weights: optional ``(C,)`` weights of the cross-entropy.
     return_terms: also return the unweighted terms.
 
   Returns:
@@ -257,7 +266,8 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
         f"regularized_loss: kappa={kappa!r} needs both `slic` (the SLIC "
         "segmentation) and `num_segments` (a static int).")
   zero = jnp.zeros((), jnp.float32)
-  terms = {"cross_entropy": cross_entropy(logits, labels, ignore_index),
+  terms = {"cross_entropy": cross_entropy(logits, labels, ignore_index,
+                                         class_weights),
            "slic": zero, "slic_map": zero}
   total = terms["cross_entropy"]
   if use_slic:

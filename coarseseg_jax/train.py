@@ -1,35 +1,38 @@
-"""Training: the train state, the jit-compiled steps, and the loop.
+"""Training: the jit-compiled train step and the loop.
 
-`train_and_evaluate(config, workdir)` prepares the dataset if needed, trains
-with data parallelism over every device of every host (a 1-D `Mesh` named
-`data`: batches sharded, parameters replicated), evaluates on the validation
-split each `eval_every_epochs`, keeps the latest and the best checkpoints, and
-finally evaluates the best state on the test split and writes
-`workdir/results.json` and `workdir/figures/`.
+`train_and_evaluate(config, workdir)` checks the workdir (config.json),
+prepares the dataset if needed, trains with data parallelism over every
+device of every host (a 1-D `Mesh` named `data`: batches sharded, parameters
+replicated), evaluates on the validation split each `eval_every_epochs`,
+keeps the latest and the best checkpoints, and finally evaluates the best
+state on the test split and writes `workdir/results.json` and
+`workdir/figures/`.
 
 Resuming: started again with the same command after an interruption (kill -9
 included), it restores the newest checkpoint and asks the input pipeline for
 the batches from that step on; the pipeline yields exactly the batches an
 uninterrupted run would (each epoch's order and augmentation are a pure
 function of the seed and the epoch), so no data is lost or repeated.
+
+The train state and its optimizer live in `state.py`, evaluation in
+`evaluate.py`; this module holds the step and the loop.
 """
 
 import functools
 import json
 import logging
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax.training import train_state
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
 import tqdm
 
+from coarseseg_jax import assignment_stats
 from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
 from coarseseg_jax import datasets
@@ -39,68 +42,18 @@ from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
 from coarseseg_jax.errors import NonFiniteLossError
+from coarseseg_jax.models import hcfcn
 
 log = logging.getLogger(__name__)
-
-
-class TrainState(train_state.TrainState):
-  """Train state with BatchNorm statistics, an RNG and a non-finite guard.
-
-  `nonfinite_step` is -1, or the first step whose loss was not finite; such a
-  step leaves params, batch statistics and optimizer state unchanged, so no
-  NaN ever reaches a checkpoint.
-  """
-  batch_stats: Any = None
-  rng: Any = None
-  nonfinite_step: Any = None
-
-
-def create_optimizer(train_config: ml_collections.ConfigDict):
-  if train_config.optimizer == "adam":
-    return optax.adam(train_config.learning_rate)
-  if train_config.optimizer == "adamw":
-    return optax.adamw(train_config.learning_rate,
-                       weight_decay=train_config.weight_decay)
-  raise ValueError(f"unknown optimizer {train_config.optimizer!r}")
-
-
-def _replicate(tree, mesh):
-  """Host values -> global arrays replicated over `mesh` (multi-host safe)."""
-  sharding = NamedSharding(mesh, P())
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
-  return jax.tree.map(put, tree)
-
-
-def create_train_state(config, model, mesh, image_size: int) -> TrainState:
-  """Initialises (or imports pretrained weights into) a replicated state."""
-  rng = jax.random.PRNGKey(config.seed)
-  params_rng, state_rng = jax.random.split(rng)
-  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      {"params": params_rng}, dummy)
-  variables = jax.device_get(variables)
-  if config.model.pretrained:
-    variables = models.pretrained.load_pretrained(
-        config.model.pretrained, config.model, variables)
-  tx = create_optimizer(config.train)
-
-  def make(variables, rng):
-    return TrainState.create(
-        apply_fn=model.apply, params=variables["params"], tx=tx,
-        batch_stats=variables.get("batch_stats", {}), rng=rng,
-        nonfinite_step=jnp.array(-1, jnp.int32))
-
-  return jax.jit(make, out_shardings=NamedSharding(mesh, P()))(
-      _replicate(variables, mesh), _replicate(state_rng, mesh))
+TrainState = state_lib.TrainState
 
 
 def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
-               kappa: float, num_segments: int):
+               kappa: float, num_segments: int, class_weights=None):
   """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
 
   Args:
@@ -108,10 +61,13 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
     batch: `image` (B, H, W, 3) float32 in [0, 1], `label` (B, H, W) int32
       training labels (255 = ignored), `slic` (B, H, W) int32 (used when
       kappa > 0).
-    lmbda, m, kappa, num_segments: loss weights, see
+    lmbda, m, kappa, num_segments, class_weights: loss weights, see
       `losses.regularized_loss`; lmbda = kappa = 0 is plain cross-entropy.
   Returns:
-    the new state and a dict of scalar metrics.
+    the new state and a dict of scalar metrics: the loss and its terms,
+    the training accuracy, the gradient norm and, for models with learned
+    superpixels, the assignments' diagnostics (`assignment_stats.summary`)
+    and learnable temperatures / parent biases.
   """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -122,10 +78,14 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
     total, terms = losses.regularized_loss(
         logits, batch["label"], batch["image"], assignments, lmbda=lmbda, m=m,
         slic=batch["slic"] if kappa else None, kappa=kappa,
-        num_segments=num_segments if kappa else None, return_terms=True)
+        num_segments=num_segments if kappa else None,
+        class_weights=class_weights, return_terms=True)
     labelled = batch["label"] != 255
     correct = (jnp.argmax(logits, -1) == batch["label"]) & labelled
     terms["accuracy"] = correct.sum() / jnp.maximum(labelled.sum(), 1)
+    if assignments:
+      terms.update(assignment_stats.summary(
+          [jax.lax.stop_gradient(a) for a in assignments]))
     return total, (terms, new_vars.get("batch_stats", {}))
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(
@@ -143,8 +103,8 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
       opt_state=keep(updated.opt_state, state.opt_state),
       batch_stats=keep(updated.batch_stats, state.batch_stats),
       nonfinite_step=first_bad)
-  metrics = {"loss": loss, **terms,
-             "grad_norm": optax.tree.norm(grads)}
+  metrics = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads),
+             **hcfcn.assign_parameters(state.params)}
   return new_state, metrics
 
 
@@ -159,14 +119,10 @@ def _check_finite(state: TrainState, last_good: Optional[int]):
         f"{kept}. Try a lower learning rate or a smaller lambda.")
 
 
-def _variables(state):
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
 class _Run:
   """What the loop needs across phases (plain holder, no logic)."""
 
-  def __init__(self, config, workdir):
+  def __init__(self, config, workdir, num_steps: int):
     self.config, self.workdir = config, workdir
     self.builder = datasets.get_builder(config.data, config.model.num_classes)
     self.mesh = sharding.make_mesh()
@@ -180,9 +136,14 @@ class _Run:
         self.model, config.model.num_classes, self.mesh,
         datasets.class_names(self.builder))
     t = config.train
+    self.tx = state_lib.create_optimizer(t, total_steps=num_steps)
+    self.finetune_tx = state_lib.create_optimizer(t, constant=True)
+    weights = t.get("class_weights")
     self.train_step = jax.jit(functools.partial(
         train_step, lmbda=t.lmbda, m=t.m, kappa=t.kappa,
-        num_segments=config.data.slic_num_segments), donate_argnums=0)
+        num_segments=config.data.slic_num_segments,
+        class_weights=None if weights is None else jnp.asarray(
+            weights, jnp.float32)), donate_argnums=0)
 
   def eval_split(self, state, split, **kwargs) -> evaluate.EvalResult:
     d = self.config.data
@@ -190,21 +151,54 @@ class _Run:
         self.builder, d, split, d.eval_batch_size)
     total = input_pipeline.num_eval_batches(self.builder, split,
                                             d.eval_batch_size)
-    return self.evaluator.run(_variables(state), batches, desc=split,
+    return self.evaluator.run(state_lib.variables(state), batches, desc=split,
                               total=total, **kwargs)
 
 
-def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
-                 first_step: int, num_steps: int, steps_per_epoch: int):
-  """Trains steps [meta-resumed step, first_step + num_steps) of one phase.
+def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
+  """Writes the mean of the steps since the last log; returns a new tic."""
+  t = run.config.train
+  scalars = {k: float(np.mean([float(h[k]) for h in history]))
+             for k in history[0]}
+  scalars["images_per_second"] = (
+      len(history) * t.batch_size / max(time.time() - tic, 1e-9))
+  run.writer.write(step, phase, scalars)
+  # Cross-entropy only: the validation loss has no regularizer terms.
+  ps.epoch_losses.append(scalars["cross_entropy"])
+  bar.set_postfix(loss=f"{scalars['loss']:.4f}",
+                  img_s=f"{scalars['images_per_second']:.1f}")
+  bar.update(len(history))
+  return time.time()
 
-  `phase` is "train" (model selection on validation) or "finetune" (stops
+
+def _validate(run: _Run, state, step, epoch, phase, ps, steps_per_epoch):
+  """Validation at an epoch end; returns whether fine-tuning should stop."""
+  t = run.config.train
+  summary = run.eval_split(state, run.config.data.eval_split).summary
+  run.writer.write(step, "validation", summary)
+  ps.train_loss = float(np.mean(ps.epoch_losses[-steps_per_epoch:]))
+  ps.epoch_losses = []
+  log.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
+           json.dumps({k: round(v, 4) for k, v in summary.items()}))
+  metric = summary.get(f"{t.select_metric}_mean")
+  if phase == "train" and metric is not None and (
+      ps.best_metric is None or metric > ps.best_metric):
+    ps.best_metric, ps.best_step, ps.best_validation = metric, step, summary
+    run.best.save(step, state, ps.to_json())
+  return phase == "finetune" and summary["loss"] <= ps.target_loss
+
+
+def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
+                 first_step: int, num_steps: int, steps_per_epoch: int):
+  """Trains steps [resumed step, first_step + num_steps) of `ps.phase`.
+
+  `ps.phase` is "train" (model selection on validation) or "finetune" (stops
   early once the validation cross-entropy is no higher than
-  `meta["target_loss"]`, the training cross-entropy of the last epoch before
+  `ps.target_loss`, the training cross-entropy of the last epoch before
   fine-tuning; the paper compares losses, and the regularizer terms have no
   validation counterpart).
   """
-  config, t = run.config, run.config.train
+  config, t, phase = run.config, run.config.train, ps.phase
   step = int(jax.device_get(state.step))
   end = first_step + num_steps
   it = input_pipeline.create_train_iterator(
@@ -213,7 +207,7 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
       split=split)
   bar = tqdm.tqdm(total=end, initial=step, desc=phase, mininterval=5,
                   disable=jax.process_index() != 0)
-  history, tic, epoch_losses = [], time.time(), meta.get("epoch_losses", [])
+  history, tic = [], time.time()
   while step < end:
     batch = sharding.shard_batch(next(it), run.mesh)
     state, step_metrics = run.train_step(state, batch)
@@ -222,45 +216,20 @@ def _train_phase(run: _Run, state, meta: dict, *, phase: str, split: str,
     epoch_end = (step - first_step) % steps_per_epoch == 0
     if step % t.log_every_steps == 0 or epoch_end or step == end:
       _check_finite(state, run.latest.latest_step())
-      scalars = {k: float(np.mean([float(h[k]) for h in history]))
-                 for k in history[0]}
-      scalars["images_per_second"] = (
-          len(history) * t.batch_size / max(time.time() - tic, 1e-9))
-      run.writer.write(step, phase, scalars)
-      # Cross-entropy only: the validation loss has no regularizer terms.
-      epoch_losses.append(scalars["cross_entropy"])
-      bar.set_postfix(loss=f"{scalars['loss']:.4f}",
-                      img_s=f"{scalars['images_per_second']:.1f}")
-      bar.update(len(history))
-      history, tic = [], time.time()
+      tic = _log_scalars(run, history, tic, step, phase, ps, bar)
+      history = []
     epoch = (step - first_step) // steps_per_epoch
-    stop = False
-    if epoch_end and (epoch % t.eval_every_epochs == 0 or step == end):
-      summary = run.eval_split(state, config.data.eval_split).summary
-      run.writer.write(step, "validation", summary)
-      meta["train_loss"] = float(np.mean(epoch_losses[-steps_per_epoch:]))
-      epoch_losses = []
-      log.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
-                   json.dumps({k: round(v, 4) for k, v in summary.items()}))
-      metric = summary.get(f"{t.select_metric}_mean", summary.get(
-          t.select_metric))
-      if phase == "train" and metric is not None and (
-          meta.get("best_metric") is None or metric > meta["best_metric"]):
-        meta.update(best_metric=metric, best_step=step)
-        run.best.save(step, state, dict(meta))
-      if phase == "finetune" and summary["loss"] <= meta["target_loss"]:
-        stop = True
-    meta["epoch_losses"] = epoch_losses
-    if stop:
-      meta["finetune_done"] = True
+    stop = epoch_end and (epoch % t.eval_every_epochs == 0 or step == end) and (
+        _validate(run, state, step, epoch, phase, ps, steps_per_epoch))
+    ps.finetune_done = ps.finetune_done or stop
     if step % t.checkpoint_every_steps == 0 or epoch_end or step == end or stop:
       _check_finite(state, run.latest.latest_step())
-      run.latest.save(step, state, dict(meta, phase=phase))
+      run.latest.save(step, state, ps.to_json())
     if stop:
       break
   bar.close()
   run.latest.wait()
-  return state, meta
+  return state, ps
 
 
 def _claim_workdir(config, workdir: str) -> None:
@@ -277,6 +246,59 @@ def _claim_workdir(config, workdir: str) -> None:
     log.info("%s: resuming the run recorded in config.json.", workdir)
 
 
+def _restore(run: _Run, state, checkpointer):
+  """(state, PhaseState) of the newest checkpoint of `checkpointer`."""
+  step = checkpointer.latest_step()
+  ps = state_lib.PhaseState.from_json(checkpointer.read_meta(step),
+                                      str(checkpointer.directory))
+  if ps.phase == "finetune":
+    state = state.replace(tx=run.finetune_tx, opt_state=jax.jit(
+        run.finetune_tx.init)(state.params))
+  state, _ = checkpointer.restore(state, step)
+  return state, ps
+
+
+def _start_finetune(run: _Run, state, ps, num_steps: int):
+  """The best state with a fresh (constant) Adam; the step counter goes on
+  from the end of training (the best state may be older), so logs and
+  checkpoints of the two phases never mix."""
+  if run.best.latest_step() is not None:
+    state, _ = _restore(run, state, run.best)
+  state = state.replace(
+      step=state_lib.replicate(np.asarray(num_steps, np.int32), run.mesh),
+      tx=run.finetune_tx,
+      opt_state=jax.jit(run.finetune_tx.init)(state.params))
+  ps.phase, ps.target_loss, ps.finetune_start = "finetune", ps.train_loss, (
+      num_steps)
+  ps.epoch_losses = []
+  return state, ps
+
+
+def _test_and_write(run: _Run, state, ps) -> dict:
+  """Evaluates on the test split; writes results.json and the figures."""
+  config = run.config
+  test = run.eval_split(state, config.data.test_split, full=True,
+                        num_samples=config.train.num_figures)
+  step = int(jax.device_get(state.step))
+  run.writer.write(step, "test", test.summary)
+  results = {"test": test.summary, "test_per_class": test.per_class,
+             "test_confusion": test.confusion.tolist(),
+             "class_names": run.evaluator.class_names,
+             "validation": ps.best_validation,
+             "test_per_image": test.rows, "selected_step": step,
+             "best_validation": ps.best_metric,
+             "dataset": run.builder.info.full_name,
+             "config": config.to_dict()}
+  if jax.process_index() == 0:
+    root = workdir_lib.path(run.workdir)
+    workdir_lib.write_json(root / "results.json", results)
+    figures.save_all(run.workdir, test.samples,
+                     writers.read_metrics(run.workdir),
+                     config.model.num_classes, run.evaluator.class_names,
+                     test.confusion)
+  return results
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict:
   """Trains, selects, (optionally) fine-tunes, tests; returns results.json."""
@@ -288,59 +310,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     datasets.prepare(config.data, config.model.num_classes)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-  run = _Run(config, workdir)
-  config_validation.check_dataset(config, run.builder)
   t = config.train
-  spe = input_pipeline.steps_per_epoch(run.builder, t.batch_size,
+  builder = datasets.get_builder(config.data, config.model.num_classes)
+  config_validation.check_dataset(config, builder)
+  spe = input_pipeline.steps_per_epoch(builder, t.batch_size,
                                        config.data.train_split)
   num_steps = spe * t.num_epochs
   if t.max_steps:
     num_steps = min(num_steps, t.max_steps)
+  run = _Run(config, workdir, num_steps)
 
-  state = create_train_state(config, run.model, run.mesh, config.data.crop_size)
-  meta = {}
+  state = state_lib.create_train_state(config, run.model, run.mesh,
+                                       config.data.crop_size, tx=run.tx)
+  ps = state_lib.PhaseState()
   if run.latest.latest_step() is not None:
-    state, meta = run.latest.restore(state)
+    state, ps = _restore(run, state, run.latest)
     log.info("Resumed from step %d.", int(state.step))
-  if meta.get("phase", "train") == "train":
-    state, meta = _train_phase(run, state, meta, phase="train",
-                               split=config.data.train_split, first_step=0,
-                               num_steps=num_steps, steps_per_epoch=spe)
-  if t.finetune and not meta.get("finetune_done"):
-    if meta.get("phase") != "finetune":  # Start: best state, fresh Adam.
-      if run.best.latest_step() is not None:
-        state, _ = run.best.restore(state)
-      # The step counter goes on from the end of training (the best state
-      # may be older), so logs and checkpoints of the two phases never mix.
-      state = state.replace(
-          step=_replicate(np.asarray(num_steps, np.int32), run.mesh),
-          opt_state=jax.jit(state.tx.init)(state.params))
-      meta.update(target_loss=meta["train_loss"], finetune_start=num_steps,
-                  epoch_losses=[])
+  if ps.phase == "train":
+    state, ps = _train_phase(run, state, ps, split=config.data.train_split,
+                             first_step=0, num_steps=num_steps,
+                             steps_per_epoch=spe)
+  if t.finetune and not ps.finetune_done:
+    if ps.phase != "finetune":
+      state, ps = _start_finetune(run, state, ps, num_steps)
     split = f"{config.data.train_split}+{config.data.eval_split}"
     ft_spe = input_pipeline.steps_per_epoch(run.builder, t.batch_size, split)
-    state, meta = _train_phase(
-        run, state, meta, phase="finetune", split=split,
-        first_step=meta["finetune_start"],
+    state, ps = _train_phase(
+        run, state, ps, split=split, first_step=ps.finetune_start,
         num_steps=ft_spe * t.finetune_max_epochs, steps_per_epoch=ft_spe)
   elif run.best.latest_step() is not None:
-    state, _ = run.best.restore(state)
+    state, _ = _restore(run, state, run.best)
 
-  test = run.eval_split(state, config.data.test_split, full=True,
-                        num_samples=t.num_figures)
-  run.writer.write(int(jax.device_get(state.step)), "test", test.summary)
-  results = {"test": test.summary, "test_per_class": test.per_class,
-             "test_confusion": test.confusion.tolist(),
-             "class_names": run.evaluator.class_names,
-             "test_per_image": test.rows,
-             "selected_step": int(jax.device_get(state.step)),
-             "best_validation": meta.get("best_metric"),
-             "dataset": run.builder.info.full_name,
-             "config": config.to_dict()}
-  if jax.process_index() == 0:
-    workdir_lib.write_json(workdir_lib.path(workdir) / "results.json", results)
-    figures.save_all(workdir, test.samples, writers.read_metrics(workdir),
-                     config.model.num_classes)
+  results = _test_and_write(run, state, ps)
   run.writer.close()
   run.latest.close()
   run.best.close()

@@ -18,6 +18,7 @@ from coarseseg_jax import metrics
 from coarseseg_jax import models
 from coarseseg_jax import profiling
 from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
 from coarseseg_jax.configs import default
 
@@ -58,7 +59,7 @@ def test_evaluation_of_many_sizes_builds_few_programs(tmp_path):
   config = _config()
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
-  state = train.create_train_state(config, model, mesh, 64)
+  state = state_lib.create_train_state(config, model, mesh, 64)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   data = ml_collections.ConfigDict({"train_labels": "coarse",
                                     "eval_center_crop": None})
@@ -97,7 +98,7 @@ def test_evaluation_of_many_sizes_builds_few_programs(tmp_path):
 def test_prediction_of_many_sizes_one_program_per_bucket(tmp_path):
   config = _config(num_classes=6)
   workdir = str(tmp_path / "run")
-  state = train.create_train_state(
+  state = state_lib.create_train_state(
       config, models.create_model(config.model), sharding.make_mesh(), 64)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 1)
   ckpt.save(0, state, {})

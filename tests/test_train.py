@@ -18,6 +18,7 @@ from coarseseg_jax import errors
 from coarseseg_jax import inference
 from coarseseg_jax import models
 from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,7 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
   resumed = train.train_and_evaluate(config, workdir)  # Same command again.
 
   # Same data in the same order -> the same final parameters and metrics.
-  model_state = train.create_train_state(
+  model_state = state_lib.create_train_state(
       config, models.create_model(config.model),
       sharding.make_mesh(), config.data.crop_size)
   p_ref, _ = _params(ref_dir, model_state)
@@ -152,7 +153,7 @@ def test_finetune_continues_the_step_count_and_stops(data_dir, tmp_path):
   # Train+validation = 20 images = 2 steps per epoch, after training's 2 steps.
   assert ft_steps and ft_steps[0] == 3 and ft_steps[-1] <= 6
   assert results["selected_step"] == ft_steps[-1]
-  _, meta = _params(workdir, train.create_train_state(
+  _, meta = _params(workdir, state_lib.create_train_state(
       config, models.create_model(config.model),
       sharding.make_mesh(), config.data.crop_size))
   assert meta["phase"] == "finetune" and meta["finetune_start"] == 2

@@ -1,0 +1,218 @@
+"""The train state: creation, the optimizer, and the loop's phase state.
+
+`create_train_state` initialises (or imports pretrained weights into) a
+`TrainState` replicated over the mesh; `create_optimizer` builds its optax
+chain from `config.train`; `restore_for_inference` loads a workdir's best or
+latest state for evaluation and prediction. Nothing here runs the loop
+(`train.py` does), so inference and reports need not import the trainer.
+
+`PhaseState` is the loop's state between steps and phases (which phase,
+the best validation score so far, the losses fine-tuning compares), a typed,
+versioned dataclass saved as JSON with every checkpoint.
+"""
+
+import dataclasses
+import functools
+from typing import Any, ClassVar, Dict, List, Optional
+
+from flax.training import train_state
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from coarseseg_jax import checkpoints
+from coarseseg_jax import errors
+from coarseseg_jax import models
+from coarseseg_jax import sharding
+from coarseseg_jax import workdir as workdir_lib
+
+
+class TrainState(train_state.TrainState):
+  """Train state with BatchNorm statistics, an RNG and a non-finite guard.
+
+  `nonfinite_step` is -1, or the first step whose loss was not finite; such a
+  step leaves params, batch statistics and optimizer state unchanged, so no
+  NaN ever reaches a checkpoint.
+  """
+  batch_stats: Any = None
+  rng: Any = None
+  nonfinite_step: Any = None
+
+
+def learning_rate(train_config: ml_collections.ConfigDict,
+                  total_steps: Optional[int] = None):
+  """The learning rate: a float, or an optax schedule of the step.
+
+  `train.lr_schedule`: "constant" (the paper's) or "warmup_cosine" (linear
+  warmup over `train.warmup_steps` from 0, then cosine decay to 0 at
+  `total_steps`).
+  """
+  t = train_config
+  schedule = t.get("lr_schedule", "constant")
+  if schedule == "constant":
+    return t.learning_rate
+  if schedule == "warmup_cosine":
+    if not total_steps:
+      raise ValueError("warmup_cosine needs the number of training steps.")
+    return optax.warmup_cosine_decay_schedule(
+        0.0, t.learning_rate, int(t.get("warmup_steps", 0)),
+        max(int(total_steps), int(t.get("warmup_steps", 0)) + 1))
+  raise ValueError(f"unknown train.lr_schedule {schedule!r} (constant, "
+                   "warmup_cosine).")
+
+
+def create_optimizer(train_config: ml_collections.ConfigDict,
+                     total_steps: Optional[int] = None,
+                     constant: bool = False) -> optax.GradientTransformation:
+  """Adam (or AdamW) with the configured schedule and gradient clipping.
+
+  With the defaults (constant learning rate, no clipping) this is exactly
+  `optax.adam(learning_rate)`, the paper's. `constant=True` ignores the
+  schedule (fine-tuning's fresh optimizer).
+  """
+  t = train_config
+  lr = t.learning_rate if constant else learning_rate(t, total_steps)
+  if t.optimizer == "adam":
+    tx = optax.adam(lr)
+  elif t.optimizer == "adamw":
+    tx = optax.adamw(lr, weight_decay=t.weight_decay)
+  else:
+    raise ValueError(f"unknown optimizer {t.optimizer!r}")
+  clip = t.get("grad_clip_norm")
+  if clip:
+    tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
+  return tx
+
+
+def replicate(tree, mesh):
+  """Host values -> global arrays replicated over `mesh` (multi-host safe)."""
+  replicated = NamedSharding(mesh, P())
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, replicated, lambda i: x[i])
+
+  return jax.tree.map(put, tree)
+
+
+def create_train_state(config, model, mesh, image_size: int,
+                       tx: Optional[optax.GradientTransformation] = None
+                       ) -> TrainState:
+  """Initialises (or imports pretrained weights into) a replicated state.
+
+  `tx` defaults to `create_optimizer(config.train)` (a schedule then needs
+  the step count: pass `tx` from the loop).
+  """
+  rng = jax.random.PRNGKey(config.seed)
+  params_rng, state_rng = jax.random.split(rng)
+  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      {"params": params_rng}, dummy)
+  variables = jax.device_get(variables)
+  if config.model.pretrained:
+    variables = models.pretrained.load_pretrained(
+        config.model.pretrained, config.model, variables)
+  if tx is None:
+    tx = create_optimizer(config.train, constant=True)
+
+  def make(variables, rng):
+    return TrainState.create(
+        apply_fn=model.apply, params=variables["params"], tx=tx,
+        batch_stats=variables.get("batch_stats", {}), rng=rng,
+        nonfinite_step=jnp.array(-1, jnp.int32))
+
+  return jax.jit(make, out_shardings=NamedSharding(mesh, P()))(
+      replicate(variables, mesh), replicate(state_rng, mesh))
+
+
+def variables(state: TrainState) -> Dict[str, Any]:
+  """The model variables of a state (what `model.apply` takes)."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+@dataclasses.dataclass
+class PhaseState:
+  """The loop's state between steps and phases (saved with checkpoints).
+
+  Attributes:
+    phase: "train" (model selection on validation) or "finetune".
+    best_metric, best_step: the best validation score so far and its step.
+    best_validation: that validation's whole summary (results.json's
+      "validation").
+    epoch_losses: training cross-entropies logged in the current epoch.
+    train_loss: the mean training cross-entropy of the last epoch.
+    target_loss: fine-tuning stops once the validation cross-entropy is no
+      higher (the last training epoch's `train_loss`).
+    finetune_start: the global step fine-tuning started at.
+    finetune_done: fine-tuning stopped early or ran out of epochs.
+  """
+  VERSION: ClassVar[int] = 1
+  phase: str = "train"
+  best_metric: Optional[float] = None
+  best_step: Optional[int] = None
+  best_validation: Optional[Dict[str, float]] = None
+  epoch_losses: List[float] = dataclasses.field(default_factory=list)
+  train_loss: Optional[float] = None
+  target_loss: Optional[float] = None
+  finetune_start: Optional[int] = None
+  finetune_done: bool = False
+
+  def to_json(self) -> Dict[str, Any]:
+    return {"version": self.VERSION, **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_json(cls, data: Optional[Dict[str, Any]], where: str = "checkpoint"
+                ) -> "PhaseState":
+    """From checkpoint JSON: this version, or the untyped dict of version 0.
+
+    Raises:
+      errors.CheckpointError: a newer version, or unknown fields.
+    """
+    data = dict(data or {})
+    version = int(data.pop("version", 0))
+    if version > cls.VERSION:
+      raise errors.CheckpointError(
+          f"{where} was written by a newer coarseseg-jax (phase state "
+          f"version {version} > {cls.VERSION}); update the code to resume it.")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+      raise errors.CheckpointError(
+          f"{where} holds phase state fields {unknown} this version does not "
+          "know; resume it with the version that wrote it, or start a new "
+          "--workdir.")
+    return cls(**data)
+
+
+def restore_for_inference(config, workdir: str, which: str = "best"):
+  """Restores the `best` (falling back to `latest`) or `latest` state.
+
+  Returns `(state, model, mesh, step)`.
+
+  Raises:
+    errors.CheckpointError: no checkpoint in the workdir.
+  """
+  mesh = sharding.make_mesh()
+  model = models.create_model(config.model)
+  root = workdir_lib.path(workdir)
+  order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
+  for sub in order:
+    ckpt = checkpoints.Checkpointer(root / sub, 1)
+    step = ckpt.latest_step()
+    if step is not None:
+      phase = PhaseState.from_json(ckpt.read_meta(step), str(root / sub))
+      tx = create_optimizer(config.train, constant=True) if (
+          phase.phase == "finetune") else create_optimizer(
+              config.train, total_steps=1_000_000)
+      like = create_train_state(config, model, mesh, config.data.crop_size,
+                                tx=tx)
+      state, _ = ckpt.restore(like, step)
+      ckpt.close()
+      return state, model, mesh, int(jax.device_get(state.step))
+    ckpt.close()
+  raise errors.CheckpointError(
+      f"no checkpoint under {root / order[0]}: train first "
+      "(--mode=train) with this --workdir.")
