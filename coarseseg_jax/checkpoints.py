@@ -6,21 +6,28 @@ Layout in the workdir:
   best/<step>/          the state with the best validation metric so far.
 
 Every checkpoint holds the whole train state (params, batch statistics,
-optimizer state, step, RNG) and a small JSON `meta` dict (epoch, phase, the
-validation metric, ...). Orbax writes each checkpoint into a temporary
+optimizer state, step, RNG) and a small JSON `meta` dict (the loop's
+`state.PhaseState`). Orbax writes each checkpoint into a temporary
 directory and renames it when complete, so a run killed at any point (kill -9
 included) leaves only finished checkpoints behind, and the next start resumes
-from the newest of them.
+from the newest of them (`restore_newest`). A finished checkpoint that does
+not restore (a truncated or overwritten file) is set aside, renamed to
+`<step>.corrupt` and never deleted, with a warning naming it, and the next
+newest is tried.
 """
 
+import logging
 import os
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from coarseseg_jax import errors
 from coarseseg_jax import workdir as workdir_lib
+
+log = logging.getLogger(__name__)
 
 
 def _abstract(tree):
@@ -68,6 +75,58 @@ class Checkpointer:
         state=ocp.args.StandardRestore(_abstract(like_state)),
         meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta or {})
+
+  def restore_newest(self, make_like: Callable[[dict], Any]
+                     ) -> Optional[Tuple[Any, dict, int]]:
+    """`(state, meta, step)` of the newest checkpoint that restores.
+
+    Args:
+      make_like: meta -> a state of the checkpoint's structure (see
+        `restore`; the structure may depend on the meta, e.g. the phase).
+
+    Returns:
+      None when there is no checkpoint.
+
+    Raises:
+      errors.CheckpointError: there are checkpoints but none restores (each
+        was set aside as `<step>.corrupt`).
+    """
+    set_aside = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        meta = self.read_meta(step)
+        state, meta = self.restore(make_like(meta), step)
+        return state, meta, step
+      except errors.CheckpointError:
+        raise  # A readable checkpoint this version refuses: not corrupt.
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax / TensorStore raise many types for damaged files.
+        set_aside.append(self._set_aside(step, e))
+    if set_aside:
+      raise errors.CheckpointError(
+          f"no checkpoint in {self.directory} restores (set aside: "
+          f"{', '.join(set_aside)}); remove the workdir to start over.")
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> str:
+    """Renames a damaged checkpoint `<step>` to `<step>.corrupt[N]`."""
+    src = self.directory / str(step)
+    dst = self.directory / f"{step}.corrupt"
+    n = 1
+    while dst.exists():
+      dst, n = self.directory / f"{step}.corrupt{n}", n + 1
+    reason = str(error).strip().splitlines()[0][:200] if str(error) else (
+        type(error).__name__)
+    try:
+      src.rename(dst)
+      where = str(dst)
+    except Exception:  # pylint: disable=broad-except
+      where = f"{src} (could not be renamed)"
+    log.warning("checkpoint %s does not restore (%s: %s); set aside as %s, "
+                "trying the previous one.", src, type(error).__name__, reason,
+                where)
+    self._manager.reload()
+    return where
 
   def read_meta(self, step: Optional[int] = None) -> dict:
     """The JSON metadata of a checkpoint (cheap: no arrays are read)."""

@@ -69,10 +69,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.train.lmbda, m and kappa must be >= 0.")
   if t.num_epochs < 1:
     raise ConfigError(f"config.train.num_epochs={t.num_epochs} must be >= 1.")
+  _validate_training_options(config)
   if t.select_metric not in evaluate.SELECTABLE:
     raise ConfigError(
         f"config.train.select_metric={t.select_metric!r} is not a "
         f"validation metric ({', '.join(evaluate.SELECTABLE)}).")
+
+
+def _validate_training_options(config) -> None:
+  t, n = config.train, config.model.num_classes
+  if t.get("lr_schedule", "constant") not in ("constant", "warmup_cosine"):
+    raise ConfigError(f"config.train.lr_schedule={t.lr_schedule!r}: use "
+                      "'constant' or 'warmup_cosine'.")
+  if t.get("warmup_steps", 0) < 0:
+    raise ConfigError("config.train.warmup_steps must be >= 0.")
+  if t.get("grad_clip_norm") is not None and not t.grad_clip_norm > 0:
+    raise ConfigError(f"config.train.grad_clip_norm={t.grad_clip_norm} must "
+                      "be > 0 (or unset).")
+  weights = t.get("class_weights")
+  if weights is not None and (len(weights) != n or min(weights) < 0
+                              or not sum(weights) > 0):
+    raise ConfigError(
+        f"config.train.class_weights has {len(weights)} values; give "
+        f"{n} (one per class), all >= 0, not all 0.")
+  if t.get("profile_steps", 0) < 0:
+    raise ConfigError("config.train.profile_steps must be >= 0.")
 
 
 def resolve_num_classes(config: ml_collections.ConfigDict) -> None:

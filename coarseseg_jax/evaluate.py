@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 import tqdm
 
 from coarseseg_jax import assignment_stats
+from coarseseg_jax import interruption
 from coarseseg_jax import losses
 from coarseseg_jax import metrics
 from coarseseg_jax import sharding
@@ -163,7 +164,8 @@ class Evaluator:
 
   def run(self, variables: Any, batches: Iterable[dict], *, full: bool = False,
           num_samples: int = 0, desc: Optional[str] = None,
-          total: Optional[int] = None) -> EvalResult:
+          total: Optional[int] = None,
+          should_stop: Optional[Callable[[], bool]] = None) -> EvalResult:
     """Evaluates over a finite iterator of process-local eval batches.
 
     Args:
@@ -172,6 +174,8 @@ class Evaluator:
       full: also the hard ASA of the SLIC maps (for final results).
       num_samples: keep this many images (with predictions) for figures.
       desc, total: a progress bar (process 0) with this title and length.
+      should_stop: checked after every batch; when it returns True the
+        evaluation ends with `interruption.EvalStopped` (single process).
     """
     step = self._step
     rows: List[dict] = []
@@ -182,6 +186,9 @@ class Evaluator:
                     mininterval=5, leave=False,
                     disable=desc is None or jax.process_index() != 0)
     for batch in bar:
+      if should_stop is not None and should_stop():
+        bar.close()
+        raise interruption.EvalStopped()
       global_batch = sharding.shard_batch(batch, self.mesh)
       out = step(variables, global_batch)
       out.update({k: global_batch[k] for k in _HOST_KEYS

@@ -337,6 +337,9 @@ def main(argv) -> None:
   except app.UsageError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(cli.USAGE_EXIT)
+  except errors.Interrupted as e:  # The run in flight saved a checkpoint.
+    print(f"{e} (The runner skips finished runs.)", file=sys.stderr)
+    sys.exit(e.exit_status)
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -90,6 +90,26 @@ def class_legend(fig: Figure, num_classes: int,
              ncol=min(len(handles), 10))
 
 
+def panel_strip(sample: Dict[str, np.ndarray], num_classes: int,
+                gap: int = 2) -> np.ndarray:
+  """(H, k * W, 3) float image: the image, the prediction, and the learned
+  and SLIC superpixels over the image, side by side (for TensorBoard)."""
+  h, w = int(sample["height"]), int(sample["width"])
+  image = np.clip(sample["image"][:h, :w], 0, 1)
+  panels = [image, colorize(sample["pred"][:h, :w], num_classes)]
+  if "superpixels" in sample:
+    sp = sample["superpixels"]
+    panels.append(overlay_boundaries(
+        image, sp, stride=sample["image"].shape[0] // sp.shape[0]))
+  if "slic" in sample and (sample["slic"][:h, :w] >= 0).any():
+    panels.append(overlay_boundaries(image, sample["slic"][:h, :w]))
+  white = np.ones((h, gap, 3))
+  parts = []
+  for panel in panels:
+    parts += [panel, white]
+  return np.concatenate(parts[:-1], axis=1)
+
+
 def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
                  num_classes: int,
                  class_names: Optional[Sequence[str]] = None) -> List[str]:

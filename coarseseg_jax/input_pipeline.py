@@ -50,6 +50,7 @@ The guarantee holds for the same dataset, seed, global batch size and process
 count (and TensorFlow global seed, `tf.random.set_seed`, never set here).
 """
 
+import functools
 from typing import Dict, Iterator, Optional, Tuple
 
 import jax
@@ -57,8 +58,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-IGNORE_LABEL = 255
-IGNORE_SLIC = -1
+from coarseseg_jax.label_ops import IGNORE_LABEL, IGNORE_SLIC  # pylint: disable=g-multiple-import
+from coarseseg_jax.label_ops import propagate_labels, relabel_slic  # pylint: disable=g-multiple-import
+
 _ALIGN = 16
 _HEAVY = ("image", "label_fine", "label_coarse", "slic")
 # data.train_labels -> the stored label feature it reads.
@@ -128,46 +130,6 @@ def _label_key(data_config) -> str:
   return _LABEL_KEYS[data_config.train_labels]
 
 
-def propagate_labels(label: tf.Tensor, slic: tf.Tensor) -> tf.Tensor:
-  """SLIC label propagation: unlabelled pixels take their segment's majority.
-
-  Args:
-    label: (H, W) int32 class ids, 255 = unlabelled.
-    slic: (H, W) int32 SLIC ids >= 0 (negative = no segment).
-
-  Returns:
-    (H, W) int32: `label` where it is labelled or has no segment; elsewhere
-    the most frequent label among the labelled pixels of the pixel's SLIC
-    segment (ties: the smaller id), or 255 if the segment has none.
-  """
-  flat, seg = tf.reshape(label, [-1]), tf.reshape(slic, [-1])
-  known = (flat != IGNORE_LABEL) & (seg >= 0)
-  depth = tf.maximum(tf.reduce_max(tf.where(known, flat, -1)) + 1, 1)
-  num_segments = tf.maximum(tf.reduce_max(seg) + 1, 1)
-  slots = (tf.boolean_mask(seg, known) * depth
-           + tf.boolean_mask(flat, known))
-  votes = tf.math.unsorted_segment_sum(tf.ones_like(slots), slots,
-                                       num_segments * depth)
-  votes = tf.reshape(votes, [num_segments, depth])
-  majority = tf.where(tf.reduce_max(votes, axis=1) > 0,
-                      tf.argmax(votes, axis=1, output_type=tf.int32),
-                      IGNORE_LABEL)
-  filled = tf.gather(majority, tf.maximum(seg, 0))
-  out = tf.where((flat == IGNORE_LABEL) & (seg >= 0), filled, flat)
-  return tf.reshape(out, tf.shape(label))
-
-
-def _relabel_slic(slic: tf.Tensor, cap: Optional[int]) -> tf.Tensor:
-  """Ids -> 0..k-1 by first appearance (raster order); -1 kept; >= cap -> -1."""
-  flat = tf.reshape(slic, [-1])
-  uniques, index = tf.unique(flat)
-  valid = uniques >= 0
-  new = tf.where(valid, tf.cumsum(tf.cast(valid, tf.int32)) - 1, IGNORE_SLIC)
-  if cap is not None:
-    new = tf.where(new >= cap, IGNORE_SLIC, new)
-  return tf.reshape(tf.gather(new, index), tf.shape(slic))
-
-
 def _finish(image, labels, relabel: bool, slic_cap: Optional[int]):
   """Float image, split labels; -1 (padding) becomes 255 in label channels."""
   both = labels[:2]
@@ -175,7 +137,7 @@ def _finish(image, labels, relabel: bool, slic_cap: Optional[int]):
   image = tf.clip_by_value(tf.cast(image, tf.float32) / 255.0, 0.0, 1.0)
   slic = labels[2]
   return {"image": image, "label": both[0], "label_fine": both[1],
-          "slic": _relabel_slic(slic, slic_cap) if relabel else slic}
+          "slic": relabel_slic(slic, slic_cap) if relabel else slic}
 
 
 def _augment(image, labels, key, data_config) -> Dict[str, tf.Tensor]:
@@ -345,6 +307,31 @@ def eval_pad_size(builder: tfds.core.DatasetBuilder, data_config,
   return _round_up(h), _round_up(w)
 
 
+def _eval_example(builder, label_key: str, crop: Optional[int],
+                  pad: Tuple[int, int], record) -> Dict[str, tf.Tensor]:
+  """One eval example: decoded, centre-cropped (`crop`), padded to `pad`."""
+  pad_h, pad_w = pad
+  decoded = _decode(builder, record, label_key)
+  image, labels = decoded["image"], decoded["labels"]
+  shape = tf.shape(image)
+  if crop:
+    h, w = tf.minimum(shape[0], crop), tf.minimum(shape[1], crop)
+    y, x = (shape[0] - h) // 2, (shape[1] - w) // 2
+    image, labels = image[y:y + h, x:x + w], labels[:, y:y + h, x:x + w]
+    shape = tf.shape(image)
+  out = _finish(image, labels, bool(crop), None)
+  fill = {"image": 0.0, "label": IGNORE_LABEL, "label_fine": IGNORE_LABEL,
+          "slic": IGNORE_SLIC}
+  for k, v in fill.items():
+    paddings = [[0, pad_h - shape[0]], [0, pad_w - shape[1]]]
+    paddings += [[0, 0]] * (k == "image")
+    out[k] = tf.ensure_shape(tf.pad(out[k], paddings, constant_values=v),
+                             [pad_h, pad_w] + [3] * (k == "image"))
+  out.update(mask=tf.constant(1.0), height=shape[0], width=shape[1],
+             id=decoded["id"])
+  return out
+
+
 def create_eval_iterator(
     builder: tfds.core.DatasetBuilder, data_config, split: str,
     batch_size: int, *, process_index: Optional[int] = None,
@@ -380,27 +367,8 @@ def create_eval_iterator(
   sizes = _shard_sizes(builder, split, count)
   total = -(-max(sizes) // local) * local
 
-  def example(record):
-    decoded = _decode(builder, record, label_key)
-    image, labels = decoded["image"], decoded["labels"]
-    shape = tf.shape(image)
-    if crop:
-      h, w = tf.minimum(shape[0], crop), tf.minimum(shape[1], crop)
-      y, x = (shape[0] - h) // 2, (shape[1] - w) // 2
-      image, labels = image[y:y + h, x:x + w], labels[:, y:y + h, x:x + w]
-      shape = tf.shape(image)
-    out = _finish(image, labels, bool(crop), None)
-    fill = {"image": 0.0, "label": IGNORE_LABEL, "label_fine": IGNORE_LABEL,
-            "slic": IGNORE_SLIC}
-    for k, v in fill.items():
-      paddings = [[0, pad_h - shape[0]], [0, pad_w - shape[1]]]
-      paddings += [[0, 0]] * (k == "image")
-      out[k] = tf.ensure_shape(tf.pad(out[k], paddings, constant_values=v),
-                               [pad_h, pad_w] + [3] * (k == "image"))
-    out.update(mask=tf.constant(1.0), height=shape[0], width=shape[1],
-               id=decoded["id"])
-    return out
-
+  example = functools.partial(_eval_example, builder, label_key, crop,
+                              (pad_h, pad_w))
   dummy = {"image": tf.zeros([pad_h, pad_w, 3], tf.float32),
            "label": tf.fill([pad_h, pad_w], IGNORE_LABEL),
            "label_fine": tf.fill([pad_h, pad_w], IGNORE_LABEL),

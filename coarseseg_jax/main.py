@@ -19,7 +19,9 @@ optional, and only `--config.data.*` locations may be overridden.
 
 `--config` is a config file's path, or the name of a config shipped with the
 package (`--config=suim`). Mistakes print one line `error: ...`: exit status 2
-for the command line, 1 for the config's values or the data.
+for the command line, 1 for the config's values or the data. SIGTERM or
+SIGINT during training saves a checkpoint of the current step, prints one
+line and exits with 143 / 130; the same command resumes.
 """
 
 import os
@@ -137,6 +139,14 @@ def main(argv) -> None:
   except app.UsageError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(cli.USAGE_EXIT)
+  except errors.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint is saved.
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_status)
+  except KeyboardInterrupt:  # Ctrl-C outside the training loop.
+    print("interrupted before training started (or while preparing the "
+          "dataset); nothing half-written is kept: run the same command to "
+          "start again.", file=sys.stderr)
+    sys.exit(130)
   except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

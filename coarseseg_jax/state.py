@@ -148,6 +148,8 @@ class PhaseState:
       higher (the last training epoch's `train_loss`).
     finetune_start: the global step fine-tuning started at.
     finetune_done: fine-tuning stopped early or ran out of epochs.
+    pending_validation: the step whose validation an interruption cut
+      short (it runs first on resume), or None.
   """
   VERSION: ClassVar[int] = 1
   phase: str = "train"
@@ -159,6 +161,7 @@ class PhaseState:
   target_loss: Optional[float] = None
   finetune_start: Optional[int] = None
   finetune_done: bool = False
+  pending_validation: Optional[int] = None
 
   def to_json(self) -> Dict[str, Any]:
     return {"version": self.VERSION, **dataclasses.asdict(self)}

@@ -39,6 +39,7 @@ from coarseseg_jax import datasets
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures
 from coarseseg_jax import input_pipeline
+from coarseseg_jax import interruption
 from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import sharding
@@ -145,14 +146,49 @@ class _Run:
         class_weights=None if weights is None else jnp.asarray(
             weights, jnp.float32)), donate_argnums=0)
 
+  stop = interruption.NO_STOP
+
+  def close(self) -> None:
+    self.writer.close()
+    self.latest.close()
+    self.best.close()
+
   def eval_split(self, state, split, **kwargs) -> evaluate.EvalResult:
     d = self.config.data
     batches = input_pipeline.create_eval_iterator(
         self.builder, d, split, d.eval_batch_size)
     total = input_pipeline.num_eval_batches(self.builder, split,
                                             d.eval_batch_size)
+    stop = (self.stop.requested if jax.process_count() == 1 else None)
     return self.evaluator.run(state_lib.variables(state), batches, desc=split,
-                              total=total, **kwargs)
+                              total=total, should_stop=stop, **kwargs)
+
+
+class _Profiler:
+  """A jax.profiler trace of `num_steps` steps, after 3 warm-up steps (the
+  compilation), into workdir/tensorboard/profile (TensorBoard's Profile
+  tab); process 0 only, once per process."""
+  WARMUP = 3
+  done = False
+
+  def __init__(self, run: _Run, num_steps: int):
+    self.num_steps = int(num_steps or 0) if jax.process_index() == 0 else 0
+    self.seen, self.log_dir = 0, str(
+        workdir_lib.path(run.workdir) / "tensorboard" / "profile")
+
+  def before_step(self) -> None:
+    if (self.num_steps and not _Profiler.done
+        and self.seen == self.WARMUP):
+      jax.profiler.start_trace(self.log_dir)
+      log.info("profiling %d steps into %s", self.num_steps, self.log_dir)
+
+  def after_step(self, state) -> None:
+    self.seen += 1
+    if (self.num_steps and not _Profiler.done
+        and self.seen == self.WARMUP + self.num_steps):
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      _Profiler.done = True
 
 
 def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
@@ -172,10 +208,21 @@ def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
 
 
 def _validate(run: _Run, state, step, epoch, phase, ps, steps_per_epoch):
-  """Validation at an epoch end; returns whether fine-tuning should stop."""
+  """Validation at an epoch end; returns whether fine-tuning should stop.
+
+  Writes the summary, per-class IoU and accuracy (by class name) and a few
+  validation images (image, prediction, learned and SLIC superpixels).
+  """
   t = run.config.train
-  summary = run.eval_split(state, run.config.data.eval_split).summary
-  run.writer.write(step, "validation", summary)
+  result = run.eval_split(state, run.config.data.eval_split,
+                          num_samples=t.get("num_validation_images", 0))
+  summary = result.summary
+  per_class = {f"{k}/{name}": v[k] for name, v in result.per_class.items()
+               for k in ("iou", "accuracy")}
+  run.writer.write(step, "validation", {**summary, **per_class})
+  run.writer.write_images(step, "validation", {
+      f"sample_{i}": figures.panel_strip(s, run.config.model.num_classes)
+      for i, s in enumerate(result.samples)})
   ps.train_loss = float(np.mean(ps.epoch_losses[-steps_per_epoch:]))
   ps.epoch_losses = []
   log.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
@@ -200,17 +247,41 @@ def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
   """
   config, t, phase = run.config, run.config.train, ps.phase
   step = int(jax.device_get(state.step))
-  end = first_step + num_steps
   it = input_pipeline.create_train_iterator(
       run.builder, config.data, t.batch_size, seed=config.seed + (
           1 if phase == "finetune" else 0), start_step=step - first_step,
       split=split)
-  bar = tqdm.tqdm(total=end, initial=step, desc=phase, mininterval=5,
-                  disable=jax.process_index() != 0)
+  if ps.pending_validation == step:  # An interruption cut it short.
+    ps.pending_validation = None
+    ps.finetune_done = ps.finetune_done or _validate(
+        run, state, step, (step - first_step) // steps_per_epoch, phase, ps,
+        steps_per_epoch)
+    if ps.finetune_done and phase == "finetune":
+      return state, ps
+  bar = tqdm.tqdm(total=first_step + num_steps, initial=step, desc=phase,
+                  mininterval=5, disable=jax.process_index() != 0)
+  try:
+    state = _train_steps(run, state, ps, it, bar, first_step=first_step,
+                         end=first_step + num_steps,
+                         steps_per_epoch=steps_per_epoch)
+  finally:
+    bar.close()
+  run.latest.wait()
+  return state, ps
+
+
+def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
+                 steps_per_epoch: int):
+  """The loop of `_train_phase`: step, log, validate, checkpoint, stop."""
+  t, phase = run.config.train, ps.phase
+  step = int(jax.device_get(state.step))
   history, tic = [], time.time()
+  profiler = _Profiler(run, t.get("profile_steps", 0))
   while step < end:
     batch = sharding.shard_batch(next(it), run.mesh)
+    profiler.before_step()
     state, step_metrics = run.train_step(state, batch)
+    profiler.after_step(state)
     history.append(step_metrics)
     step += 1
     epoch_end = (step - first_step) % steps_per_epoch == 0
@@ -219,51 +290,85 @@ def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
       tic = _log_scalars(run, history, tic, step, phase, ps, bar)
       history = []
     epoch = (step - first_step) // steps_per_epoch
-    stop = epoch_end and (epoch % t.eval_every_epochs == 0 or step == end) and (
-        _validate(run, state, step, epoch, phase, ps, steps_per_epoch))
+    stop = False
+    if epoch_end and (epoch % t.eval_every_epochs == 0 or step == end):
+      try:
+        stop = _validate(run, state, step, epoch, phase, ps, steps_per_epoch)
+      except interruption.EvalStopped:
+        ps.pending_validation = step
+        _save_and_stop(run, state, ps, step)
     ps.finetune_done = ps.finetune_done or stop
     if step % t.checkpoint_every_steps == 0 or epoch_end or step == end or stop:
       _check_finite(state, run.latest.latest_step())
       run.latest.save(step, state, ps.to_json())
+    if run.stop.requested(step):
+      _save_and_stop(run, state, ps, step)
     if stop:
       break
-  bar.close()
+  return state
+
+
+def _save_and_stop(run: _Run, state, ps, step: int) -> None:
+  """Finishes the checkpoint in flight, saves `step`, raises Interrupted."""
+  _check_finite(state, run.latest.latest_step())
   run.latest.wait()
-  return state, ps
+  run.latest.save(step, state, ps.to_json())
+  run.latest.wait()
+  raise run.stop.interrupted(step, saved=True)
 
 
-def _claim_workdir(config, workdir: str) -> None:
-  """Checks the workdir before anything heavy; records config.json.
+def _claim_workdir(config, workdir: str) -> workdir_lib.WorkdirLock:
+  """Checks and locks the workdir before anything heavy; records config.json.
 
-  Raises ConfigError (one line, nothing written) if the workdir cannot be
-  written or holds a run of another config (see `workdir.check_config`).
+  Returns the lock, held by process 0 (use it as a context manager: it is
+  released when the run ends).
+
+  Raises:
+    ConfigError: one line, nothing in the workdir changed, if the workdir
+      cannot be written, is in use by another run (its lock), or holds a
+      run of another config (see `workdir.check_config`).
   """
   workdir_lib.ensure_writable(workdir)
-  resumed = workdir_lib.check_config(workdir, config)
+  lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
-    workdir_lib.record_config(workdir, config)
+    lock.acquire()
+  else:
+    lock.held = True  # The run's lock is process 0's: nothing to take here.
+  try:
+    resumed = workdir_lib.check_config(workdir, config)
+    if jax.process_index() == 0:
+      workdir_lib.record_config(workdir, config)
+  except BaseException:
+    lock.release()
+    raise
   if resumed:
     log.info("%s: resuming the run recorded in config.json.", workdir)
+  return lock
 
 
 def _restore(run: _Run, state, checkpointer):
-  """(state, PhaseState) of the newest checkpoint of `checkpointer`."""
-  step = checkpointer.latest_step()
-  ps = state_lib.PhaseState.from_json(checkpointer.read_meta(step),
-                                      str(checkpointer.directory))
-  if ps.phase == "finetune":
-    state = state.replace(tx=run.finetune_tx, opt_state=jax.jit(
-        run.finetune_tx.init)(state.params))
-  state, _ = checkpointer.restore(state, step)
-  return state, ps
+  """(state, PhaseState) of the newest checkpoint of `checkpointer` that
+  restores (damaged ones are set aside), or (state, None) if there is none.
+  """
+  def like(meta):
+    ps = state_lib.PhaseState.from_json(meta, str(checkpointer.directory))
+    if ps.phase == "finetune":
+      return state.replace(tx=run.finetune_tx, opt_state=jax.jit(
+          run.finetune_tx.init)(state.params))
+    return state
+
+  found = checkpointer.restore_newest(like)
+  if found is None:
+    return state, None
+  restored, meta, _ = found
+  return restored, state_lib.PhaseState.from_json(meta)
 
 
 def _start_finetune(run: _Run, state, ps, num_steps: int):
   """The best state with a fresh (constant) Adam; the step counter goes on
   from the end of training (the best state may be older), so logs and
   checkpoints of the two phases never mix."""
-  if run.best.latest_step() is not None:
-    state, _ = _restore(run, state, run.best)
+  state, _ = _restore(run, state, run.best)
   state = state.replace(
       step=state_lib.replicate(np.asarray(num_steps, np.int32), run.mesh),
       tx=run.finetune_tx,
@@ -301,31 +406,49 @@ def _test_and_write(run: _Run, state, ps) -> dict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict:
-  """Trains, selects, (optionally) fine-tunes, tests; returns results.json."""
+  """Trains, selects, (optionally) fine-tunes, tests; returns results.json.
+
+  Raises:
+    errors.Interrupted: SIGTERM / SIGINT stopped it (a checkpoint of the
+      current step is saved; the same call resumes).
+    errors.Error: anything else the user can fix (one line).
+  """
   config_validation.validate(config)
   if config.distributed:
     jax.distributed.initialize()
-  _claim_workdir(config, workdir)
-  if jax.process_index() == 0:  # One host prepares, the others wait.
-    datasets.prepare(config.data, config.model.num_classes)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-  t = config.train
-  builder = datasets.get_builder(config.data, config.model.num_classes)
-  config_validation.check_dataset(config, builder)
-  spe = input_pipeline.steps_per_epoch(builder, t.batch_size,
-                                       config.data.train_split)
-  num_steps = spe * t.num_epochs
-  if t.max_steps:
-    num_steps = min(num_steps, t.max_steps)
-  run = _Run(config, workdir, num_steps)
+  with _claim_workdir(config, workdir):
+    if jax.process_index() == 0:  # One host prepares, the others wait.
+      datasets.prepare(config.data, config.model.num_classes)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
+    t = config.train
+    builder = datasets.get_builder(config.data, config.model.num_classes)
+    config_validation.check_dataset(config, builder)
+    spe = input_pipeline.steps_per_epoch(builder, t.batch_size,
+                                         config.data.train_split)
+    num_steps = spe * t.num_epochs
+    if t.max_steps:
+      num_steps = min(num_steps, t.max_steps)
+    run = _Run(config, workdir, num_steps)
+    with interruption.StopRequest() as run.stop:
+      try:
+        return _train_and_test(run, num_steps, spe)
+      finally:
+        run.close()
 
+
+def _train_and_test(run: _Run, num_steps: int, spe: int) -> dict:
+  """The phases of `train_and_evaluate`, from the newest checkpoint on."""
+  config, t = run.config, run.config.train
   state = state_lib.create_train_state(config, run.model, run.mesh,
                                        config.data.crop_size, tx=run.tx)
-  ps = state_lib.PhaseState()
-  if run.latest.latest_step() is not None:
-    state, ps = _restore(run, state, run.latest)
-    log.info("Resumed from step %d.", int(state.step))
+  state, ps = _restore(run, state, run.latest)
+  if ps is None:
+    ps = state_lib.PhaseState()
+  else:
+    step = int(jax.device_get(state.step))
+    run.writer.drop_after(step)  # Logged after that checkpoint: redone.
+    log.info("Resumed from step %d.", step)
   if ps.phase == "train":
     state, ps = _train_phase(run, state, ps, split=config.data.train_split,
                              first_step=0, num_steps=num_steps,
@@ -340,9 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         num_steps=ft_spe * t.finetune_max_epochs, steps_per_epoch=ft_spe)
   elif run.best.latest_step() is not None:
     state, _ = _restore(run, state, run.best)
-
-  results = _test_and_write(run, state, ps)
-  run.writer.close()
-  run.latest.close()
-  run.best.close()
-  return results
+  try:
+    return _test_and_write(run, state, ps)
+  except interruption.EvalStopped:
+    raise run.stop.interrupted(None, saved=False) from None

@@ -15,10 +15,21 @@ the differing keys. Only the keys in `MAY_CHANGE` may differ: they extend the
 run (`train.num_epochs`, `train.max_steps`, fine-tuning afterwards), or say
 where the data lives and how often to log, none of which changes what is
 learned.
+
+`WorkdirLock`: while a run trains in a workdir, `lock.json` names it (host,
+pid, start time); a second process is refused at once with one line naming
+the holder, and a lock left by a dead process of the same host is taken over
+with a warning. Created atomically (O_EXCL) on local disks; on gs:// the
+lock is written and read back (an object store has no exclusive create), so
+two starts within the same second could both get it there.
 """
 
+import datetime
 import json
+import logging
 import os
+import socket
+import uuid
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from etils import epath
@@ -26,13 +37,16 @@ import ml_collections
 
 from coarseseg_jax import errors
 
+log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
+LOCK_FILE = "lock.json"
 # Keys (dotted) that may differ between starts of one run.
 MAY_CHANGE = frozenset({
     "train.num_epochs", "train.max_steps", "train.finetune",
     "train.finetune_max_epochs", "train.log_every_steps",
     "train.checkpoint_every_steps", "train.keep_checkpoints",
-    "train.num_figures", "train.profile_steps", "data.data_dir",
+    "train.num_figures", "train.num_validation_images", "train.profile_steps",
+    "data.data_dir",
     "data.manual_dir", "data.eval_batch_size", "distributed"})
 PathLike = Union[str, os.PathLike]
 
@@ -166,3 +180,91 @@ def record_config(workdir: PathLike, config: ml_collections.ConfigDict) -> None:
 def config_from_json(data: Dict[str, Any]) -> ml_collections.ConfigDict:
   """A ConfigDict from `config.json` data (lists stay lists)."""
   return ml_collections.ConfigDict(data)
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process: alive.
+    return True
+  return True
+
+
+class WorkdirLock:
+  """The exclusive claim of a workdir by one training run (see module doc).
+
+  Use as a context manager; only JAX process 0 of a run takes it.
+  """
+
+  def __init__(self, workdir: PathLike):
+    self.workdir = os.fspath(workdir)
+    self.path = path(workdir) / LOCK_FILE
+    self.token = uuid.uuid4().hex
+    self.held = False
+
+  def _info(self) -> Dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "token": self.token}
+
+  def _read(self) -> Optional[Dict[str, Any]]:
+    try:
+      return json.loads(self.path.read_text())
+    except (OSError, ValueError):
+      return None
+
+  def _create(self) -> bool:
+    """Writes the lock unless one exists; whether it was written."""
+    data = json.dumps(self._info())
+    if is_url(self.path):
+      if self.path.exists():
+        return False
+      self.path.write_text(data)
+      return (self._read() or {}).get("token") == self.token
+    try:
+      fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      f.write(data)
+    return True
+
+  def _stale(self, holder: Optional[Dict[str, Any]]) -> bool:
+    if holder is None:  # Unreadable or empty: a start that died writing it.
+      return True
+    return (holder.get("host") == socket.gethostname()
+            and not _process_alive(int(holder.get("pid", -1))))
+
+  def acquire(self) -> None:
+    """Takes the lock; one-line ConfigError if a live run holds it."""
+    if self._create():
+      self.held = True
+      return
+    holder = self._read()
+    if not self._stale(holder):
+      raise errors.ConfigError(
+          f"{self.workdir} is in use by a run started {holder.get('started')} "
+          f"on host {holder.get('host')} (pid {holder.get('pid')}); wait for "
+          f"it to finish, or if that process is gone, remove {self.path}.")
+    log.warning("%s: taking over the lock of a run that is gone (%s); its "
+                "checkpoints are resumed.", self.workdir,
+                "unreadable lock" if holder is None else
+                f"pid {holder.get('pid')} on {holder.get('host')}, started "
+                f"{holder.get('started')}")
+    write_bytes(self.path, json.dumps(self._info()))
+    self.held = True
+
+  def release(self) -> None:
+    if self.held and (self._read() or {}).get("token") == self.token:
+      self.path.unlink()
+    self.held = False
+
+  def __enter__(self) -> "WorkdirLock":
+    if not self.held:
+      self.acquire()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()

@@ -13,15 +13,22 @@ stores cannot append.
 import json
 import logging
 import math
-from typing import List, Mapping
+import re
+from typing import Any, List, Mapping
 
 from absl import flags
 from absl import logging as absl_logging
 import jax
+import numpy as np
 
 from coarseseg_jax import workdir as workdir_lib
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def tag_name(name: str) -> str:
+  """A TensorBoard tag: characters other than [A-Za-z0-9_./-] become _."""
+  return re.sub(r"[^A-Za-z0-9_./-]", "_", name)
 
 
 def _scalar(value):
@@ -43,23 +50,51 @@ class MetricWriter:
       if jsonl.exists():
         self._lines = [l for l in jsonl.read_text().splitlines() if l.strip()]
 
-  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+  def drop_after(self, step: int) -> None:
+    """Forgets the records after `step` (a resumed run logs them again)."""
     if not self._active:
       return
+    kept = [l for l in self._lines if json.loads(l)["step"] <= step]
+    if len(kept) != len(self._lines):
+      self._lines = kept
+      workdir_lib.write_bytes(self._root / METRICS_FILE,
+                              "".join(l + "\n" for l in kept))
+
+  def _writer(self, split: str):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if split not in self._tb:
       self._tb[split] = tf.summary.create_file_writer(
           str(self._root / "tensorboard" / split))
+    return self._tb[split]
+
+  def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+    if not self._active:
+      return
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    writer = self._writer(split)
     record = {"step": int(step), "split": split}
-    with self._tb[split].as_default():
+    with writer.as_default():
       for name, value in scalars.items():
         record[name] = _scalar(value)
         if record[name] is not None:
-          tf.summary.scalar(name, record[name], step=int(step))
-    self._tb[split].flush()
+          tf.summary.scalar(tag_name(name), record[name], step=int(step))
+    writer.flush()
     self._lines.append(json.dumps(record))
     workdir_lib.write_bytes(self._root / METRICS_FILE,
                             "\n".join(self._lines) + "\n")
+
+  def write_images(self, step: int, split: str, images: Mapping[str, Any]
+                   ) -> None:
+    """Images (name -> (H, W, 3) float in [0, 1]) to TensorBoard."""
+    if not self._active or not images:
+      return
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    writer = self._writer(split)
+    with writer.as_default():
+      for name, image in images.items():
+        tf.summary.image(tag_name(name), np.asarray(image, np.float32)[None],
+                         step=int(step))
+    writer.flush()
 
   def close(self) -> None:
     if self._active:

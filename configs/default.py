@@ -78,8 +78,14 @@ def get_config() -> ml_collections.ConfigDict:
   train.batch_size = 8         # Global batch size, over all devices and hosts.
   train.num_epochs = 75
   train.learning_rate = 5e-4
-  train.optimizer = "adam"
-  train.weight_decay = 0.0
+  train.optimizer = "adam"     # adam | adamw
+  train.weight_decay = 0.0     # adamw only.
+  # Options beyond the paper, off by default (the paper: constant rate).
+  train.lr_schedule = "constant"  # constant | warmup_cosine (to 0 at the end)
+  train.warmup_steps = 0       # warmup_cosine: linear warmup from 0.
+  train.grad_clip_norm = placeholder(float)  # Clip the global norm (None: off).
+  # Cross-entropy weight per class, e.g. '(1.0, 2.0, ...)' (None: all 1).
+  train.class_weights = placeholder(tuple)
   train.lmbda = 0.05           # Weight of the paper's SLIC regularizer.
   train.m = 0.0                # Position weight inside the regularizer.
   train.kappa = 0.0            # Weight of slic_map_loss (beyond the paper).
@@ -92,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.finetune = False       # Fine-tune on train + validation afterwards.
   train.finetune_max_epochs = 15
   train.num_figures = 4        # Test images drawn in workdir/figures.
+  train.num_validation_images = 3  # Validation images in TensorBoard.
+  train.profile_steps = 0      # > 0: a jax.profiler trace of that many steps
+                               # (after 3 warm-up steps) in tensorboard/.
 
   config.distributed = False   # jax.distributed.initialize() on TPU pods.
   return config

@@ -10,6 +10,9 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CPU XLA flags of the command line (coarseseg_jax.main sets them), so
+# in-process runs and the subprocesses they are compared with compile alike.
+from coarseseg_jax import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
 
 # JAX's persistent compilation cache, shared by the tests of one machine (and
 # the subprocesses they start): the many tiny end-to-end runs compile the same

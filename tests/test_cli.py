@@ -198,3 +198,54 @@ def test_command_line_mistakes_are_one_line(override, message):
   assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
   assert message in proc.stderr and "Traceback" not in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_workdir_lock(tmp_path, caplog):
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  first = workdir_lib.WorkdirLock(workdir)
+  first.acquire()
+  with pytest.raises(errors.ConfigError) as e:
+    workdir_lib.WorkdirLock(workdir).acquire()
+  assert f"pid {os.getpid()}" in str(e.value) and "lock.json" in str(e.value)
+  first.release()
+  assert not os.path.exists(os.path.join(workdir, "lock.json"))
+  # A lock of a process that is gone (same host) is taken over, with a warning.
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  with workdir_lib.WorkdirLock(workdir):
+    pass
+  holder = workdir_lib.WorkdirLock(workdir)
+  holder.acquire()
+  data = json.loads(open(os.path.join(workdir, "lock.json")).read())
+  data["pid"] = dead.pid
+  with open(os.path.join(workdir, "lock.json"), "w") as f:
+    json.dump(data, f)
+  with caplog.at_level("WARNING"):
+    taker = workdir_lib.WorkdirLock(workdir)
+    taker.acquire()
+  assert f"pid {dead.pid}" in caplog.text and "taking over" in caplog.text
+  holder.release()  # Not its lock any more: left alone.
+  assert os.path.exists(os.path.join(workdir, "lock.json"))
+  taker.release()
+  # An empty lock file (a start that died writing it) is stale too.
+  open(os.path.join(workdir, "lock.json"), "w").close()
+  with workdir_lib.WorkdirLock(workdir) as lock:
+    assert lock.held
+
+
+def test_unwritable_workdir_is_one_line_before_any_data_work(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  env = dict(os.environ, XLA_FLAGS="")
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main",
+       "--config=tests/tiny_config.py", f"--workdir={blocker}/run",
+       f"--config.data.data_dir={tmp_path}/data"], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1].startswith(f"error: --workdir={blocker}/run cannot be "
+                              "written")
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(tmp_path / "data")  # Checked before preparing.

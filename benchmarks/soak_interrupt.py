@@ -1,0 +1,169 @@
+r"""Soak test of interruptions: a tiny run killed many times must end equal.
+
+  python benchmarks/soak_interrupt.py [--interruptions=15 --seed=0]
+
+Trains the tiny test config (tests/tiny_config.py: 64 px synthetic images,
+a narrow HCFCN-16, 2 steps per epoch) for `--epochs` epochs with a checkpoint
+every `--checkpoint_every` steps, once without interruption and once
+interrupted `--interruptions` times with the command a user types, restarted
+after each. Each interruption is a random signal (SIGKILL, SIGTERM, SIGINT) at
+a random moment: a random number of steps into the run, or the moment a
+checkpoint is being written (an `*orbax-checkpoint-tmp*` folder exists), or
+during start-up. It reports, per interruption, the steps the process had
+logged and the step the next start resumed from (the difference is lost
+work), the exit status and how long the process took to exit, and at the end
+whether the final parameters equal the uninterrupted run's (max abs diff).
+
+Runs on the code on PYTHONPATH, so the same file measures an old checkout
+(the "before" figures): `PYTHONPATH=/path/to/old python benchmarks/...`.
+Not part of CI (it takes 10-20 minutes on 2 cores).
+"""
+
+import argparse
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM,
+           "SIGINT": signal.SIGINT}
+
+
+def logged_steps(workdir: str) -> int:
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      return max((json.loads(l)["step"] for l in f if '"train"' in l),
+                 default=0)
+  except (OSError, ValueError):
+    return 0
+
+
+def writing_checkpoint(workdir: str) -> bool:
+  return bool(glob.glob(os.path.join(workdir, "checkpoints", "*tmp*")))
+
+
+def final_params(workdir: str):
+  """The params of the newest checkpoint, as a flat list (no project API)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))
+  state = restored.state
+  params = state["params"] if isinstance(state, dict) else state.params
+  import jax  # pylint: disable=g-import-not-at-top
+  return step, [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--interruptions", type=int, default=15)
+  parser.add_argument("--epochs", type=int, default=40)
+  parser.add_argument("--checkpoint_every", type=int, default=4)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--tmp", default=None)
+  args = parser.parse_args()
+  rng = random.Random(args.seed)
+  tmp = args.tmp or tempfile.mkdtemp(prefix="soak_")
+  env = dict(os.environ, COARSESEG_TEST_DATA_DIR=os.path.join(tmp, "data"),
+             PYTHONUNBUFFERED="1")
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tmp, "jax_cache"))
+
+  def command(workdir):
+    return [sys.executable, "-m", "coarseseg_jax.main",
+            "--config=tests/tiny_config.py", f"--workdir={workdir}",
+            f"--config.train.num_epochs={args.epochs}",
+            f"--config.train.checkpoint_every_steps={args.checkpoint_every}",
+            "--config.train.kappa=0.0"]
+
+  reference = os.path.join(tmp, "reference")
+  tic = time.time()
+  subprocess.run(command(reference), cwd=ROOT, env=env, check=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  print(f"reference run: {time.time() - tic:.0f} s, "
+        f"{logged_steps(reference)} steps")
+
+  workdir = os.path.join(tmp, "interrupted")
+  rows, resumed_from = [], 0
+
+  def record_resume(rows, err):
+    """The step this process resumed from: the previous one's loss."""
+    m = re.search(r"Resumed from step (\d+)", err)
+    resumed = int(m.group(1)) if m else 0
+    if len(rows) >= 2:
+      prev = rows[-2]
+      prev["resumed_from"], prev["lost"] = resumed, prev["logged_at_exit"] - (
+          resumed)
+    return resumed
+  for i in range(args.interruptions):
+    name = rng.choice(sorted(SIGNALS))
+    moment = rng.choice(["steps", "steps", "checkpoint", "startup"])
+    target = logged_steps(workdir) + rng.randint(1, 6)
+    proc = subprocess.Popen(command(workdir), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    start = time.time()
+    while proc.poll() is None:
+      if moment == "startup" and time.time() - start > rng.uniform(2, 8):
+        break
+      if moment == "steps" and logged_steps(workdir) >= target:
+        break
+      if (moment == "checkpoint" and logged_steps(workdir) > resumed_from
+          and writing_checkpoint(workdir)):
+        break
+      time.sleep(0.01)
+    if proc.poll() is not None:
+      print(f"{i}: the run finished before the {moment} interruption")
+      break
+    before = logged_steps(workdir)
+    sent = time.time()
+    proc.send_signal(SIGNALS[name])
+    _, err = proc.communicate()
+    exit_s = time.time() - sent
+    after = logged_steps(workdir)
+    tail = [l for l in err.strip().splitlines() if l.strip()][-1:]
+    rows.append({"signal": name, "moment": moment, "logged_at_signal": before,
+                 "logged_at_exit": after, "status": proc.returncode,
+                 "exit_s": round(exit_s, 2), "last_line": tail[0][:120]
+                 if tail else "", "traceback": "Traceback" in err})
+    resumed_from = record_resume(rows, err)
+    print(json.dumps(rows[-1]))
+
+  tic = time.time()
+  proc = subprocess.run(command(workdir), cwd=ROOT, env=env,
+                        capture_output=True, text=True)
+  rows.append({"logged_at_exit": 0})
+  record_resume(rows, proc.stderr)
+  rows.pop()
+  for row in rows:
+    print(json.dumps(row))
+  print(f"final run to the end: status {proc.returncode}, "
+        f"{time.time() - tic:.0f} s")
+  step_ref, ref = final_params(reference)
+  step_int, got = final_params(workdir)
+  diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+  lost = [r["lost"] for r in rows if r.get("lost") is not None]
+  print(f"summary: {len(rows)} interruptions, steps {step_int} vs "
+        f"{step_ref}, max |param diff| {diff:.3g}; steps lost in total "
+        f"{sum(lost)}, per signal: " + ", ".join(
+            f"{s} {sum(r.get('lost') or 0 for r in rows if r['signal'] == s)} "
+            f"over {sum(r['signal'] == s for r in rows)}"
+            for s in sorted(SIGNALS)) + "; exit statuses "
+        + str(sorted({r['status'] for r in rows})) + "; tracebacks "
+        + str(sum(r["traceback"] for r in rows)))
+  if not args.tmp:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  main()
