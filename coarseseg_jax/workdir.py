@@ -48,6 +48,14 @@ MAY_CHANGE = frozenset({
     "train.num_figures", "train.num_validation_images", "train.profile_steps",
     "data.data_dir",
     "data.manual_dir", "data.eval_batch_size", "distributed"})
+# Keys added to the configs after runs were recorded, with the value that
+# means "as before": a config.json without the key matches that value.
+ADDED_DEFAULTS = {
+    "model.assign_init": "default", "model.parent_bias": None,
+    "train.lr_schedule": "constant", "train.warmup_steps": 0,
+    "train.grad_clip_norm": None, "train.class_weights": None,
+    "train.num_validation_images": 3, "train.profile_steps": 0,
+}
 PathLike = Union[str, os.PathLike]
 
 
@@ -122,6 +130,9 @@ def differences(old: Dict[str, Any], new: Dict[str, Any],
   """(key, old value, new value) of every dotted key that differs."""
   a, b = _flatten(old), _flatten(new)
   missing = object()
+  for key, value in ADDED_DEFAULTS.items():
+    a.setdefault(key, value)
+    b.setdefault(key, value)
   return [(k, a.get(k, missing), b.get(k, missing))
           for k in sorted(set(a) | set(b))
           if k not in ignore and a.get(k, missing) != b.get(k, missing)]

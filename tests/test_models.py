@@ -316,7 +316,8 @@ def test_hcformer_similarity_with_parent_bias_in_bfloat16():
 
 
 def test_zero_init_starts_uniform_and_the_parent_bias_makes_a_soft_grid():
-  b = bundle("hcfcn", assign_init="zero", parent_bias=2.0)
+  b = bundle("hcfcn", similarity="dot", tau=0.07, assign_init="zero",
+             parent_bias=2.0)
   params = b.variables["params"]
   assert not np.any(params["proj_fine4"]["kernel"])
   assert np.any(params["proj_coarse4"]["kernel"])
@@ -327,7 +328,8 @@ def test_zero_init_starts_uniform_and_the_parent_bias_makes_a_soft_grid():
     np.testing.assert_allclose(
         a[..., 4], np.broadcast_to(parent, a.shape[:3]), rtol=1e-6)
   # Without the bias the assignments are uniform: entropy log 9 inside.
-  plain = models.create_model(tiny_config("hcfcn", assign_init="zero"))
+  plain = models.create_model(tiny_config("hcfcn", similarity="dot",
+                                          assign_init="zero"))
   variables = plain.init(jax.random.key(0), X[:1])
   _, (a4, _) = jit(functools.partial(plain.apply, train=False))(variables,
                                                                  X[:1])

@@ -82,7 +82,8 @@ SCENARIOS: Dict[str, Tuple[str, ...]] = {
     "not_run": (r"^\./run\.sh test\b", r"^source \.venv/bin/activate$"),
     "synthetic": (r"^\./run\.sh\s*$", r"coarseseg_jax\.main .*synthetic\.py",
                   r"coarseseg_jax\.main --workdir=workdirs/syn "),
-    "folder": (r"configs/folder\.py", r"prepare --dataset=folder"),
+    "folder": (r"coarseseg_jax\.main .*configs/folder\.py",
+               r"prepare --dataset=folder"),
     "suim": (r"configs/suim\.py", r"prepare --dataset=suim"),
     "pannuke": (r"configs/pannuke\.py",),
     "cityscapes": (r"configs/cityscapes\.py", r"prepare --dataset=cityscapes"),
@@ -227,6 +228,11 @@ def _tiny(args: List[str], tmp: str) -> List[str]:
     extra = ["--quick", "--seeds=1", f"--data_dir={data_dir}"]
     if "--experiment=main" in joined:
       extra.append("--methods=hcfcn")
+    if "--experiment=similarity" in joined:
+      extra.append("--options=dot,cosine")
+    if "--config=" in joined:  # The user's dataset: small crops here.
+      extra += ["--config.data.crop_size=64", "--config.data.eval_batch_size=2",
+                "--config.train.batch_size=2"]
     if "--num_epochs" in joined:  # A longer schedule: 2 epochs here.
       extra.append("--num_epochs=2")
     if "--workdir_root" not in joined:
@@ -336,6 +342,7 @@ def test_readme_dataset_journeys(scenario, tmp_path):
 @pytest.mark.slow
 def test_readme_prepare_and_experiment_commands(tmp_path):
   tmp = str(tmp_path)
+  write_folder(f"{tmp}/raw/my_data")
   for scenario in ("synthetic_prepare", "experiments"):
     for command in _commands(scenario):
       run_command(command, tmp)
