@@ -1,4 +1,4 @@
-"""Measuring the program itself: XLA compilations (and, later, traces).
+"""Measuring the program itself: XLA compilations and profiler traces.
 
 `CompilationCounter` counts, while it is active (jax.monitoring's events):
   * `count`: XLA programs built, compiled or loaded from JAX's persistent
@@ -7,9 +7,13 @@
     for a new input shape (cache loads included), e.g. to check that
     evaluating images of many sizes traces the eval step once, not once per
     size.
+
+`StepProfiler` writes a jax.profiler trace of a few training steps
+(`config.train.profile_steps`).
 """
 
 import collections
+import logging
 from typing import Dict, List
 
 import jax
@@ -54,3 +58,32 @@ class CompilationCounter:
   @property
   def seconds(self) -> float:
     return float(sum(self.durations))
+
+
+class StepProfiler:
+  """A jax.profiler trace of `num_steps` training steps, after `WARMUP`
+  steps (the compilation), into `log_dir` (TensorBoard's Profile tab opens
+  it); JAX process 0 only, once per process. Call `before_step` and
+  `after_step(state)` around every step."""
+  WARMUP = 3
+  done = False  # Class-wide: one trace per process.
+
+  def __init__(self, log_dir: str, num_steps: int):
+    self.num_steps = int(num_steps or 0) if jax.process_index() == 0 else 0
+    self.seen, self.log_dir = 0, log_dir
+
+  def _active(self) -> bool:
+    return bool(self.num_steps) and not StepProfiler.done
+
+  def before_step(self) -> None:
+    if self._active() and self.seen == self.WARMUP:
+      jax.profiler.start_trace(self.log_dir)
+      logging.getLogger(__name__).info("profiling %d steps into %s",
+                                       self.num_steps, self.log_dir)
+
+  def after_step(self, state) -> None:
+    self.seen += 1
+    if self._active() and self.seen == self.WARMUP + self.num_steps:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      StepProfiler.done = True

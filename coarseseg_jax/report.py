@@ -128,21 +128,27 @@ def machine() -> str:
           f"CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}")
 
 
-def setup_note(base, seeds: Sequence[int], tag: str) -> str:
-  """The data, model and schedule of a table's runs (from the base config)."""
+def setup_note(base, seeds: Sequence[int], tag: str,
+               similarity: bool = True) -> str:
+  """The data, model and schedule of a table's runs (from the base config);
+  `similarity`: also the base's assignment similarity."""
   d, m, t = base.data, base.model, base.train
   sizes = d.builder_kwargs
   data = (f"{sizes.image_size}x{sizes.image_size} px synthetic images, "
           f"{sizes.num_train}/{sizes.num_validation}/{sizes.num_test} "
           "train/validation/test" if d.dataset == "synthetic"
           else f"dataset {tag}, {d.crop_size} px training crops")
+  sim = ""
+  if similarity:
+    sim = (f", similarity {m.similarity} (tau {m.tau}"
+           + (f", assign_init {m.assign_init}"
+              if m.get("assign_init", "default") != "default" else "")
+           + (f", parent bias {m.parent_bias}"
+              if m.get("parent_bias") is not None else "") + ")")
   return (f"Data: {data}, {m.num_classes} classes, coarse kernel "
           f"{d.coarse_kernel}; model: encoder width {m.width}, blocks "
-          f"{tuple(m.stage_blocks)}, similarity {m.similarity} (tau {m.tau}"
-          f"{', assign_init ' + m.assign_init if m.get('assign_init', 'default') != 'default' else ''}"
-          f"{', parent bias ' + str(m.parent_bias) if m.get('parent_bias') is not None else ''}"
-          f"); {t.num_epochs} epochs, batch {t.batch_size}; seeds "
-          f"{list(seeds)}. Machine: {machine()}.")
+          f"{tuple(m.stage_blocks)}{sim}; {t.num_epochs} epochs, batch "
+          f"{t.batch_size}; seeds {list(seeds)}. Machine: {machine()}.")
 
 
 def _samples(workdir: str, k: int) -> List[dict]:

@@ -87,6 +87,18 @@ def create_optimizer(train_config: ml_collections.ConfigDict,
   return tx
 
 
+def check_finite(state: TrainState, last_good: Optional[int]) -> None:
+  """Raises NonFiniteLossError if a step of `state` was not finite."""
+  bad = int(jax.device_get(state.nonfinite_step))
+  if bad >= 0:
+    kept = (f"the last good checkpoint (step {last_good}) is kept"
+            if last_good is not None else "no checkpoint was written")
+    raise errors.NonFiniteLossError(
+        f"the training loss (or the update) became non-finite at step "
+        f"{bad + 1}; stopping, its update was not applied. "
+        f"{kept}. Try a lower learning rate or a smaller lambda.")
+
+
 def replicate(tree, mesh):
   """Host values -> global arrays replicated over `mesh` (multi-host safe)."""
   replicated = NamedSharding(mesh, P())

@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import time
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,18 +41,17 @@ from coarseseg_jax import input_pipeline
 from coarseseg_jax import interruption
 from coarseseg_jax import losses
 from coarseseg_jax import models
+from coarseseg_jax import profiling
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
-from coarseseg_jax.errors import NonFiniteLossError
 from coarseseg_jax.models import hcfcn
 
 log = logging.getLogger(__name__)
-TrainState = state_lib.TrainState
 
 
-def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
+def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float, m: float,
                kappa: float, num_segments: int, class_weights=None):
   """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
 
@@ -109,17 +107,6 @@ def train_step(state: TrainState, batch: dict, *, lmbda: float, m: float,
   return new_state, metrics
 
 
-def _check_finite(state: TrainState, last_good: Optional[int]):
-  bad = int(jax.device_get(state.nonfinite_step))
-  if bad >= 0:
-    kept = (f"the last good checkpoint (step {last_good}) is kept"
-            if last_good is not None else "no checkpoint was written")
-    raise NonFiniteLossError(
-        f"the training loss (or the update) became non-finite at step "
-        f"{bad + 1}; stopping, its update was not applied. "
-        f"{kept}. Try a lower learning rate or a smaller lambda.")
-
-
 class _Run:
   """What the loop needs across phases (plain holder, no logic)."""
 
@@ -162,33 +149,6 @@ class _Run:
     stop = (self.stop.requested if jax.process_count() == 1 else None)
     return self.evaluator.run(state_lib.variables(state), batches, desc=split,
                               total=total, should_stop=stop, **kwargs)
-
-
-class _Profiler:
-  """A jax.profiler trace of `num_steps` steps, after 3 warm-up steps (the
-  compilation), into workdir/tensorboard/profile (TensorBoard's Profile
-  tab); process 0 only, once per process."""
-  WARMUP = 3
-  done = False
-
-  def __init__(self, run: _Run, num_steps: int):
-    self.num_steps = int(num_steps or 0) if jax.process_index() == 0 else 0
-    self.seen, self.log_dir = 0, str(
-        workdir_lib.path(run.workdir) / "tensorboard" / "profile")
-
-  def before_step(self) -> None:
-    if (self.num_steps and not _Profiler.done
-        and self.seen == self.WARMUP):
-      jax.profiler.start_trace(self.log_dir)
-      log.info("profiling %d steps into %s", self.num_steps, self.log_dir)
-
-  def after_step(self, state) -> None:
-    self.seen += 1
-    if (self.num_steps and not _Profiler.done
-        and self.seen == self.WARMUP + self.num_steps):
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      _Profiler.done = True
 
 
 def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
@@ -276,7 +236,9 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
   t, phase = run.config.train, ps.phase
   step = int(jax.device_get(state.step))
   history, tic = [], time.time()
-  profiler = _Profiler(run, t.get("profile_steps", 0))
+  profiler = profiling.StepProfiler(
+      str(workdir_lib.path(run.workdir) / "tensorboard" / "profile"),
+      t.get("profile_steps", 0))
   while step < end:
     batch = sharding.shard_batch(next(it), run.mesh)
     profiler.before_step()
@@ -286,7 +248,7 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
     step += 1
     epoch_end = (step - first_step) % steps_per_epoch == 0
     if step % t.log_every_steps == 0 or epoch_end or step == end:
-      _check_finite(state, run.latest.latest_step())
+      state_lib.check_finite(state, run.latest.latest_step())
       tic = _log_scalars(run, history, tic, step, phase, ps, bar)
       history = []
     epoch = (step - first_step) // steps_per_epoch
@@ -299,7 +261,7 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
         _save_and_stop(run, state, ps, step)
     ps.finetune_done = ps.finetune_done or stop
     if step % t.checkpoint_every_steps == 0 or epoch_end or step == end or stop:
-      _check_finite(state, run.latest.latest_step())
+      state_lib.check_finite(state, run.latest.latest_step())
       run.latest.save(step, state, ps.to_json())
     if run.stop.requested(step):
       _save_and_stop(run, state, ps, step)
@@ -310,40 +272,11 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
 
 def _save_and_stop(run: _Run, state, ps, step: int) -> None:
   """Finishes the checkpoint in flight, saves `step`, raises Interrupted."""
-  _check_finite(state, run.latest.latest_step())
+  state_lib.check_finite(state, run.latest.latest_step())
   run.latest.wait()
   run.latest.save(step, state, ps.to_json())
   run.latest.wait()
   raise run.stop.interrupted(step, saved=True)
-
-
-def _claim_workdir(config, workdir: str) -> workdir_lib.WorkdirLock:
-  """Checks and locks the workdir before anything heavy; records config.json.
-
-  Returns the lock, held by process 0 (use it as a context manager: it is
-  released when the run ends).
-
-  Raises:
-    ConfigError: one line, nothing in the workdir changed, if the workdir
-      cannot be written, is in use by another run (its lock), or holds a
-      run of another config (see `workdir.check_config`).
-  """
-  workdir_lib.ensure_writable(workdir)
-  lock = workdir_lib.WorkdirLock(workdir)
-  if jax.process_index() == 0:
-    lock.acquire()
-  else:
-    lock.held = True  # The run's lock is process 0's: nothing to take here.
-  try:
-    resumed = workdir_lib.check_config(workdir, config)
-    if jax.process_index() == 0:
-      workdir_lib.record_config(workdir, config)
-  except BaseException:
-    lock.release()
-    raise
-  if resumed:
-    log.info("%s: resuming the run recorded in config.json.", workdir)
-  return lock
 
 
 def _restore(run: _Run, state, checkpointer):
@@ -416,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_validation.validate(config)
   if config.distributed:
     jax.distributed.initialize()
-  with _claim_workdir(config, workdir):
+  with workdir_lib.claim(config, workdir):
     if jax.process_index() == 0:  # One host prepares, the others wait.
       datasets.prepare(config.data, config.model.num_classes)
     if jax.process_count() > 1:

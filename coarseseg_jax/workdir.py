@@ -279,3 +279,34 @@ class WorkdirLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+def claim(config: ml_collections.ConfigDict, workdir: PathLike
+          ) -> WorkdirLock:
+  """Checks and locks the workdir before a run; records config.json.
+
+  Returns the lock, held by JAX process 0 (use it as a context manager: it
+  is released when the run ends; the other processes hold nothing).
+
+  Raises:
+    errors.ConfigError: one line, nothing in the workdir changed, if the
+      workdir cannot be written, is in use by another run (its lock), or
+      holds a run of another config (`check_config`).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  ensure_writable(workdir)
+  lock = WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  else:
+    lock.held = True  # The run's lock is process 0's: nothing to take here.
+  try:
+    resumed = check_config(workdir, config)
+    if jax.process_index() == 0:
+      record_config(workdir, config)
+  except BaseException:
+    lock.release()
+    raise
+  if resumed:
+    log.info("%s: resuming the run recorded in config.json.", workdir)
+  return lock
