@@ -1,7 +1,6 @@
 """The evaluator and prediction on images of many sizes: few programs, each
 image's own figures, label maps at each image's size."""
 
-import importlib.util
 import os
 
 import jax
@@ -22,15 +21,7 @@ from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
 from coarseseg_jax.configs import default
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _fixtures():
-  spec = importlib.util.spec_from_file_location(
-      "pipeline_fixtures", os.path.join(HERE, "pipeline_fixtures.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+import pipeline_fixtures  # pylint: disable=g-bad-import-order
 
 
 def _config(num_classes=4):
@@ -55,7 +46,7 @@ def test_bucket_ladder():
 
 @pytest.mark.slow
 def test_evaluation_of_many_sizes_builds_few_programs(tmp_path):
-  builder = _fixtures().prepare(str(tmp_path))  # Test: 5 sizes.
+  builder = pipeline_fixtures.prepare(str(tmp_path))  # Test: 5 sizes.
   config = _config()
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)

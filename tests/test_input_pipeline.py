@@ -1,8 +1,6 @@
 """The tf.data input pipeline on a tiny TFDS builder (tests/pipeline_fixtures)."""
 
-import importlib.util
 import itertools
-import os
 
 import jax
 import numpy as np
@@ -12,12 +10,7 @@ from coarseseg_jax.configs import default
 from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax import sharding
 
-_spec = importlib.util.spec_from_file_location(
-    "pipeline_fixtures",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                 "pipeline_fixtures.py"))
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
+import pipeline_fixtures as fixtures  # pylint: disable=g-bad-import-order
 
 TRAIN_SIZES = fixtures.TinySegmentation.BUILDER_CONFIGS[0].train_sizes
 TEST_SIZES = fixtures.TinySegmentation.BUILDER_CONFIGS[0].test_sizes

@@ -1,8 +1,6 @@
 """SLIC label propagation (`data.train_labels = 'slic_propagated'`)."""
 
-import importlib.util
 import itertools
-import os
 
 import numpy as np
 import pytest
@@ -14,24 +12,13 @@ from coarseseg_jax import config_validation
 from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax.errors import ConfigError
 
+import pipeline_fixtures  # pylint: disable=g-bad-import-order
+
 
 def _tiny_builder(data_dir):
-  """tests/pipeline_fixtures' TinySegmentation, prepared in data_dir.
-
-  Its class registers with TFDS when its module is loaded, which
-  test_input_pipeline does at collection: load it only if nobody has.
-  """
-  try:
-    cls = tfds.builder_cls("tiny_segmentation")
-  except tfds.core.registered.DatasetNotFoundError:
-    spec = importlib.util.spec_from_file_location(
-        "pipeline_fixtures",
-        os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                     "pipeline_fixtures.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cls = module.TinySegmentation
-  builder = cls(config="tiny", data_dir=data_dir)
+  """tests/pipeline_fixtures' TinySegmentation, prepared in data_dir."""
+  builder = pipeline_fixtures.TinySegmentation(config="tiny",
+                                               data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder

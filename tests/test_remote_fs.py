@@ -74,6 +74,13 @@ class MemoryCheckpointer:
     return jax.tree.unflatten(jax.tree.structure(like_state), leaves), dict(
         meta)
 
+  def restore_newest(self, make_like):
+    step = self.latest_step()
+    if step is None:
+      return None
+    state, meta = self.restore(make_like(self.read_meta(step)), step)
+    return state, meta, step
+
   def read_meta(self, step=None):
     return dict(self._steps[self.latest_step() if step is None else step][1])
 
