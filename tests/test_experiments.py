@@ -5,7 +5,6 @@ import glob
 import json
 import math
 import os
-import shlex
 import subprocess
 import sys
 
@@ -133,60 +132,6 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
   assert (out / "synthetic_coarse.csv").read_text() == table
-
-
-@pytest.mark.slow
-def test_coarseness_and_similarity_quick(tmp_path):
-  quick = methods.QUICK
-  runs = _run(tmp_path, "coarseness", "--seeds=1")
-  assert runs["trained"] == 2 * len(quick.kernels)
-  header, rows = _csv(tmp_path / "out" / "synthetic_coarseness.csv")
-  assert [(r["method"], int(r["kernel"])) for r in rows] == [
-      (m, k) for k in quick.kernels for m in ("hcfcn", "hcfcn_slic")]
-  _png(tmp_path / "out" / "synthetic_coarseness.png")
-  note = (tmp_path / "out" / "synthetic_coarseness.md").read_text()
-  assert f"Coarse kernels {list(quick.kernels)}" in note
-  made = os.listdir(tmp_path / "data" / "coarseseg_synthetic")
-  for kernel in quick.kernels:  # One prepared dataset per kernel.
-    assert any(d.startswith(f"k{kernel}_") for d in made), (kernel, made)
-
-  runs = _run(tmp_path, "similarity", "--options=dot,cosine")
-  assert runs["trained"] == 2
-  header, rows = _csv(tmp_path / "out" / "synthetic_similarity.csv")
-  assert [r["option"] for r in rows] == ["dot", "cosine"]
-  assert sum(int(r["selected"]) for r in rows) == 1
-  for row in rows:  # Validation figures and the assignments' diagnostics.
-    assert 0 <= float(row["accuracy_mean"]) <= 1
-    assert 0 <= float(row["a4_entropy_mean"]) <= np.log(9) + 1e-6
-  selected = max(rows, key=lambda r: float(r["accuracy_mean"]))
-  assert selected["selected"] == "1"
-  assert "VALIDATION" in (tmp_path / "out" / "synthetic_similarity.md"
-                          ).read_text()
-
-
-@pytest.mark.slow
-def test_quick_on_a_folder_dataset(tmp_path):
-  """The experiment runner on the user's own data (configs/folder.py)."""
-  from test_readme import write_folder  # pylint: disable=g-import-not-at-top
-  write_folder(str(tmp_path / "my_data"))
-  runs = _run(tmp_path, "main", "--config=configs/folder.py",
-              f"--config.data.manual_dir={tmp_path}/my_data",
-              "--config.data.crop_size=64", "--config.data.eval_batch_size=2",
-              "--config.train.batch_size=2", "--methods=fcn", "--seeds=1")
-  assert runs["trained"] == 2 and runs["dataset"] == "folder-my_data"
-  _, rows = _csv(tmp_path / "out" / "folder-my_data_coarse.csv")
-  assert [r["method"] for r in rows] == ["fcn", "hcfcn"]
-  command = runs["runs"][0]["command"]
-  assert "--config=" in command and "folder.py" in command
-  assert f"--config.data.manual_dir={tmp_path}/my_data" in command
-  assert "--config.model.width=8" in command  # --quick's sizes.
-  # The recorded command reruns that cell alone: the same run, so main
-  # finds it finished and only re-tests it.
-  env = dict(os.environ, XLA_FLAGS="")
-  proc = subprocess.run([sys.executable] + shlex.split(command)[1:], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "holds a run with another config" not in proc.stderr
 
 
 def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):

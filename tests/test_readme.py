@@ -19,6 +19,7 @@ in README order, as written, in the repository root, with:
 .venv/bin/activate` only sets up the shell; both are claimed and not run.
 """
 
+import csv
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from PIL import Image
 import pytest
 
 import paper_fixtures
+from coarseseg_jax import methods
 from coarseseg_jax.datasets import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -341,8 +343,68 @@ def test_readme_dataset_journeys(scenario, tmp_path):
 
 @pytest.mark.slow
 def test_readme_prepare_and_experiment_commands(tmp_path):
+  """The prepare and experiment commands, and what the experiments write
+  (the runner's own end-to-end test of the main table is test_experiments'
+  --quick chain)."""
   tmp = str(tmp_path)
   write_folder(f"{tmp}/raw/my_data")
   for scenario in ("synthetic_prepare", "experiments"):
     for command in _commands(scenario):
       run_command(command, tmp)
+      if "--experiment=coarseness" in command:
+        _check_coarseness(f"{tmp}/results", f"{tmp}/data")
+      elif "--experiment=similarity" in command:
+        _check_similarity(f"{tmp}/results")
+      elif "folder.py" in command:
+        _check_folder_experiment(f"{tmp}/results", tmp)
+
+
+def _csv(path: str) -> List[dict]:
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _check_coarseness(out: str, data_dir: str) -> None:
+  kernels = list(methods.QUICK.kernels)
+  rows = _csv(f"{out}/synthetic_coarseness.csv")
+  assert [(r["method"], int(r["kernel"])) for r in rows] == [
+      (m, k) for k in kernels for m in ("hcfcn", "hcfcn_slic")]
+  image = np.asarray(Image.open(f"{out}/synthetic_coarseness.png"))
+  assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
+  with open(f"{out}/synthetic_coarseness.md") as f:
+    assert f"Coarse kernels {kernels}" in f.read()
+  made = os.listdir(f"{data_dir}/coarseseg_synthetic")
+  for kernel in kernels:  # One prepared dataset per kernel.
+    assert any(d.startswith(f"k{kernel}_") for d in made), (kernel, made)
+
+
+def _check_similarity(out: str) -> None:
+  rows = _csv(f"{out}/synthetic_similarity.csv")
+  assert [r["option"] for r in rows] == ["dot", "cosine"]
+  for row in rows:  # Validation figures and the assignments' diagnostics.
+    assert 0 <= float(row["accuracy_mean"]) <= 1
+    assert 0 <= float(row["a4_entropy_mean"]) <= np.log(9) + 1e-6
+  selected = max(rows, key=lambda r: float(r["accuracy_mean"]))
+  assert [r["selected"] for r in rows].count("1") == 1
+  assert selected["selected"] == "1"
+  with open(f"{out}/synthetic_similarity.md") as f:
+    assert "VALIDATION" in f.read()
+
+
+def _check_folder_experiment(out: str, tmp: str) -> None:
+  """The runner on the user's folder; a cell's command reruns it alone."""
+  with open(f"{out}/folder-my_data_main_runs.json") as f:
+    runs = json.load(f)
+  assert runs["dataset"] == "folder-my_data" and runs["trained"] == 1
+  assert [r["method"] for r in _csv(f"{out}/folder-my_data_coarse.csv")] == [
+      "hcfcn"]
+  command = runs["runs"][0]["command"]
+  assert "--config=" in command and "folder.py" in command
+  assert f"--config.data.manual_dir={tmp}/raw/my_data" in command
+  assert "--config.model.width=8" in command  # --quick's sizes.
+  # The same run: main finds it finished and only re-tests it.
+  proc = subprocess.run([sys.executable] + shlex.split(command)[1:], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "holds a run with another config" not in proc.stderr

@@ -84,6 +84,7 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
   assert jax.device_count() == 8
   config = tiny_config(data_dir)
   config.train.num_epochs = 15  # 30 steps: time to interrupt it, twice.
+  config.train.checkpoint_every_steps = 100  # In process: epoch ends only.
   ref_dir = str(tmp_path / "uninterrupted")
   ref = train.train_and_evaluate(config, ref_dir)
 
