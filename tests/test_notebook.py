@@ -104,6 +104,12 @@ def test_regularizer_notebook_runs(kernel_name):
   m = r["model"]
   assert 0.0 < m["slic_loss"] < 1e3 and 0.0 < m["slic_map_loss"] < 1e3
   assert 0.0 < m["asa"] <= 1.0
+  # The evaluator's device step reports the same ASA as the hand-made call.
+  e = r["evaluator"]
+  assert e["asa"] == pytest.approx(m["asa"], abs=1e-5)
+  for key in ("accuracy", "boundary_recall", "boundary_f1", "miou",
+              "superpixel_asa"):
+    assert 0.0 <= e[key] <= 1.0, key
   # Issue 15, the untrained model's assignments per similarity option: the
   # paper's dot similarity is saturated and blind to the parent cell, cosine
   # is softer, the zero-initialised dot with a parent bias is a soft grid.
