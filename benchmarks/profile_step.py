@@ -259,7 +259,7 @@ def main():
   args = parser.parse_args()
   if args.quick:
     args.size = 64
-  log_dir, wall, compile_s = args.from_trace, float("nan"), float("nan")
+  log_dir, wall, compile_s = args.from_trace, None, None
   if not log_dir:
     mesh = sharding.make_mesh()
     compiled, state, batch, compile_s = train_step.build(
@@ -293,7 +293,8 @@ def main():
   print(f"{args.model} lambda {args.lmbda} deformable {args.deformable} "
         f"batch {args.batch_size} {args.size}x{args.size} {args.dtype} on "
         f"{jax.default_backend()} ({jax.devices()[0].device_kind}); load "
-        f"{os.getloadavg()[0]:.2f}; profiled step wall {wall * 1e3:.0f} ms, "
+        f"{os.getloadavg()[0]:.2f}; profiled step wall "
+        f"{f'{wall * 1e3:.0f} ms' if wall else '-'}, "
         f"op time {total:.0f} ms")
   print(f"| category | ms / step | share | ops |\n|---|---:|---:|---:|")
   for cat in CATEGORIES:
@@ -309,7 +310,8 @@ def main():
       "model": args.model, "lmbda": args.lmbda,
       "deformable": bool(args.deformable), "batch_size": args.batch_size,
       "size": args.size, "dtype": args.dtype, "quick": args.quick,
-      "compile_s": round(compile_s, 2), "step_wall_ms": round(wall * 1e3, 1),
+      "compile_s": compile_s and round(compile_s, 2),
+      "step_wall_ms": wall and round(wall * 1e3, 1),
       "op_ms": round(total, 1), "load_avg": os.getloadavg()[0],
       "xla_flags": os.environ.get("XLA_FLAGS", ""), "trace_dir": log_dir,
       "categories_ms": {c: round(cats[c], 2) for c in CATEGORIES}}))

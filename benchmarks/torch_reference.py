@@ -3,6 +3,7 @@ r"""PyTorch reference train step: the comparison point for train_step.py.
   python benchmarks/torch_reference.py            # batch 8, 256x256, ResNet-34
   python benchmarks/torch_reference.py --quick    # small, a few seconds
   python benchmarks/torch_reference.py --models=fcn,hcfcn0,hcfcn --threads=2
+  python benchmarks/torch_reference.py --models=hcfcn --settings=authors,cl,fast
   python benchmarks/train_step.py --deformable=0  # the JAX side to compare with
 
 The project's `hcfcn` (HCFCN-16) with ``deformable=False`` rebuilt in PyTorch
@@ -15,10 +16,23 @@ train_step.py). Adam (lr 5e-4), train mode, one ``optimizer.step()`` per step.
 Same parameter count as the JAX model with ``deformable=False``; same random
 batch as train_step.py's ``make_batch``.
 
-Prints, per variant, the median step time over the timed steps (images/s;
-the variants' steps are timed in turn, `timing.py`) and the parameter count,
-then `overhead` = step time of the regularized hcfcn / the unregularized
-one. The last line is one JSON object.
+Settings (``--settings``, each timed for every ``--models`` entry): ``authors``
+is the step as the paper's code runs (NCHW, the unfold/fold superpixel ops,
+``torch.optim.Adam``'s CPU default: a Python loop over the parameters);
+``fast`` is how a careful eager user writes it: ``channels_last`` model and
+input (oneDNN convolutions and BN without layout reorders),
+``Adam(fused=True)`` and the superpixel ops with unfold/fold kept but the
+2x2 children contracted by einsum (``--sp_ops=einsum`` above); single
+changes: ``fused``, ``cl``, ``einsum``, or joined by ``+``. Same network and
+parameter count in all. On a shared machine run it with
+``OMP_WAIT_POLICY=PASSIVE``: spinning OpenMP threads that wait for a
+descheduled peer made every step up to 35x slower there.
+
+Prints, per variant, the median step time over the timed steps and its
+median process CPU time (images/s; the variants' steps are timed in turn,
+`timing.py`) and the parameter count, then `overhead` = step time of the
+regularized hcfcn / the unregularized one per setting. The last line is
+one JSON object.
 """
 
 import argparse
