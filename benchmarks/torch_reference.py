@@ -3,6 +3,7 @@ r"""PyTorch reference train step: the comparison point for train_step.py.
   python benchmarks/torch_reference.py            # batch 8, 256x256, ResNet-34
   python benchmarks/torch_reference.py --quick    # small, a few seconds
   python benchmarks/torch_reference.py --models=fcn,hcfcn0,hcfcn --threads=2
+  python benchmarks/torch_reference.py --models=hcfcn --settings=authors,cl,fast
   python benchmarks/train_step.py --deformable=0  # the JAX side to compare with
 
 The project's `hcfcn` (HCFCN-16) with ``deformable=False`` rebuilt in PyTorch
@@ -15,10 +16,23 @@ train_step.py). Adam (lr 5e-4), train mode, one ``optimizer.step()`` per step.
 Same parameter count as the JAX model with ``deformable=False``; same random
 batch as train_step.py's ``make_batch``.
 
-Prints, per variant, the median step time over the timed steps (images/s;
-the variants' steps are timed in turn, `timing.py`) and the parameter count,
-then `overhead` = step time of the regularized hcfcn / the unregularized
-one. The last line is one JSON object.
+Settings (``--settings``, each timed for every ``--models`` entry): ``authors``
+is the step as the paper's code runs (NCHW, the unfold/fold superpixel ops,
+``torch.optim.Adam``'s CPU default: a Python loop over the parameters);
+``fast`` is how a careful eager user writes it: ``channels_last`` model and
+input (oneDNN convolutions and BN without layout reorders),
+``Adam(fused=True)`` and the superpixel ops with unfold/fold kept but the
+2x2 children contracted by einsum (``--sp_ops=einsum`` above); single
+changes: ``fused``, ``cl``, ``einsum``, or joined by ``+``. Same network and
+parameter count in all. On a shared machine run it with
+``OMP_WAIT_POLICY=PASSIVE``: spinning OpenMP threads that wait for a
+descheduled peer made every step up to 35x slower there.
+
+Prints, per variant, the median step time over the timed steps and its
+median process CPU time (images/s; the variants' steps are timed in turn,
+`timing.py`) and the parameter count, then `overhead` = step time of the
+regularized hcfcn / the unregularized one per setting. The last line is
+one JSON object.
 """
 
 import argparse
@@ -76,7 +90,7 @@ def pool(y, a):
   b, c, hh, ww = y.shape
   h, w = hh // 2, ww // 2
   sent = a.unsqueeze(1) * y.unsqueeze(2)  # (B, C, 9, 2h, 2w)
-  sent = sent.view(b, c * 9, h, 2, w, 2).sum((3, 5))  # per parent cell
+  sent = sent.reshape(b, c * 9, h, 2, w, 2).sum((3, 5))  # per parent cell
   return F.fold(sent.reshape(b, c * 9, h * w), (h, w), 3, padding=1)
 
 
@@ -86,11 +100,57 @@ def downsample(x, a, eps=1e-8):
   return pooled[:, :-1] / (pooled[:, -1:] + eps)
 
 
-def reconstruct(x, assignments):
+# The same ops with the 3x3 unfold / fold kept but the 2x2 children of each
+# parent exposed by a reshape and contracted with einsum (batched matmuls), so
+# the 4x nearest-upsampled (B, 9C, 2h, 2w) copy of every unfold, its product
+# and their gradients are never materialised ("--sp_ops=einsum").
+
+def _unfold9(x):
+  """(B, C, h, w) -> (B, C, 9, h, w): the 9 cells around each cell."""
+  b, c, h, w = x.shape
+  return F.unfold(x, 3, padding=1).view(b, c, 9, h, w)
+
+
+def _kids(x):
+  """(B, C, 2h, 2w) -> (B, C, h, 2, w, 2)."""
+  b, c, hh, ww = x.shape
+  return x.reshape(b, c, hh // 2, 2, ww // 2, 2)
+
+
+def assign_einsum(fine, coarse, tau):
+  b, _, hh, ww = fine.shape
+  logits = torch.einsum("bchpwq,bckhw->bkhpwq", _kids(fine),
+                        _unfold9(coarse)).reshape(b, 9, hh, ww) / tau
+  ones = coarse.new_ones((1, 1) + coarse.shape[2:])
+  valid = neighbours(ones)[:, 0] > 0
+  return torch.softmax(logits.masked_fill(~valid, -1e9), dim=1)
+
+
+def upsample_einsum(x, a):
+  b, c, h, w = x.shape
+  return torch.einsum("bkhpwq,bckhw->bchpwq", _kids(a),
+                      _unfold9(x)).reshape(b, c, 2 * h, 2 * w)
+
+
+def downsample_einsum(x, a, eps=1e-8):
+  xa = torch.cat([x, x.new_ones(x[:, :1].shape)], 1)
+  b, c, hh, ww = xa.shape
+  sent = torch.einsum("bkhpwq,bchpwq->bckhw", _kids(a), _kids(xa))
+  pooled = F.fold(sent.reshape(b, c * 9, hh * ww // 4), (hh // 2, ww // 2), 3,
+                  padding=1)
+  return pooled[:, :-1] / (pooled[:, -1:] + eps)
+
+
+SP_OPS = {"unfold": (assign, upsample, downsample),
+          "einsum": (assign_einsum, upsample_einsum, downsample_einsum)}
+
+
+def reconstruct(x, assignments, sp_ops="unfold"):
+  _, up, down = SP_OPS[sp_ops]
   for a in assignments:
-    x = downsample(x, a)
+    x = down(x, a)
   for a in reversed(assignments):
-    x = upsample(x, a)
+    x = up(x, a)
   return x
 
 
@@ -108,13 +168,13 @@ def rgb_to_lab(rgb):
   return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], 1)
 
 
-def slic_loss(image, assignments):
+def slic_loss(image, assignments, sp_ops="unfold"):
   """losses.slic_loss with m = 0: block-mean RGB at the finest grid -> Lab
   (a constant), reconstructed through the assignments, mean L2 error."""
   s0 = image.shape[2] // assignments[0].shape[2]
   with torch.no_grad():
     lab = rgb_to_lab(F.avg_pool2d(image, s0))
-  err = reconstruct(lab, assignments) - lab
+  err = reconstruct(lab, assignments, sp_ops) - lab
   return torch.linalg.vector_norm(err, dim=1).mean()  # grad 0 at 0, as ours
 
 
@@ -149,9 +209,9 @@ class HCFCN(nn.Module):
 
   def __init__(self, num_classes=6, stage_blocks=(3, 4, 6), width=64,
                head_channels=64, dropout=0.1, sim_features=48, tau=0.07,
-               superpixels=True):
+               superpixels=True, sp_ops="unfold"):
     super().__init__()
-    self.tau, self.superpixels = tau, superpixels
+    self.tau, self.superpixels, self.sp_ops = tau, superpixels, sp_ops
     self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
     self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
     self.conv1, self.bn1 = conv(3, width, 7, 2), nn.BatchNorm2d(width)
@@ -193,13 +253,14 @@ class HCFCN(nn.Module):
           feats[f"layer{stage}_down"] = x
       feats[f"layer{stage}"] = x
     logits, assignments = self.head(x), []
+    assign_op, up, _ = SP_OPS[self.sp_ops]
     if self.superpixels:
       # (stride s, fine features at s, coarse at 2s), coarsest first, as ours.
       for s, fine, coarse in ((8, "layer2", "layer3_down"),
                               (4, "layer1", "layer2_down")):
-        a = assign(self.proj[f"fine{s}"](feats[fine]),
+        a = assign_op(self.proj[f"fine{s}"](feats[fine]),
                    self.proj[f"coarse{s}"](feats[coarse]), self.tau)
-        logits = upsample(logits, a)
+        logits = up(logits, a)
         assignments.insert(0, a)
     return F.interpolate(logits, images.shape[2:], mode="bilinear",
                          align_corners=False), assignments
@@ -218,19 +279,43 @@ def make_batch(batch_size, size, num_segments=512, seed=0):
           torch.from_numpy(label).long())
 
 
-def prepare(name, lmbda, args):
+# Settings of the PyTorch step: "authors" is the paper's code as users run it
+# (eager, NCHW, unfold/fold superpixel ops, torch.optim.Adam's CPU default,
+# the per-parameter for-loop); a setting is "authors" or changes to it joined
+# by "+": fused (Adam(fused=True): one kernel for all parameters), cl
+# (channels_last model and input), einsum (the superpixel ops above).
+# "fast" = all three.
+CHANGES = ("fused", "cl", "einsum")
+ALIASES = {"authors": "", "fast": "+".join(CHANGES)}
+
+
+def parse_setting(setting):
+  changes = {c for c in ALIASES.get(setting, setting).split("+") if c}
+  if changes - set(CHANGES):
+    raise ValueError(f"unknown setting {setting!r}: use {sorted(ALIASES)} or "
+                     f"changes from {CHANGES} joined by '+'.")
+  return changes
+
+
+def prepare(name, lmbda, setting, args):
   """A warmed-up step closure of one variant and its row (model, params)."""
+  changes = parse_setting(setting)
+  sp_ops = "einsum" if "einsum" in changes else "unfold"
+  fmt = (torch.channels_last if "cl" in changes else torch.contiguous_format)
   torch.manual_seed(0)
   quick = dict(stage_blocks=(1, 1, 1), width=16) if args.quick else {}
-  model = HCFCN(superpixels=name == "hcfcn", **quick).train()
-  opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+  model = HCFCN(superpixels=name == "hcfcn", sp_ops=sp_ops, **quick).train()
+  model = model.to(memory_format=fmt)
+  opt = torch.optim.Adam(model.parameters(), lr=5e-4,
+                         **({"fused": True} if "fused" in changes else {}))
   images, labels = make_batch(args.batch_size, args.size)
+  images = images.contiguous(memory_format=fmt)
 
   def step():
     logits, assignments = model(images)
     loss = F.cross_entropy(logits, labels, ignore_index=255)
     if lmbda:
-      loss = loss + lmbda * slic_loss(images, assignments)
+      loss = loss + lmbda * slic_loss(images, assignments, sp_ops)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -238,7 +323,7 @@ def prepare(name, lmbda, args):
 
   for _ in range(args.warmup):
     step()
-  return step, {"model": name, "lmbda": lmbda,
+  return step, {"model": name, "lmbda": lmbda, "setting": setting,
                 "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -252,28 +337,38 @@ def main():
   parser.add_argument("--lmbda", type=float, default=0.05)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--models", default="hcfcn0,hcfcn")
+  parser.add_argument("--settings", default="authors,fast",
+                      help="comma-separated: authors | fast | changes from "
+                      f"{CHANGES} joined by '+' (see CHANGES)")
   args = parser.parse_args()
   if args.quick:
     args.size, args.steps, args.warmup = 64, 5, 1
   torch.set_num_threads(args.threads)
   variants = {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
               "hcfcn": ("hcfcn", args.lmbda)}
-  steps = {key: prepare(*variants[key], args)
-           for key in args.models.split(",")}
+  settings = args.settings.split(",")
+  for setting in settings:
+    parse_setting(setting)
+  steps = {f"{key}/{setting}": prepare(*variants[key], setting, args)
+           for setting in settings for key in args.models.split(",")}
   rows = timing.time_round_robin(steps, args.steps, args.batch_size)
   for key, r in rows.items():
-    print(f"{key:8s} step {r['step_s']:.4f} s   {r['images_per_s']:8.2f} img/s"
-          f"   {r['params']:,} params", flush=True)
+    print(f"{key:24s} step {r['step_s']:.4f} s (cpu {r['cpu_s']:.3f} s)  "
+          f"{r['images_per_s']:8.2f} img/s   {r['params']:,} params",
+          flush=True)
   out = {"benchmark": "torch_reference", "torch": torch.__version__,
          "threads": torch.get_num_threads(),
          "machine": platform.processor() or platform.machine(),
          "cpus": os.cpu_count(), "batch_size": args.batch_size,
          "size": args.size, "dtype": "float32", "deformable": False,
-         "quick": args.quick, "results": rows}
-  if "hcfcn" in rows and "hcfcn0" in rows:
-    out["overhead"] = round(
-        rows["hcfcn"]["step_s"] / rows["hcfcn0"]["step_s"], 4)
-    print(f"overhead of the regularizer: {100 * (out['overhead'] - 1):+.1f} %")
+         "quick": args.quick, "load_avg": os.getloadavg()[0],
+         "results": rows, "overhead": {}}
+  for setting in settings:
+    reg, unreg = rows.get(f"hcfcn/{setting}"), rows.get(f"hcfcn0/{setting}")
+    if reg and unreg:
+      out["overhead"][setting] = round(reg["step_s"] / unreg["step_s"], 4)
+      print(f"overhead of the regularizer ({setting}): "
+            f"{100 * (out['overhead'][setting] - 1):+.1f} %")
   print(json.dumps(out))
 
 

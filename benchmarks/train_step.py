@@ -49,12 +49,8 @@ def make_batch(batch_size, size, num_segments, seed=0):
           "mask": np.ones((batch_size,), np.float32)}
 
 
-def prepare(name, lmbda, kappa, args, mesh):
-  """A compiled, warmed-up train step of one variant, as (step, row).
-
-  `step()` runs one train step on the variant's own state and batch and
-  blocks until it is done.
-  """
+def build(name, lmbda, kappa, args, mesh):
+  """(compiled step, state, batch, compile seconds) of one variant."""
   config = default.get_config()
   config.model.name = name
   config.model.num_classes = 6
@@ -74,7 +70,16 @@ def prepare(name, lmbda, kappa, args, mesh):
       make_batch(args.batch_size, args.size, args.num_segments), mesh)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
+  return compiled, state, batch, time.perf_counter() - t0
+
+
+def prepare(name, lmbda, kappa, args, mesh):
+  """A compiled, warmed-up train step of one variant, as (step, row).
+
+  `step()` runs one train step on the variant's own state and batch and
+  blocks until it is done.
+  """
+  compiled, state, batch, compile_s = build(name, lmbda, kappa, args, mesh)
   for _ in range(args.warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
