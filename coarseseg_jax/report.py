@@ -269,6 +269,7 @@ def write_similarity(out: str, runner, setup, rows, seeds, metric) -> None:
           f"std over seeds; selected by mean validation {metric}. Entropy in "
           "nats (uniform 2.20), starved: share of coarse cells receiving less"
           " than one pixel of assignment mass. "
-          + setup_note(runner.base, seeds, os.path.basename(out)))
+          + setup_note(runner.base, seeds, os.path.basename(out),
+                       similarity=False))
   workdir_lib.write_bytes(f"{out}_similarity.md", markdown_table(
       rows, [("option", "option")], note, metrics=names, p_columns=()))

@@ -388,7 +388,10 @@ def _check_similarity(out: str) -> None:
   assert [r["selected"] for r in rows].count("1") == 1
   assert selected["selected"] == "1"
   with open(f"{out}/synthetic_similarity.md") as f:
-    assert "VALIDATION" in f.read()
+    note = f.read()
+  assert "VALIDATION" in note
+  # Each row's similarity is its option's, not the base config's.
+  assert "), similarity " not in note
 
 
 def _check_folder_experiment(out: str, tmp: str) -> None:
