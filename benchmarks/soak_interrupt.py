@@ -96,15 +96,24 @@ def main():
   workdir = os.path.join(tmp, "interrupted")
   rows, resumed_from = [], 0
 
+  last_trained = [None]  # The row whose loss the next resume settles.
+
   def record_resume(rows, err):
-    """The step this process resumed from: the previous one's loss."""
+    """Where this process resumed from settles the loss of the last process
+    that trained; a process killed before it resumed (or started) settles
+    nothing and lost nothing of its own. Returns the step, or None."""
     m = re.search(r"Resumed from step (\d+)", err)
+    if m is None and "train:" not in err:
+      rows[-1]["resumed_from"], rows[-1]["lost"] = None, 0
+      return None
     resumed = int(m.group(1)) if m else 0
-    if len(rows) >= 2:
-      prev = rows[-2]
-      prev["resumed_from"], prev["lost"] = resumed, prev["logged_at_exit"] - (
-          resumed)
+    i = last_trained[0]
+    if i is not None:
+      rows[i]["resumed_from"] = resumed
+      rows[i]["lost"] = rows[i]["logged_at_exit"] - resumed
+    last_trained[0] = len(rows) - 1
     return resumed
+
   for i in range(args.interruptions):
     name = rng.choice(sorted(SIGNALS))
     moment = rng.choice(["steps", "steps", "checkpoint", "startup"])
@@ -136,7 +145,8 @@ def main():
                  "logged_at_exit": after, "status": proc.returncode,
                  "exit_s": round(exit_s, 2), "last_line": tail[0][:120]
                  if tail else "", "traceback": "Traceback" in err})
-    resumed_from = record_resume(rows, err)
+    resumed = record_resume(rows, err)
+    resumed_from = resumed_from if resumed is None else resumed
     print(json.dumps(rows[-1]))
 
   tic = time.time()

@@ -25,8 +25,25 @@ line and exits with 143 / 130; the same command resumes.
 """
 
 import os
+import signal
 import sys
 
+
+def _interrupted_while_starting(signum, frame) -> None:
+  """SIGINT while the libraries load: nothing is written yet, exit at once.
+
+  Python's KeyboardInterrupt, raised inside some library's import, was
+  swallowed there and the run went on to train to the end
+  (benchmarks/soak_interrupt.py found it); `main` restores it once the
+  imports are done.
+  """
+  del frame
+  sys.stderr.write("interrupted while starting; nothing was written: run "
+                   "the same command to start again.\n")
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO.
 
 from coarseseg_jax import xla_flags  # Sets XLA CPU flags before JAX starts.
@@ -132,6 +149,7 @@ def _run(config, workdir: str) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  signal.signal(signal.SIGINT, signal.default_int_handler)  # Imports done.
   writers.setup_logging()
   try:
     config, workdir = _config_and_workdir()

@@ -354,16 +354,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       datasets.prepare(config.data, config.model.num_classes)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-    t = config.train
-    builder = datasets.get_builder(config.data, config.model.num_classes)
-    config_validation.check_dataset(config, builder)
-    spe = input_pipeline.steps_per_epoch(builder, t.batch_size,
-                                         config.data.train_split)
-    num_steps = spe * t.num_epochs
-    if t.max_steps:
-      num_steps = min(num_steps, t.max_steps)
-    run = _Run(config, workdir, num_steps)
-    with interruption.StopRequest() as run.stop:
+    # From here a signal is a stop request: it cannot be lost in library
+    # code that catches KeyboardInterrupt while the run is set up.
+    with interruption.StopRequest() as stop:
+      t = config.train
+      builder = datasets.get_builder(config.data, config.model.num_classes)
+      config_validation.check_dataset(config, builder)
+      spe = input_pipeline.steps_per_epoch(builder, t.batch_size,
+                                           config.data.train_split)
+      num_steps = spe * t.num_epochs
+      if t.max_steps:
+        num_steps = min(num_steps, t.max_steps)
+      run = _Run(config, workdir, num_steps)
+      run.stop = stop
       try:
         return _train_and_test(run, num_steps, spe)
       finally:
@@ -382,6 +385,8 @@ def _train_and_test(run: _Run, num_steps: int, spe: int) -> dict:
     step = int(jax.device_get(state.step))
     run.writer.drop_after(step)  # Logged after that checkpoint: redone.
     log.info("Resumed from step %d.", step)
+  if run.stop.requested():  # While starting: nothing new to save.
+    raise run.stop.interrupted(None, saved=False)
   if ps.phase == "train":
     state, ps = _train_phase(run, state, ps, split=config.data.train_split,
                              first_step=0, num_steps=num_steps,

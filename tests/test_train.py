@@ -206,6 +206,28 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
       "a.png", "a_overlay.png", "b.png", "b_overlay.png"]
 
 
+def test_a_signal_while_the_run_is_set_up_stops_it_before_training(
+    data_dir, tmp_path, monkeypatch):
+  """Between dataset preparation and the first step a signal is a stop
+  request: a KeyboardInterrupt raised there was once swallowed by library
+  code, and the run trained to the end (benchmarks/soak_interrupt.py)."""
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  real = config_validation.check_dataset
+
+  def check_dataset(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(config_validation, "check_dataset", check_dataset)
+  workdir = str(tmp_path / "w")
+  with pytest.raises(errors.Interrupted) as info:
+    train.train_and_evaluate(tiny_config(data_dir), workdir)
+  assert info.value.exit_status == 130 and info.value.step is None
+  assert "SIGINT" in str(info.value)
+  assert _train_steps(workdir) == 0 and not _checkpoint_steps(workdir)
+  assert not os.path.exists(os.path.join(workdir, "lock.json"))
+
+
 def test_interruption_during_validation_resumes_it(data_dir, tmp_path,
                                                    monkeypatch):
   """A stop request that cuts a validation short saves the step with the
