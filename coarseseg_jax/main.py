@@ -32,10 +32,12 @@ import sys
 def _interrupted_while_starting(signum, frame) -> None:
   """SIGINT while the libraries load: nothing is written yet, exit at once.
 
-  Python's KeyboardInterrupt, raised inside some library's import, was
-  swallowed there and the run went on to train to the end
-  (benchmarks/soak_interrupt.py found it); `main` restores it once the
-  imports are done.
+  A KeyboardInterrupt raised while a run starts can be swallowed by library
+  code (benchmarks/soak_interrupt.py found a Ctrl-C about 7 s after the
+  start ignored, and the run trained to the end). `main` restores
+  KeyboardInterrupt once the imports are done (dataset preparation stops at
+  once, nothing half-written is kept); from then on `train` turns signals
+  into stop requests.
   """
   del frame
   sys.stderr.write("interrupted while starting; nothing was written: run "
@@ -43,7 +45,8 @@ def _interrupted_while_starting(signum, frame) -> None:
   os._exit(128 + signum)  # pylint: disable=protected-access
 
 
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+if __name__ == "__main__":  # The command line only, not an import.
+  signal.signal(signal.SIGINT, _interrupted_while_starting)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO.
 
 from coarseseg_jax import xla_flags  # Sets XLA CPU flags before JAX starts.
