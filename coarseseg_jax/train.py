@@ -51,8 +51,9 @@ from coarseseg_jax.models import hcfcn
 log = logging.getLogger(__name__)
 
 
-def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float, m: float,
-               kappa: float, num_segments: int, class_weights=None):
+def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
+               m: float, kappa: float, num_segments: int,
+               class_weights=None):
   """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
 
   Args:
