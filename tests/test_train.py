@@ -235,11 +235,13 @@ def test_interruption_during_validation_resumes_it(data_dir, tmp_path,
   config = tiny_config(data_dir)
   config.train.num_epochs = 2
   ref = train.train_and_evaluate(config, str(tmp_path / "ref"))
-  calls = []
+  calls, steps = [], []
 
   def requested(self, step=None):
-    if step is None and not calls:  # The evaluator's first check.
-      calls.append(1)
+    if step is not None:  # The loop's check after each step.
+      steps.append(step)
+    elif steps and not calls:  # The evaluator's first check (the start-up
+      calls.append(1)          # check comes before any step).
       self.signum = signal.SIGTERM
     return self.signum is not None
 
