@@ -240,17 +240,8 @@ def attribute(events, module, instrs, comps, steps):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true")
+  train_step.add_step_flags(parser, steps=3, deformable=0)
   parser.add_argument("--model", default="hcfcn")
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--size", type=int, default=256)
-  parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--lmbda", type=float, default=0.05)
-  parser.add_argument("--kappa", type=float, default=0.0)
-  parser.add_argument("--num_segments", type=int, default=512)
-  parser.add_argument("--dtype", default="float32")
-  parser.add_argument("--deformable", type=int, default=0)
   parser.add_argument("--top", type=int, default=15, help="slowest ops shown")
   parser.add_argument("--trace_dir", default="")
   parser.add_argument("--from_trace", default="", help="a --trace_dir of an "

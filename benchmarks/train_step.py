@@ -93,21 +93,27 @@ def prepare(name, lmbda, kappa, args, mesh):
                 "compile_s": round(compile_s, 2)}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_step_flags(parser: argparse.ArgumentParser, steps: int,
+                   deformable: int) -> None:
+  """The flags of the step `build` compiles (profile_step.py uses them too)."""
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--size", type=int, default=256)
-  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--steps", type=int, default=steps)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--lmbda", type=float, default=0.05)
   parser.add_argument("--kappa", type=float, default=0.0)
   parser.add_argument("--num_segments", type=int, default=512)
   parser.add_argument("--dtype", default="float32")
-  parser.add_argument("--deformable", type=int, default=1,
+  parser.add_argument("--deformable", type=int, default=deformable,
                       help="1: DCNv2 in the downsampling blocks (the project's"
                       " default); 0: plain strided convs, as torch_reference.py"
                       " (the like-for-like comparison with PyTorch).")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  add_step_flags(parser, steps=10, deformable=1)
   parser.add_argument("--models", default="fcn,hcfcn0,hcfcn")
   args = parser.parse_args()
   if args.quick:

@@ -5,7 +5,6 @@ import itertools
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from coarseseg_jax.configs import default
 from coarseseg_jax import config_validation
@@ -13,15 +12,6 @@ from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax.errors import ConfigError
 
 import pipeline_fixtures  # pylint: disable=g-bad-import-order
-
-
-def _tiny_builder(data_dir):
-  """tests/pipeline_fixtures' TinySegmentation, prepared in data_dir."""
-  builder = pipeline_fixtures.TinySegmentation(config="tiny",
-                                               data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      compute_stats=tfds.download.ComputeStatsMode.SKIP))
-  return builder
 
 
 def propagate_reference(label, slic):
@@ -82,7 +72,7 @@ def test_matches_numpy_loop_reference(seed):
 
 
 def test_train_batches_are_propagated_before_augmentation(tmp_path):
-  builder = _tiny_builder(str(tmp_path))
+  builder = pipeline_fixtures.prepare(str(tmp_path))
   config = default.get_config().data
   config.update(dict(crop_size=32, scale_range=(1.0, 1.0), hflip=True,
                      shuffle_buffer=16, slic_num_segments=64,
