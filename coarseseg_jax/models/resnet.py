@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from coarseseg_jax.models import deformable
+from coarseseg_jax.models import pooling
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,7 +150,7 @@ class ResNetEncoder(nn.Module):
     x = conv(self.width, 7, 2, dtype=self.dtype, name="conv1")(x)
     x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     feats["stem"] = x
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = pooling.max_pool_3x3_s2(x)  # = nn.max_pool(x, (3, 3), (2, 2), pad 1)
     for stage, num_blocks in enumerate(self.stage_blocks):
       features = self.width * 2 ** stage
       for i in range(num_blocks):
