@@ -49,8 +49,14 @@ def make_batch(batch_size, size, num_segments, seed=0):
           "mask": np.ones((batch_size,), np.float32)}
 
 
-def build(name, lmbda, kappa, args, mesh):
-  """(compiled step, state, batch, compile seconds) of one variant."""
+def build(name, lmbda, kappa, args, mesh, compiler_options=None,
+          overrides=None):
+  """(compiled step, state, batch, compile seconds) of one variant.
+
+  `compiler_options` (XLA debug options, as in XLA_FLAGS without the dashes)
+  apply to this step's compilation only; `overrides` maps dotted config keys
+  ('model.width') to values.
+  """
   config = default.get_config()
   config.model.name = name
   config.model.num_classes = 6
@@ -61,6 +67,9 @@ def build(name, lmbda, kappa, args, mesh):
   if args.quick:
     config.model.stage_blocks = (1, 1, 1)
     config.model.width = 16
+  for key, value in (overrides or {}).items():
+    section, field = key.split(".")
+    config[section][field] = value
   model = models.create_model(config.model)
   state = state_lib.create_train_state(config, model, mesh, args.size)
   step_fn = jax.jit(functools.partial(
@@ -69,17 +78,20 @@ def build(name, lmbda, kappa, args, mesh):
   batch = sharding.shard_batch(
       make_batch(args.batch_size, args.size, args.num_segments), mesh)
   t0 = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile()
+  compiled = step_fn.lower(state, batch).compile(
+      compiler_options=compiler_options)
   return compiled, state, batch, time.perf_counter() - t0
 
 
-def prepare(name, lmbda, kappa, args, mesh):
+def prepare(name, lmbda, kappa, args, mesh, compiler_options=None,
+            overrides=None):
   """A compiled, warmed-up train step of one variant, as (step, row).
 
   `step()` runs one train step on the variant's own state and batch and
-  blocks until it is done.
+  blocks until it is done. `compiler_options`, `overrides`: see `build`.
   """
-  compiled, state, batch, compile_s = build(name, lmbda, kappa, args, mesh)
+  compiled, state, batch, compile_s = build(
+      name, lmbda, kappa, args, mesh, compiler_options, overrides)
   for _ in range(args.warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)

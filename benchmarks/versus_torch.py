@@ -1,0 +1,91 @@
+r"""The JAX train step against the PyTorch one, alternated in one process.
+
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/versus_torch.py
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/versus_torch.py --quick
+  python benchmarks/versus_torch.py --jax=hcfcn0,hcfcn --torch=hcfcn/fast
+
+Builds the JAX steps of `train_step.py` (``deformable=0``: the network
+`torch_reference.py` rebuilds, same parameter count) and the PyTorch steps of
+`torch_reference.py`, then times them in turn, one step of each per round
+(`timing.py`), so that every JAX figure has a PyTorch figure taken under the
+same machine state. Prints each variant's median step time, its median
+process CPU time, the load average before and after, and the ratios JAX /
+PyTorch; the last line is one JSON object. ``OMP_WAIT_POLICY=PASSIVE`` keeps
+PyTorch's idle OpenMP threads from spinning while the JAX step runs (and
+from waiting on a descheduled peer on a shared machine).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
+
+import jax  # pylint: disable=g-import-not-at-top
+import timing  # pylint: disable=g-import-not-at-top
+import torch  # pylint: disable=g-import-not-at-top
+import torch_reference  # pylint: disable=g-import-not-at-top
+import train_step  # pylint: disable=g-import-not-at-top
+
+from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  train_step.add_step_flags(parser, steps=12, deformable=0)
+  parser.add_argument("--jax", default="hcfcn0,hcfcn",
+                      help="JAX variants: fcn | hcfcn0 | hcfcn (train_step.py)")
+  parser.add_argument("--torch", default="hcfcn0/fast,hcfcn/fast,hcfcn/authors",
+                      help="PyTorch variants, model/setting "
+                      "(torch_reference.py)")
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
+  args = parser.parse_args()
+  if args.quick:
+    args.size, args.steps, args.warmup = 64, 5, 1
+  torch.set_num_threads(args.threads)
+  mesh = sharding.make_mesh()
+  load_before = os.getloadavg()
+  jax_models = {"fcn": ("fcn", 0.0, 0.0), "hcfcn0": ("hcfcn", 0.0, 0.0),
+                "hcfcn": ("hcfcn", args.lmbda, args.kappa)}
+  torch_models = {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
+                  "hcfcn": ("hcfcn", args.lmbda)}
+  variants = {}
+  for key in args.jax.split(","):
+    variants[f"jax/{key}"] = train_step.prepare(*jax_models[key], args, mesh)
+  for spec in args.torch.split(","):
+    key, setting = spec.split("/")
+    torch_reference.parse_setting(setting)
+    variants[f"torch/{spec}"] = torch_reference.prepare(
+        *torch_models[key], setting, args)
+  rows = timing.time_round_robin(variants, args.steps, args.batch_size)
+  load_after = os.getloadavg()
+  for key, r in rows.items():
+    print(f"{key:22s} step {r['step_s']:.4f} s (cpu {r['cpu_s']:.3f} s)  "
+          f"{r['images_per_s']:7.2f} img/s")
+  ratios = {}
+  for jkey in args.jax.split(","):
+    for spec in args.torch.split(","):
+      if spec.split("/")[0] == jkey:
+        ratio = rows[f"jax/{jkey}"]["step_s"] / rows[f"torch/{spec}"]["step_s"]
+        ratios[f"jax/{jkey} : torch/{spec}"] = round(ratio, 4)
+        print(f"jax/{jkey} / torch/{spec}: {ratio:.3f}")
+  print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+  print(json.dumps({
+      "benchmark": "versus_torch", "jax": jax.__version__,
+      "torch": torch.__version__, "threads": torch.get_num_threads(),
+      "machine": platform.processor() or platform.machine(),
+      "cpus": os.cpu_count(), "batch_size": args.batch_size,
+      "size": args.size, "deformable": bool(args.deformable),
+      "quick": args.quick, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+      "load_avg": [round(load_before[0], 2), round(load_after[0], 2)],
+      "results": rows, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+  main()

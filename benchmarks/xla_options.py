@@ -1,0 +1,141 @@
+r"""The train step under several XLA options or model variants, in one process.
+
+  python benchmarks/xla_options.py --variants="base;onednn=xla_cpu_use_onednn:true"
+  python benchmarks/xla_options.py --quick --variants="base;w512=xla_cpu_prefer_vector_width:512"
+  python benchmarks/xla_options.py --variants="base;pool=@model.max_pool:slices"
+
+Each variant is ``label=key:value,key:value`` (``base``: no change). A key
+that starts with ``@`` is a config override (``@model.width:32``), any other
+key an XLA debug option passed as a compiler option to this variant's
+compilation only (the spelling of XLA_FLAGS without the dashes), on top of
+the process's XLA_FLAGS (the project's CPU flag). All variants compile the
+same train step as `train_step.py` (default: hcfcn, lambda 0.05, no DCN), get
+the same initial state and batch, and:
+
+- are checked against the first variant: one step from the same state, the
+  largest difference of the loss and of the updated parameters, relative to
+  their magnitude (float32 tolerance: ~1e-5 for a reordered sum);
+- are timed in turn, one step of each per round (`timing.py`), median of
+  ``--steps`` after ``--warmup``.
+
+Prints a line per variant (compile s, step s, CPU s, ratio to the first,
+differences) and the load average; the last line is one JSON object.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import timing  # pylint: disable=g-import-not-at-top
+import train_step  # pylint: disable=g-import-not-at-top
+
+from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
+
+
+def parse_value(text):
+  for cast in (int, float):
+    try:
+      return cast(text)
+    except ValueError:
+      pass
+  return {"true": True, "false": False}.get(text, text)
+
+
+def parse_variants(text):
+  """'a=k:v,k:v;b' -> {label: (compiler_options, overrides)}."""
+  variants = {}
+  for item in filter(None, (v.strip() for v in text.split(";"))):
+    label, _, spec = item.partition("=")
+    options, overrides = {}, {}
+    for pair in filter(None, spec.split(",")):
+      key, sep, value = pair.partition(":")
+      if not sep:
+        raise SystemExit(f"variant {label!r}: {pair!r} is not key:value")
+      if key.startswith("@"):
+        overrides[key[1:]] = parse_value(value)
+      else:
+        options[key] = parse_value(value)
+    variants[label] = (options, overrides)
+  return variants
+
+
+def relative_difference(a, b):
+  """max |a - b| / max |a| over the leaves of two pytrees."""
+  diffs = jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(jnp.max(jnp.abs(x - y)) /
+                         jnp.maximum(jnp.max(jnp.abs(x)), 1e-12)), a, b))
+  return max(diffs)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  train_step.add_step_flags(parser, steps=8, deformable=0)
+  parser.add_argument("--model", default="hcfcn")
+  parser.add_argument("--variants", default="base")
+  args = parser.parse_args()
+  if args.quick:
+    args.size, args.steps, args.warmup = 64, 5, 1
+  mesh = sharding.make_mesh()
+  load_before = os.getloadavg()
+  variants = parse_variants(args.variants)
+  reference, prepared, rows = None, {}, {}
+  for label, (options, overrides) in variants.items():
+    try:
+      compiled, state, batch, compile_s = train_step.build(
+          args.model, args.lmbda, args.kappa, args, mesh, options or None,
+          overrides)
+    except jax.errors.JaxRuntimeError as e:
+      print(f"{label:14s} does not compile: {str(e).splitlines()[0]}")
+      continue
+    new_state, metrics = compiled(jax.tree.map(jnp.copy, state), batch)
+    result = (float(metrics["loss"]), new_state.params)
+    row = {"options": options, "overrides": overrides,
+           "compile_s": round(compile_s, 2)}
+    if reference is None:
+      reference = result
+    else:
+      row["loss_diff"] = abs(result[0] - reference[0]) / abs(reference[0])
+      row["params_diff"] = relative_difference(reference[1], result[1])
+    del new_state
+
+    def step(compiled=compiled, batch=batch, box=[state]):  # pylint: disable=dangerous-default-value
+      box[0], step_metrics = compiled(box[0], batch)
+      jax.block_until_ready(step_metrics)
+
+    for _ in range(args.warmup):
+      step()
+    prepared[label] = (step, row)
+    print(f"{label:14s} compile {compile_s:6.2f} s", flush=True)
+  rows = timing.time_round_robin(prepared, args.steps, args.batch_size)
+  load_after = os.getloadavg()
+  first = next(iter(rows.values()))["step_s"]
+  for label, r in rows.items():
+    diffs = (f"  loss diff {r['loss_diff']:.1e}  params diff "
+             f"{r['params_diff']:.1e}" if "loss_diff" in r else "")
+    print(f"{label:14s} step {r['step_s']:.4f} s (cpu {r['cpu_s']:.3f} s)  "
+          f"x{r['step_s'] / first:.3f}{diffs}")
+  print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+  print(json.dumps({
+      "benchmark": "xla_options", "jax": jax.__version__,
+      "backend": jax.default_backend(),
+      "machine": platform.processor() or platform.machine(),
+      "cpus": os.cpu_count(), "model": args.model, "lmbda": args.lmbda,
+      "batch_size": args.batch_size, "size": args.size,
+      "deformable": bool(args.deformable), "quick": args.quick,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "load_avg": [round(load_before[0], 2), round(load_after[0], 2)],
+      "results": rows}, default=str))
+
+
+if __name__ == "__main__":
+  main()
