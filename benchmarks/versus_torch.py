@@ -5,7 +5,10 @@ r"""The JAX train step against the PyTorch one, alternated in one process.
   python benchmarks/versus_torch.py --jax=hcfcn0,hcfcn --torch=hcfcn/fast
 
 Builds the JAX steps of `train_step.py` (``deformable=0``: the network
-`torch_reference.py` rebuilds, same parameter count) and the PyTorch steps of
+`torch_reference.py` rebuilds, same parameter count; ``hcfcn+dcn``: with the
+deformable convs, the project's default, which has no PyTorch counterpart
+here: torchvision's ``deform_conv2d`` does not load with the CPU-only torch,
+benchmarks/README.md) and the PyTorch steps of
 `torch_reference.py`, then times them in turn, one step of each per round
 (`timing.py`), so that every JAX figure has a PyTorch figure taken under the
 same machine state. Prints each variant's median step time, its median
@@ -38,8 +41,10 @@ from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   train_step.add_step_flags(parser, steps=12, deformable=0)
-  parser.add_argument("--jax", default="hcfcn0,hcfcn",
-                      help="JAX variants: fcn | hcfcn0 | hcfcn (train_step.py)")
+  parser.add_argument("--jax", default="hcfcn0,hcfcn,hcfcn+dcn",
+                      help="JAX variants: fcn | hcfcn0 | hcfcn (train_step.py),"
+                      " '+dcn': with the deformable convs (the project's "
+                      "default; PyTorch has no counterpart here)")
   parser.add_argument("--torch", default="hcfcn0/fast,hcfcn/fast,hcfcn/authors",
                       help="PyTorch variants, model/setting "
                       "(torch_reference.py)")
@@ -56,7 +61,10 @@ def main():
                   "hcfcn": ("hcfcn", args.lmbda)}
   variants = {}
   for key in args.jax.split(","):
-    variants[f"jax/{key}"] = train_step.prepare(*jax_models[key], args, mesh)
+    name, _, dcn = key.partition("+")
+    overrides = {"model.deformable": True} if dcn == "dcn" else None
+    variants[f"jax/{key}"] = train_step.prepare(*jax_models[name], args, mesh,
+                                                overrides=overrides)
   for spec in args.torch.split(","):
     key, setting = spec.split("/")
     torch_reference.parse_setting(setting)
@@ -70,10 +78,19 @@ def main():
   ratios = {}
   for jkey in args.jax.split(","):
     for spec in args.torch.split(","):
-      if spec.split("/")[0] == jkey:
+      if spec.split("/")[0] == jkey.partition("+")[0]:
         ratio = rows[f"jax/{jkey}"]["step_s"] / rows[f"torch/{spec}"]["step_s"]
         ratios[f"jax/{jkey} : torch/{spec}"] = round(ratio, 4)
         print(f"jax/{jkey} / torch/{spec}: {ratio:.3f}")
+  overhead = {}
+  for prefix, suffix in [("jax/", ""), ("jax/", "+dcn")] + [
+      ("torch/", "/" + spec.split("/")[1]) for spec in args.torch.split(",")]:
+    reg, unreg = (rows.get(f"{prefix}{m}{suffix}") for m in ("hcfcn", "hcfcn0"))
+    if reg and unreg and f"{prefix}hcfcn{suffix}" not in overhead:
+      overhead[f"{prefix}hcfcn{suffix}"] = round(
+          reg["step_s"] / unreg["step_s"], 4)
+      print(f"overhead of the regularizer, {prefix}hcfcn{suffix}: "
+            f"{100 * (reg['step_s'] / unreg['step_s'] - 1):+.1f} %")
   print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
   print(json.dumps({
       "benchmark": "versus_torch", "jax": jax.__version__,
@@ -84,7 +101,7 @@ def main():
       "quick": args.quick, "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
       "load_avg": [round(load_before[0], 2), round(load_after[0], 2)],
-      "results": rows, "ratios": ratios}))
+      "results": rows, "ratios": ratios, "overhead": overhead}))
 
 
 if __name__ == "__main__":

@@ -345,6 +345,37 @@ def test_hand_written_gradients_match_finite_differences(op):
       rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_assign_gradients_match_finite_differences(similarity):
+  # assign's logits use the hand-written correlation gradients (_up, _pool).
+  rng = np.random.default_rng(11)
+  fine = rng.normal(size=(1, 4, 6, 3))
+  coarse = rng.normal(size=(1, 2, 3, 3))
+  ct = rng.normal(size=(1, 4, 6, 9))
+  tau = 0.7
+  loss = jax.jit(lambda f, c: jnp.sum(superpixels.assign(
+      f, c, tau=tau, similarity=similarity) * ct.astype(np.float32)))
+  gf, gc = jax.grad(loss, argnums=(0, 1))(fine.astype(np.float32),
+                                          coarse.astype(np.float32))
+  ref = lambda f, c: np.sum(ref_assign(f, c, tau, similarity) * ct)
+  np.testing.assert_allclose(
+      gf, _finite_difference(lambda v: ref(v, coarse), fine),
+      rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(
+      gc, _finite_difference(lambda v: ref(fine, v), coarse),
+      rtol=1e-3, atol=1e-4)
+  # Second order through the hand-written gradients: a Hessian-vector
+  # product equals a finite difference of the gradient.
+  v = rng.normal(size=fine.shape).astype(np.float32)
+  grad_f = jax.jit(jax.grad(loss))
+  c32 = coarse.astype(np.float32)
+  hvp = jax.grad(lambda f: jnp.vdot(grad_f(f, c32), v))(fine.astype(np.float32))
+  eps = 1e-2
+  fd = (grad_f(fine.astype(np.float32) + eps * v, c32) -
+        grad_f(fine.astype(np.float32) - eps * v, c32)) / (2 * eps)
+  np.testing.assert_allclose(hvp, fd, rtol=2e-2, atol=2e-3)
+
+
 def test_second_order_and_vmap():
   rng = np.random.default_rng(8)
   a = random_assignment(rng, 2, 3, 3)
