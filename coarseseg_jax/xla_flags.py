@@ -9,9 +9,11 @@ add none.
 `xla_cpu_experimental_ynn_fusion_type=-individual_convolution` keeps XLA:CPU
 from handing each convolution to its YNNPACK fusion path on its own, which on
 jax 0.10 made the batch-8 256x256 HCFCN-16 train step 1.23 s -> 1.03 s on the
-2-core development machine; without the deformable convs it runs in 0.87 s,
-against 0.91 s for the same model in PyTorch eager (benchmarks/README.md).
-With YNNPACK fusions off entirely the step takes 0.98 s.
+2-core development machine; without the deformable convs it took 0.83 s with
+the flag and 0.98 s with YNNPACK fusions off entirely. The other XLA:CPU
+options tried (oneDNN, YNNPACK convolutions, vector width, schedulers) did
+not make it faster, and it remains 1.14-1.17x a careful PyTorch eager step
+(benchmarks/README.md, issue 17).
 """
 
 import importlib.util

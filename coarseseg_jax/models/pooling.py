@@ -2,27 +2,27 @@
 
 `max_pool_3x3_s2` computes exactly ``flax.linen.max_pool(x, (3, 3), (2, 2),
 padding=((1, 1), (1, 1)))``, values and gradients, but in a form XLA:CPU runs
-about 2.8x faster forward and backward (issue 17).
+about 2x faster forward and 2.3x faster forward + backward
+(``benchmarks/max_pool.py``; issue 17).
 
 Why: XLA differentiates ``reduce_window(max)`` with a variadic reduce-window
 that carries four int32 index arrays of the full input size through the
 forward pass, then a select-and-scatter. In the batch-8 256x256 HCFCN-16
 train step on the 2-core CPU (``benchmarks/profile_step.py``) the pool and
-its index arrays took about 125 ms of a 1.7 s step, against about 15 ms for
-PyTorch's ``max_pool2d_with_indices`` and its backward.
+its index arrays took about 125 ms of a 1.7 s step, against about 18 ms for
+PyTorch's ``max_pool2d_with_indices`` and its backward; this pool makes the
+step 5-6 % faster (benchmarks/README.md).
 
-How: the input's rows and columns are split by parity, so each output cell's
-9 candidates are whole-array slices (the candidate above / left of a window is
-the odd row / column of the previous cell, -inf outside the image). The
-forward pass keeps the running maximum and, as int8, the index ``k = 3 dy +
-dx`` of the first candidate that attains it: the candidate XLA's
+How: each output cell's 9 candidates are strided slices of the input padded
+with -inf. The forward pass keeps the running maximum and, as int8, the index
+``k = 3 dy + dx`` of the first candidate that attains it: the candidate XLA's
 select-and-scatter gives the gradient to, so ties (e.g. equal ReLU outputs)
 are broken the same way and the gradients are equal, up to float32 rounding
 where an input is the maximum of several windows (their gradients are added
 in another order; 1e-6 relative). The backward pass
-gathers, for each input parity class, the output gradients of the 1, 2 or 4
-windows that read it and whose argmax it is: elementwise ops that XLA fuses,
-no scatter. NaN propagates, as through XLA's max.
+splits the input by row and column parity and gathers, for each parity
+class, the output gradients of the 1, 2 or 4 windows that read it and whose
+argmax it is: elementwise ops that XLA fuses, no scatter. NaN propagates, as through XLA's max.
 """
 
 from typing import List, Tuple
@@ -37,14 +37,6 @@ def _check(x: jax.Array) -> None:
                      f"with even height and width, got shape {tuple(x.shape)}.")
 
 
-def _shift(x: jax.Array, axis: int, fill: float) -> jax.Array:
-  """``out[i] = x[i - 1]`` along ``axis``, ``fill`` at ``i = 0``."""
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (1, 0)
-  padded = jnp.pad(x, pad, constant_values=fill)
-  return jax.lax.slice_in_dim(padded, 0, x.shape[axis], axis=axis)
-
-
 def _unshift(x: jax.Array, axis: int) -> jax.Array:
   """``out[i] = x[i + 1]`` along ``axis``, 0 at the last ``i``."""
   pad = [(0, 0)] * x.ndim
@@ -56,16 +48,14 @@ def _candidates(x: jax.Array) -> List[jax.Array]:
   """The 9 ``(B, H/2, W/2, C)`` candidates of every window, ``k = 3 dy + dx``.
 
   Candidate ``(dy, dx)`` of output ``(u, v)`` is input ``(2u + dy - 1,
-  2v + dx - 1)``: the odd row of cell ``u - 1`` (dy = 0), the even row of
-  cell ``u`` (1), its odd row (2); columns alike.
+  2v + dx - 1)``, -inf outside the image: a strided slice of the padded
+  input (XLA fuses the slices into their consumers).
   """
-  b, h, w, c = x.shape
-  cells = x.reshape(b, h // 2, 2, w // 2, 2, c)
-  rows = (_shift(cells[:, :, 1], 1, -jnp.inf), cells[:, :, 0], cells[:, :, 1])
-  out = []
-  for r in rows:  # (B, h, w, 2, C)
-    out += [_shift(r[:, :, :, 1], 2, -jnp.inf), r[:, :, :, 0], r[:, :, :, 1]]
-  return out
+  _, h, w, _ = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)),
+                   constant_values=-jnp.inf)
+  return [padded[:, dy:dy + h:2, dx:dx + w:2]
+          for dy in range(3) for dx in range(3)]
 
 
 def _forward(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -94,7 +84,10 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     reverse mode only (`jax.custom_vjp`).
   """
   _check(x)
-  return _forward(x)[0]
+  # Not differentiated (evaluation, prediction): XLA's own reduce-window.
+  return jax.lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), jax.lax.max,
+                               (1, 3, 3, 1), (1, 2, 2, 1),
+                               ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
 def _fwd(x):
