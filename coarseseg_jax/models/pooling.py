@@ -1,9 +1,10 @@
 """The ResNet stem's 3x3 / stride-2 max-pool, with a cheap gradient (NHWC).
 
 `max_pool_3x3_s2` computes exactly ``flax.linen.max_pool(x, (3, 3), (2, 2),
-padding=((1, 1), (1, 1)))``, values and gradients, but in a form XLA:CPU runs
-about 2x faster forward and 2.3x faster forward + backward
-(``benchmarks/max_pool.py``; issue 17).
+padding=((1, 1), (1, 1)))``, values and gradients, but differentiated in a
+form XLA:CPU runs about 4x faster forward + backward
+(``benchmarks/max_pool.py``; issue 17). Not differentiated (evaluation), it
+is XLA's own reduce-window.
 
 Why: XLA differentiates ``reduce_window(max)`` with a variadic reduce-window
 that carries four int32 index arrays of the full input size through the
@@ -11,7 +12,7 @@ forward pass, then a select-and-scatter. In the batch-8 256x256 HCFCN-16
 train step on the 2-core CPU (``benchmarks/profile_step.py``) the pool and
 its index arrays took about 125 ms of a 1.7 s step, against about 18 ms for
 PyTorch's ``max_pool2d_with_indices`` and its backward; this pool makes the
-step 5-6 % faster (benchmarks/README.md).
+step 2.5-7 % faster (benchmarks/README.md).
 
 How: each output cell's 9 candidates are strided slices of the input padded
 with -inf. The forward pass keeps the running maximum and, as int8, the index
@@ -19,10 +20,10 @@ with -inf. The forward pass keeps the running maximum and, as int8, the index
 select-and-scatter gives the gradient to, so ties (e.g. equal ReLU outputs)
 are broken the same way and the gradients are equal, up to float32 rounding
 where an input is the maximum of several windows (their gradients are added
-in another order; 1e-6 relative). The backward pass
-splits the input by row and column parity and gathers, for each parity
-class, the output gradients of the 1, 2 or 4 windows that read it and whose
-argmax it is: elementwise ops that XLA fuses, no scatter. NaN propagates, as through XLA's max.
+in another order; 1e-6 relative). The backward pass splits the input by row
+and column parity and gathers, for each parity class, the output gradients
+of the 1, 2 or 4 windows that read it and whose argmax it is: elementwise
+ops that XLA fuses, no scatter. NaN propagates, as through XLA's max.
 """
 
 from typing import List, Tuple
