@@ -2,10 +2,10 @@ r"""The train step under several XLA options or model variants, in one process.
 
   python benchmarks/xla_options.py --variants="base;onednn=xla_cpu_use_onednn:true"
   python benchmarks/xla_options.py --quick --variants="base;w512=xla_cpu_prefer_vector_width:512"
-  python benchmarks/xla_options.py --variants="base;pool=@model.max_pool:slices"
+  python benchmarks/xla_options.py --variants="base;bf16=@model.dtype:bfloat16"
 
 Each variant is ``label=key:value,key:value`` (``base``: no change). A key
-that starts with ``@`` is a config override (``@model.width:32``), any other
+that starts with ``@`` is a config override (``@model.dtype:bfloat16``), any other
 key an XLA debug option passed as a compiler option to this variant's
 compilation only (the spelling of XLA_FLAGS without the dashes), on top of
 the process's XLA_FLAGS (the project's CPU flag). All variants compile the

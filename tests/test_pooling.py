@@ -26,6 +26,9 @@ def _inputs():
 def test_values_and_gradients_equal_flax(index):
   x = jnp.asarray(_inputs()[index])
   np.testing.assert_array_equal(pooling.max_pool_3x3_s2(x), flax_pool(x))
+  # Differentiated, the forward pass is our own (with the argmax): same values.
+  out, _ = jax.vjp(pooling.max_pool_3x3_s2, x)
+  np.testing.assert_array_equal(out, flax_pool(x))
   g = jax.random.normal(jax.random.PRNGKey(index),
                         (x.shape[0], x.shape[1] // 2, x.shape[2] // 2,
                          x.shape[3]))
@@ -48,6 +51,9 @@ def test_jit_bfloat16_and_nan():
   nan = np.isnan(np.asarray(out[0, :, :, 0]))
   assert nan.sum() == 4 and nan[2:4, 2:4].all()
   np.testing.assert_array_equal(nan, np.isnan(np.asarray(flax_pool(x)[0, :, :, 0])))
+  differentiated, _ = jax.vjp(pooling.max_pool_3x3_s2, x)
+  np.testing.assert_array_equal(np.isnan(np.asarray(differentiated)),
+                                np.isnan(np.asarray(out)))
 
 
 def test_odd_size_is_refused():

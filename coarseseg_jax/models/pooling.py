@@ -81,8 +81,8 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
   Returns:
     The pooled array, equal to ``flax.linen.max_pool(x, (3, 3), (2, 2),
     padding=((1, 1), (1, 1)))``; its gradient equals that of flax's pool
-    too, ties included, up to float32 rounding (see the module docstring). Differentiable in
-    reverse mode only (`jax.custom_vjp`).
+    too, ties included, up to float32 rounding (see the module docstring).
+    Differentiable in reverse mode only (`jax.custom_vjp`).
   """
   _check(x)
   # Not differentiated (evaluation, prediction): XLA's own reduce-window.
