@@ -92,17 +92,32 @@ def prepare(name, lmbda, kappa, args, mesh, compiler_options=None,
   """
   compiled, state, batch, compile_s = build(
       name, lmbda, kappa, args, mesh, compiler_options, overrides)
-  for _ in range(args.warmup):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
+  return warmed_up(compiled, state, batch, args.warmup), {
+      "model": name, "lmbda": lmbda, "kappa": kappa,
+      "compile_s": round(compile_s, 2)}
+
+
+def warmed_up(compiled, state, batch, warmup):
+  """`step()` running `compiled` on its own `state` (donated) and `batch`,
+  after `warmup` steps; it blocks until the step is done."""
+  for _ in range(warmup):
+    state, _ = compiled(state, batch)
+  jax.block_until_ready(state)
 
   def step():
     nonlocal state
     state, step_metrics = compiled(state, batch)
     jax.block_until_ready(step_metrics)
 
-  return step, {"model": name, "lmbda": lmbda, "kappa": kappa,
-                "compile_s": round(compile_s, 2)}
+  return step
+
+
+def variant(key, args):
+  """A `--models` key -> (model name, lambda, kappa) for `build`."""
+  variants = {"fcn": ("fcn", 0.0, 0.0), "hcfcn0": ("hcfcn", 0.0, 0.0),
+              "hcfcn": ("hcfcn", args.lmbda, args.kappa),
+              "unet": ("unet", 0.0, 0.0)}
+  return variants[key]
 
 
 def add_step_flags(parser: argparse.ArgumentParser, steps: int,
@@ -123,20 +138,23 @@ def add_step_flags(parser: argparse.ArgumentParser, steps: int,
                       " (the like-for-like comparison with PyTorch).")
 
 
+def parse_step_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+  """Parses the command line; --quick: 64x64, 5 timed steps, 1 warm-up."""
+  args = parser.parse_args()
+  if args.quick:
+    args.size, args.steps, args.warmup = 64, 5, 1
+  return args
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_step_flags(parser, steps=10, deformable=1)
   parser.add_argument("--models", default="fcn,hcfcn0,hcfcn")
-  args = parser.parse_args()
-  if args.quick:
-    args.size, args.steps, args.warmup = 64, 5, 1
+  args = parse_step_args(parser)
   mesh = sharding.make_mesh()
-  variants = {"fcn": ("fcn", 0.0, 0.0), "hcfcn0": ("hcfcn", 0.0, 0.0),
-              "hcfcn": ("hcfcn", args.lmbda, args.kappa),
-              "unet": ("unet", 0.0, 0.0)}
   prepared = {}
   for key in args.models.split(","):
-    prepared[key] = prepare(*variants[key], args, mesh)
+    prepared[key] = prepare(*variant(key, args), args, mesh)
     print(f"{key:8s} compile {prepared[key][1]['compile_s']:7.2f} s",
           flush=True)
   rows = timing.time_round_robin(prepared, args.steps, args.batch_size)

@@ -49,22 +49,18 @@ def main():
                       help="PyTorch variants, model/setting "
                       "(torch_reference.py)")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
-  args = parser.parse_args()
-  if args.quick:
-    args.size, args.steps, args.warmup = 64, 5, 1
+  args = train_step.parse_step_args(parser)
   torch.set_num_threads(args.threads)
   mesh = sharding.make_mesh()
   load_before = os.getloadavg()
-  jax_models = {"fcn": ("fcn", 0.0, 0.0), "hcfcn0": ("hcfcn", 0.0, 0.0),
-                "hcfcn": ("hcfcn", args.lmbda, args.kappa)}
   torch_models = {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
                   "hcfcn": ("hcfcn", args.lmbda)}
   variants = {}
   for key in args.jax.split(","):
     name, _, dcn = key.partition("+")
     overrides = {"model.deformable": True} if dcn == "dcn" else None
-    variants[f"jax/{key}"] = train_step.prepare(*jax_models[name], args, mesh,
-                                                overrides=overrides)
+    variants[f"jax/{key}"] = train_step.prepare(
+        *train_step.variant(name, args), args, mesh, overrides=overrides)
   for spec in args.torch.split(","):
     key, setting = spec.split("/")
     torch_reference.parse_setting(setting)

@@ -88,13 +88,11 @@ def main():
   train_step.add_step_flags(parser, steps=8, deformable=0)
   parser.add_argument("--model", default="hcfcn")
   parser.add_argument("--variants", default="base")
-  args = parser.parse_args()
-  if args.quick:
-    args.size, args.steps, args.warmup = 64, 5, 1
+  args = train_step.parse_step_args(parser)
   mesh = sharding.make_mesh()
   load_before = os.getloadavg()
   variants = parse_variants(args.variants)
-  reference, prepared, rows = None, {}, {}
+  reference, prepared = None, {}
   for label, (options, overrides) in variants.items():
     try:
       compiled, state, batch, compile_s = train_step.build(
@@ -113,14 +111,8 @@ def main():
       row["loss_diff"] = abs(result[0] - reference[0]) / abs(reference[0])
       row["grad_diff"] = relative_difference(reference[1], result[1])
     del new_state
-
-    def step(compiled=compiled, batch=batch, box=[state]):  # pylint: disable=dangerous-default-value
-      box[0], step_metrics = compiled(box[0], batch)
-      jax.block_until_ready(step_metrics)
-
-    for _ in range(args.warmup):
-      step()
-    prepared[label] = (step, row)
+    prepared[label] = (train_step.warmed_up(compiled, state, batch,
+                                            args.warmup), row)
     print(f"{label:14s} compile {compile_s:6.2f} s", flush=True)
   rows = timing.time_round_robin(prepared, args.steps, args.batch_size)
   load_after = os.getloadavg()
