@@ -37,7 +37,7 @@ def time_round_robin(variants: Dict[str, Tuple[Callable[[], object], dict]],
   rows = {}
   for key, (_, row) in variants.items():
     step_s = float(np.median(times[key]))
-    rows[key] = dict(row, step_s=round(step_s, 4),
+    rows[key] = dict(row, step_s=round(step_s, 6),
                      cpu_s=round(float(np.median(cpu[key])), 4),
                      images_per_s=round(batch_size / step_s, 2))
   return rows

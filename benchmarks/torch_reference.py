@@ -241,8 +241,8 @@ class HCFCN(nn.Module):
         if mod.bias is not None:
           nn.init.zeros_(mod.bias)
 
-  def forward(self, images):
-    """(B, 3, H, W) in [0, 1] -> (logits (B, classes, H, W), [A_4, A_8])."""
+  def encode(self, images):
+    """(B, 3, H, W) in [0, 1] -> the encoder's features (resnet.py's keys)."""
     x = (images - self.mean) / self.std
     x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
     feats = {}
@@ -252,7 +252,12 @@ class HCFCN(nn.Module):
         if i == 0 and stage > 1:
           feats[f"layer{stage}_down"] = x
       feats[f"layer{stage}"] = x
-    logits, assignments = self.head(x), []
+    return feats
+
+  def forward(self, images):
+    """(B, 3, H, W) in [0, 1] -> (logits (B, classes, H, W), [A_4, A_8])."""
+    feats = self.encode(images)
+    logits, assignments = self.head(feats["layer3"]), []
     assign_op, up, _ = SP_OPS[self.sp_ops]
     if self.superpixels:
       # (stride s, fine features at s, coarse at 2s), coarsest first, as ours.
