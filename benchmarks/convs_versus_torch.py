@@ -107,8 +107,8 @@ def encoder_steps(batch_size, size, blocks, width, seed=0):
   cot = rng.standard_normal(out_shape).astype(np.float32)
 
   def loss(params, batch_stats, x):
-    feats, _ = enc.apply({"params": params, "batch_stats": batch_stats}, x,
-                         True, mutable=["batch_stats"])
+    feats, _ = enc.apply({"params": params, "batch_stats": batch_stats},
+                         resnet.normalise(x), True, mutable=["batch_stats"])
     return jnp.sum(feats["layer3"] * cot)
 
   grad = jax.jit(jax.grad(loss))
