@@ -13,7 +13,7 @@ jax 0.10 made the batch-8 256x256 HCFCN-16 train step 1.23 s -> 1.03 s on the
 the flag and 0.98 s with YNNPACK fusions off entirely. The other XLA:CPU
 options tried (oneDNN, YNNPACK convolutions, vector width, schedulers) did
 not make it faster, and it remains 1.14-1.22x a careful PyTorch eager step:
-XLA:CPU's convolution kernels (Eigen's) are 1.1-1.8x oneDNN's, 1.31x summed
+XLA:CPU's convolution kernels (Eigen's) are 1.04-2.5x oneDNN's, 1.28x summed
 over the encoder's (benchmarks/README.md, issue 17).
 """
 
