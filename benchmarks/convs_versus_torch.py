@@ -43,10 +43,10 @@ import torch_reference  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax.models import resnet  # pylint: disable=g-import-not-at-top
 
-# name -> (input size / image size, in, out channels / width, kernel, stride,
-# input gradient taken).
+# name -> (input size / image size, in, out channels / width (0: the image's
+# 3 channels), kernel, stride, input gradient taken).
 CONVS = {
-    "stem 7x7/2": (1, 3 / 64, 1, 7, 2, False),
+    "stem 7x7/2": (1, 0, 1, 7, 2, False),
     "layer1 3x3": (1 / 4, 1, 1, 3, 1, True),
     "layer2_0 3x3/2": (1 / 4, 1, 2, 3, 2, True),
     "layer2 3x3": (1 / 8, 2, 2, 3, 1, True),
@@ -151,7 +151,7 @@ def main():
   calls = {}
   count = counts(blocks)
   for name, (scale, cin, cout, k, stride, dx) in CONVS.items():
-    cin, cout = round(cin * width), round(cout * width)
+    cin, cout = (c * width or 3 for c in (cin, cout))
     hw = int(args.size * scale)
     x = rng.standard_normal((args.batch_size, hw, hw, cin)).astype(np.float32)
     w = (rng.standard_normal((k, k, cin, cout)) * 0.05).astype(np.float32)
