@@ -62,6 +62,13 @@ def counts(blocks):
 PASSES = ("fwd", "input grad", "weight grad")
 
 
+def to_torch(array, dims=(0, 3, 1, 2)):
+  """A NHWC (or, with dims (3, 2, 0, 1), HWIO) array -> the NCHW-shaped
+  (OIHW) channels_last tensor PyTorch's oneDNN kernels read."""
+  return torch.from_numpy(array).permute(*dims).contiguous(
+      memory_format=torch.channels_last)
+
+
 def jax_passes(x, w, stride):
   """{pass: no-argument call that blocks} for one NHWC / HWIO convolution."""
   pad = w.shape[0] // 2
@@ -116,10 +123,7 @@ def encoder_steps(batch_size, size, blocks, width, seed=0):
   model = torch_reference.HCFCN(stage_blocks=blocks, width=width,
                                 superpixels=False).train()
   model = model.to(memory_format=torch.channels_last)
-  timages = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(
-      memory_format=torch.channels_last)
-  tcot = torch.from_numpy(cot).permute(0, 3, 1, 2).contiguous(
-      memory_format=torch.channels_last)
+  timages, tcot = to_torch(images), to_torch(cot)
 
   def torch_step():
     model.zero_grad(set_to_none=True)
@@ -155,13 +159,11 @@ def main():
     hw = int(args.size * scale)
     x = rng.standard_normal((args.batch_size, hw, hw, cin)).astype(np.float32)
     w = (rng.standard_normal((k, k, cin, cout)) * 0.05).astype(np.float32)
-    tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(
-        memory_format=torch.channels_last)
-    tw = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous(
-        memory_format=torch.channels_last)
     for fw, passes in (("jax", jax_passes(jnp.asarray(x), jnp.asarray(w),
                                           stride)),
-                       ("torch", torch_passes(tx, tw, stride))):
+                       ("torch", torch_passes(to_torch(x),
+                                              to_torch(w, (3, 2, 0, 1)),
+                                              stride))):
       for p, call in passes.items():
         if p != "input grad" or dx:
           call()  # compile / warm up

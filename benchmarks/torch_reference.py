@@ -302,6 +302,12 @@ def parse_setting(setting):
   return changes
 
 
+def variant(key, lmbda):
+  """A `--models` key -> (model name, lambda) for `prepare`."""
+  return {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
+          "hcfcn": ("hcfcn", lmbda)}[key]
+
+
 def prepare(name, lmbda, setting, args):
   """A warmed-up step closure of one variant and its row (model, params)."""
   changes = parse_setting(setting)
@@ -349,12 +355,10 @@ def main():
   if args.quick:
     args.size, args.steps, args.warmup = 64, 5, 1
   torch.set_num_threads(args.threads)
-  variants = {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
-              "hcfcn": ("hcfcn", args.lmbda)}
   settings = args.settings.split(",")
   for setting in settings:
     parse_setting(setting)
-  steps = {f"{key}/{setting}": prepare(*variants[key], setting, args)
+  steps = {f"{key}/{setting}": prepare(*variant(key, args.lmbda), setting, args)
            for setting in settings for key in args.models.split(",")}
   rows = timing.time_round_robin(steps, args.steps, args.batch_size)
   for key, r in rows.items():

@@ -53,8 +53,6 @@ def main():
   torch.set_num_threads(args.threads)
   mesh = sharding.make_mesh()
   load_before = os.getloadavg()
-  torch_models = {"fcn": ("fcn", 0.0), "hcfcn0": ("hcfcn", 0.0),
-                  "hcfcn": ("hcfcn", args.lmbda)}
   variants = {}
   for key in args.jax.split(","):
     name, _, dcn = key.partition("+")
@@ -65,7 +63,7 @@ def main():
     key, setting = spec.split("/")
     torch_reference.parse_setting(setting)
     variants[f"torch/{spec}"] = torch_reference.prepare(
-        *torch_models[key], setting, args)
+        *torch_reference.variant(key, args.lmbda), setting, args)
   rows = timing.time_round_robin(variants, args.steps, args.batch_size)
   load_after = os.getloadavg()
   for key, r in rows.items():
