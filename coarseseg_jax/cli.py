@@ -98,7 +98,11 @@ def parse_flags(argv: Sequence[str]) -> List[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:  # Unknown flag, bad value, missing --config.
-    _usage_error(str(e).splitlines()[0])
+    text = str(e)
+    if "Error whilst parsing config file" in text:  # get_config raised.
+      text = ("the config file failed to load: "
+              f"{_last_line(e)}")
+    _usage_error(text.splitlines()[0])
   except (KeyError, AttributeError) as e:  # A misspelt --config.* field.
     text = _field_error(str(e.args[0] if e.args else e))
     field = re.match(r"'([^']*)'", text)

@@ -11,11 +11,15 @@ import ml_collections
 
 from coarseseg_jax import datasets
 from coarseseg_jax import evaluate
+from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax.errors import ConfigError
 
 # Models whose decoder produces superpixel assignments (needed by lmbda/kappa).
 SUPERPIXEL_MODELS = ("hcfcn",)
+# Selection metrics that coarse validation labels can score (no boundaries).
+COARSE_SELECTABLE = tuple(m for m in evaluate.SELECTABLE
+                          if "boundary" not in m)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -74,6 +78,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.train.select_metric={t.select_metric!r} is not a "
         f"validation metric ({', '.join(evaluate.SELECTABLE)}).")
+  labels = d.get("validation_labels", "fine")
+  if labels not in ("fine", "coarse"):
+    raise ConfigError(f"config.data.validation_labels={labels!r}: use 'fine' "
+                      "or 'coarse'.")
+  if labels == "coarse" and t.select_metric not in COARSE_SELECTABLE:
+    raise ConfigError(
+        f"config.train.select_metric={t.select_metric!r} needs fine "
+        "validation labels (coarse labels have no class boundaries); use "
+        f"{' or '.join(COARSE_SELECTABLE)}, or data.validation_labels='fine'.")
 
 
 def _validate_training_options(config) -> None:
@@ -94,6 +107,17 @@ def _validate_training_options(config) -> None:
         f"{n} (one per class), all >= 0, not all 0.")
   if t.get("profile_steps", 0) < 0:
     raise ConfigError("config.train.profile_steps must be >= 0.")
+  for key, valid in (("slic_resize", losses.SLIC_RESIZES),
+                     ("slic_position_norm", losses.SLIC_POSITION_NORMS),
+                     ("validation_mode", ("eval", "train"))):
+    if t[key] not in valid:
+      raise ConfigError(f"config.train.{key}={t[key]!r}: use one of "
+                        f"{', '.join(valid)}.")
+  m = config.model
+  if m.pretrained_format not in models.PRETRAINED_FORMATS:
+    raise ConfigError(
+        f"config.model.pretrained_format={m.pretrained_format!r}: use one of "
+        f"{', '.join(models.PRETRAINED_FORMATS)}.")
 
 
 def resolve_num_classes(config: ml_collections.ConfigDict) -> None:

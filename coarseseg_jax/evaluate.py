@@ -1,5 +1,9 @@
 """Evaluation on fine labels: the one evaluator of validation, test and eval.
 
+(Every metric is computed against the batches' `label_fine`, which holds the
+coarse labels when validation selects on them: `data.validation_labels`,
+`input_pipeline.create_eval_iterator(targets=...)`.)
+
 `make_eval_step` builds the pure, sharded part: the forward pass, the
 prediction and every per-image figure (pixel accuracy, confusion matrix,
 boundary recall and F1 at each image's own size and default radius, ASA of
@@ -51,23 +55,33 @@ SELECTABLE = METRICS
 _HOST_KEYS = ("mask", "height", "width", "label_fine", "label", "slic")
 
 
-def make_predict_fn(model) -> Callable:
+def make_predict_fn(model, train_mode: bool = False) -> Callable:
   """`predict(variables, images) -> (pred, logits, assignments)`.
 
   `images` (B, H, W, 3) float32 in [0, 1], H and W multiples of 16; `pred`
   (B, H, W) int32 class ids, `logits` float32 (B, H, W, C), `assignments`
   the model's soft superpixels (finest first; empty for models without).
+  `train_mode`: the forward pass of training (BN batch statistics, dropout
+  from a fixed key), as the authors' code validates
+  (`config.train.validation_mode = "train"`); the updated BN statistics are
+  discarded.
   """
 
   def predict(variables, images):
-    logits, assignments = model.apply(variables, images, train=False)
+    if train_mode:
+      (logits, assignments), _ = model.apply(
+          variables, images, train=True, mutable=["batch_stats"],
+          rngs={"dropout": jax.random.key(0)})
+    else:
+      logits, assignments = model.apply(variables, images, train=False)
     return (jnp.argmax(logits, axis=-1).astype(jnp.int32), logits,
             assignments)
 
   return predict
 
 
-def make_eval_step(model, num_classes: int) -> Callable:
+def make_eval_step(model, num_classes: int,
+                   train_mode: bool = False) -> Callable:
   """Returns `eval_step(variables, batch) -> dict of per-image arrays`.
 
   Batch keys used: `image` (B, H, W, 3) float32, `label_fine` and `label`
@@ -78,9 +92,9 @@ def make_eval_step(model, num_classes: int) -> Callable:
   `loss` and `loss_pixels` (B,) (mean cross-entropy on the training labels
   and their count); for models with superpixel upsampling `asa` and
   `superpixel_asa` (B,), `superpixels` (B, H/4, W/4) and the `DIAGNOSTICS`
-  of the assignments (B,).
+  of the assignments (B,). `train_mode`: see `make_predict_fn`.
   """
-  predict = make_predict_fn(model)
+  predict = make_predict_fn(model, train_mode)
 
   def eval_step(variables, batch):
     pred, logits, assignments = predict(variables, batch["image"])
@@ -160,12 +174,14 @@ class Evaluator:
     self.num_classes, self.mesh = num_classes, mesh
     self.class_names = (list(class_names) if class_names
                         else [str(i) for i in range(num_classes)])
-    self._step = jax.jit(make_eval_step(model, num_classes))
+    self._steps = {mode: jax.jit(make_eval_step(model, num_classes, mode))
+                   for mode in (False, True)}
 
   def run(self, variables: Any, batches: Iterable[dict], *, full: bool = False,
           num_samples: int = 0, desc: Optional[str] = None,
           total: Optional[int] = None,
-          should_stop: Optional[Callable[[], bool]] = None) -> EvalResult:
+          should_stop: Optional[Callable[[], bool]] = None,
+          train_mode: bool = False) -> EvalResult:
     """Evaluates over a finite iterator of process-local eval batches.
 
     Args:
@@ -176,8 +192,10 @@ class Evaluator:
       desc, total: a progress bar (process 0) with this title and length.
       should_stop: checked after every batch; when it returns True the
         evaluation ends with `interruption.EvalStopped` (single process).
+      train_mode: the training forward pass (`make_predict_fn`): validation
+        with ``config.train.validation_mode = "train"``.
     """
-    step = self._step
+    step = self._steps[bool(train_mode)]
     rows: List[dict] = []
     samples: List[dict] = []
     confusion = np.zeros((self.num_classes,) * 2, np.int64)

@@ -106,16 +106,20 @@ def _read(builder, split) -> tf.data.Dataset:
       read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=False))
 
 
-def _decode(builder, record, label_key: str) -> Dict[str, tf.Tensor]:
+def _decode(builder, record, label_key: str,
+            fine_key: str = "label_fine") -> Dict[str, tf.Tensor]:
   """image uint8 (H, W, 3); `labels` int32 (3, H, W): label, fine, slic.
+
+  `fine_key`: the stored labels of the `label_fine` channel (label_coarse for
+  coarse validation, `create_eval_iterator`'s `targets`).
 
   The labels are stacked on a leading axis so that one op (a slice, a flip, a
   nearest-neighbour resize of a "batch" of 3) transforms all three jointly.
   """
   features = builder.info.features
-  fine = tf.cast(features["label_fine"].decode_example(record["label_fine"]),
+  fine = tf.cast(features[fine_key].decode_example(record[fine_key]),
                  tf.int32)[..., 0]
-  label = fine if label_key == "label_fine" else tf.cast(
+  label = fine if label_key == fine_key else tf.cast(
       features[label_key].decode_example(record[label_key]), tf.int32)[..., 0]
   slic = tf.cast(features["slic"].decode_example(record["slic"]), tf.int32)
   image = features["image"].decode_example(record["image"])
@@ -308,10 +312,11 @@ def eval_pad_size(builder: tfds.core.DatasetBuilder, data_config,
 
 
 def _eval_example(builder, label_key: str, crop: Optional[int],
-                  pad: Tuple[int, int], record) -> Dict[str, tf.Tensor]:
+                  pad: Tuple[int, int], record,
+                  fine_key: str = "label_fine") -> Dict[str, tf.Tensor]:
   """One eval example: decoded, centre-cropped (`crop`), padded to `pad`."""
   pad_h, pad_w = pad
-  decoded = _decode(builder, record, label_key)
+  decoded = _decode(builder, record, label_key, fine_key)
   image, labels = decoded["image"], decoded["labels"]
   shape = tf.shape(image)
   if crop:
@@ -336,7 +341,7 @@ def create_eval_iterator(
     builder: tfds.core.DatasetBuilder, data_config, split: str,
     batch_size: int, *, process_index: Optional[int] = None,
     process_count: Optional[int] = None,
-    pad_to: Optional[Tuple[int, int]] = None,
+    pad_to: Optional[Tuple[int, int]] = None, targets: str = "fine",
 ) -> Iterator[Dict[str, np.ndarray]]:
   """Finite iterator over this process's share of `split`, one pass.
 
@@ -349,6 +354,9 @@ def create_eval_iterator(
     process_index, process_count: default to JAX's; explicit for tests.
     pad_to: (height, width) to pad to (each a multiple of 16, at least every
       evaluated image); default `eval_pad_size(builder, data_config, split)`.
+    targets: the labels every metric is computed against, in `label_fine`:
+      "fine", or "coarse" (`data.validation_labels`: selection without fine
+      labels; then `label` holds the coarse labels too).
 
   Yields:
     `num_eval_batches(...)` dicts with `b = batch_size // process_count`:
@@ -359,7 +367,10 @@ def create_eval_iterator(
   _hide_tf_accelerators()
   index, count = _processes(process_index, process_count)
   local = _local_batch(batch_size, count)
-  label_key = _label_key(data_config)
+  if targets not in ("fine", "coarse"):
+    raise ValueError(f"targets={targets!r} must be 'fine' or 'coarse'.")
+  fine_key = f"label_{targets}"
+  label_key = (fine_key if targets == "coarse" else _label_key(data_config))
   pad_h, pad_w = pad_to or eval_pad_size(builder, data_config, split)
   if pad_h % _ALIGN or pad_w % _ALIGN:
     raise ValueError(f"pad_to={pad_to} must be multiples of {_ALIGN}.")
@@ -368,7 +379,7 @@ def create_eval_iterator(
   total = -(-max(sizes) // local) * local
 
   example = functools.partial(_eval_example, builder, label_key, crop,
-                              (pad_h, pad_w))
+                              (pad_h, pad_w), fine_key=fine_key)
   dummy = {"image": tf.zeros([pad_h, pad_w, 3], tf.float32),
            "label": tf.fill([pad_h, pad_w], IGNORE_LABEL),
            "label_fine": tf.fill([pad_h, pad_w], IGNORE_LABEL),

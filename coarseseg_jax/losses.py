@@ -71,12 +71,46 @@ def _finest_stride(hw, assignments, what):
   return h // hf
 
 
+SLIC_RESIZES = ("block_mean", "bilinear")
+SLIC_POSITION_NORMS = ("cell_side", "stride_squared")
+
+
+def torch_bilinear_resize(x: jax.Array, hw: Sequence[int]) -> jax.Array:
+  """PyTorch's ``F.interpolate(x, hw, mode='bilinear', align_corners=False)``
+  (no antialiasing), NHWC: ``(B, H, W, C) -> (B, h, w, C)`` in float32.
+
+  Output pixel ``i`` reads the source position ``max((i + 0.5) H / h - 0.5, 0)``
+  linearly between its two neighbours (the last one repeated at the edge).
+  Downsampling by an integer factor s therefore averages only the 2 (even s)
+  or 1 (odd s) central source pixels of each block, per axis. Indices and
+  weights are static (NumPy), so the op is two gathers and a blend per axis.
+  """
+  x = x.astype(jnp.float32)
+  for axis, (n_in, n_out) in ((1, (x.shape[1], hw[0])),
+                              (2, (x.shape[2], hw[1]))):
+    if n_in == n_out:
+      continue
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int32)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = (src - i0).astype(np.float32)
+    shape = [1, 1, 1, 1]
+    shape[axis] = n_out
+    frac = frac.reshape(shape)
+    x = (jnp.take(x, i0, axis=axis) * (1 - frac) +
+         jnp.take(x, i1, axis=axis) * frac)
+  return x
+
+
 def slic_loss(image: jax.Array, assignments: Sequence[jax.Array],
-              m: float) -> jax.Array:
+              m: float, resize: str = "block_mean",
+              position_norm: str = "cell_side") -> jax.Array:
   """The paper's SLIC-style reconstruction regularizer.
 
   Steps: (1) the image is averaged over ``s0 x s0`` blocks down to the finest
-  assignment grid (``s0 = H / H_finest``); (2) converted to CIELAB; (3) the
+  assignment grid (``s0 = H / H_finest``; ``resize="bilinear"``: sampled
+  bilinearly as the authors' code does, `torch_bilinear_resize`, which reads
+  only the central 2x2 pixels of each 4x4 block); (2) converted to CIELAB; (3) the
   position ``XY = (column, row)`` of each pixel of that grid is appended;
   (4) these 5 channels are downsampled through every assignment, finest
   first, and upsampled back in reverse (`reconstruct`); (5)
@@ -84,7 +118,9 @@ def slic_loss(image: jax.Array, assignments: Sequence[jax.Array],
     loss = mean_p ||Lab_err(p)|| + m * mean_p ||XY_err(p)|| / S,
 
   with ``S = 2 ** len(assignments)`` the side of a coarsest cell in finest
-  pixels and norms L2 (not squared). The norms are computed with the "double
+  pixels (``position_norm="cell_side"``) or the square of the coarsest
+  assignment's stride, ``(s0 S / 2)^2`` = 64 for HCFCN-16
+  (``"stride_squared"``, the authors' code), and norms L2 (not squared). The norms are computed with the "double
   where" trick: exact values, gradient 0 instead of NaN where an error vector
   is exactly 0 (a constant image has zero Lab error).
 
@@ -92,24 +128,36 @@ def slic_loss(image: jax.Array, assignments: Sequence[jax.Array],
   learn from this term. When ``m`` is a Python/NumPy 0 the two XY channels are
   left out of the reconstruction (same value, 3 channels instead of 5).
 
-  Relation to the paper's code: it samples the image bilinearly to the finest
-  grid (which reads only the central 2x2 pixels of each block) instead of
-  averaging, and divides the position term by 64 instead of S; its ``m``
-  converts as ``m_ours = m_paper * S / 64`` (the paper uses m = 0).
+  With ``resize="bilinear"`` and ``position_norm="stride_squared"`` this is
+  the authors' ``RegularisedCrossEntropy`` term (before lambda); with
+  ``"cell_side"`` their ``m`` converts as ``m_ours = m_paper * S / 64`` (the
+  paper uses m = 0).
 
   Args:
     image: ``(B, H, W, 3)`` RGB in ``[0, 1]``.
     assignments: finest first, e.g. ``[A_4, A_8]`` of shapes
       ``(B, H/4, W/4, 9)`` and ``(B, H/8, W/8, 9)``.
     m: weight of the position term.
+    resize: ``"block_mean"`` or ``"bilinear"`` (`SLIC_RESIZES`).
+    position_norm: ``"cell_side"`` or ``"stride_squared"``
+      (`SLIC_POSITION_NORMS`).
 
   Returns:
     float32 scalar.
   """
+  if resize not in SLIC_RESIZES:
+    raise ValueError(f"slic_loss: resize must be one of {SLIC_RESIZES}, got "
+                     f"{resize!r}.")
+  if position_norm not in SLIC_POSITION_NORMS:
+    raise ValueError(f"slic_loss: position_norm must be one of "
+                     f"{SLIC_POSITION_NORMS}, got {position_norm!r}.")
   s0 = _finest_stride(image.shape[1:3], assignments, "slic_loss")
   b, h, w, _ = image.shape
   hf, wf = h // s0, w // s0
-  rgb = image.astype(jnp.float32).reshape(b, hf, s0, wf, s0, 3).mean((2, 4))
+  if resize == "bilinear":
+    rgb = torch_bilinear_resize(image, (hf, wf))
+  else:
+    rgb = image.astype(jnp.float32).reshape(b, hf, s0, wf, s0, 3).mean((2, 4))
   lab = color.rgb_to_lab(rgb)
   use_xy = not _is_static_zero(m)  # m == 0: the XY channels are not needed.
   if use_xy:
@@ -124,6 +172,8 @@ def slic_loss(image: jax.Array, assignments: Sequence[jax.Array],
   loss = jnp.mean(_safe_norm(err[..., :3]))
   if use_xy:
     side = float(2 ** len(assignments))
+    if position_norm == "stride_squared":
+      side = float(s0 * side / 2) ** 2
     loss = loss + m * jnp.mean(_safe_norm(err[..., 3:])) / side
   return loss
 
@@ -223,6 +273,8 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
                      slic: Optional[jax.Array] = None, kappa: float = 0.0,
                      num_segments: Optional[int] = None,
                      class_weights: Optional[jax.Array] = None,
+                     slic_resize: str = "block_mean",
+                     slic_position_norm: str = "cell_side",
                      return_terms: bool = False):
   """Cross-entropy + lmbda * slic_loss + kappa * slic_map_loss.
 
@@ -243,6 +295,8 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
     kappa: weight of `slic_map_loss`.
     num_segments: static int, needed when kappa is nonzero.
     class_weights: optional ``(C,)`` weights of the cross-entropy.
+    slic_resize, slic_position_norm: `slic_loss`'s ``resize`` and
+      ``position_norm``.
     return_terms: also return the unweighted terms.
 
   Returns:
@@ -271,7 +325,8 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
            "slic": zero, "slic_map": zero}
   total = terms["cross_entropy"]
   if use_slic:
-    terms["slic"] = slic_loss(image, assignments, m)
+    terms["slic"] = slic_loss(image, assignments, m, slic_resize,
+                              slic_position_norm)
     total = total + lmbda * terms["slic"]
   if use_map:
     terms["slic_map"] = slic_map_loss(slic, assignments, int(num_segments))

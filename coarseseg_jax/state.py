@@ -139,8 +139,14 @@ def create_train_state(config, model, mesh, image_size: int,
                           {"params": params_rng}, dummy)
   variables = jax.device_get(variables)
   if config.model.pretrained:
-    variables = models.pretrained.load_pretrained(
-        config.model.pretrained, config.model, variables)
+    try:
+      variables = models.pretrained.load_pretrained(
+          config.model.pretrained, config.model, variables)
+    except (OSError, ValueError, ImportError) as e:
+      message = " ".join(str(e).split())  # One line.
+      raise errors.ConfigError(
+          f"config.model.pretrained={config.model.pretrained}: "
+          f"{message}") from None
   if tx is None:
     tx = create_optimizer(config.train, constant=True)
 
@@ -217,15 +223,29 @@ class PhaseState:
 
 
 def restore_for_inference(config, workdir: str, which: str = "best"):
-  """Restores the `best` (falling back to `latest`) or `latest` state.
+  """Restores the `best` (falling back to `latest`) or `latest` state, or
+  (``which="pretrained"``) the weights `config.model.pretrained` names, e.g.
+  an authors' checkpoint (`pretrained_format="authors"`), at step 0.
 
   Returns `(state, model, mesh, step)`.
 
   Raises:
-    errors.CheckpointError: no checkpoint in the workdir.
+    errors.CheckpointError: no checkpoint in the workdir, or no
+      `config.model.pretrained` for ``which="pretrained"``.
   """
+  if which == "pretrained":
+    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+    config_validation.validate(config)  # Resolves num_classes too.
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
+  if which == "pretrained":
+    if not config.model.pretrained:
+      raise errors.CheckpointError(
+          "--checkpoint=pretrained evaluates the weights of "
+          "--config.model.pretrained=PATH (with --config.model."
+          "pretrained_format=authors for the authors' SegModel): pass it.")
+    return (create_train_state(config, model, mesh, config.data.crop_size),
+            model, mesh, 0)
   root = workdir_lib.path(workdir)
   order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
   for sub in order:

@@ -9,10 +9,12 @@ softly assigned to the 9 cells of the stride-``2s`` grid around its parent cell
 
     cell_k(i, j) = (i // 2 + k // 3 - 1, j // 2 + k % 3 - 1)
 
-(row-major 3x3, ``k = 4`` is the parent). Cells outside the grid get weight
-exactly 0: they are masked before the softmax. (The paper's published code does
-not mask them; there the zero-padded candidates soak up weight at the image
-border.) The weights of each pixel sum to 1 (a partition of unity).
+(row-major 3x3, ``k = 4`` is the parent). By default cells outside the grid get
+weight exactly 0: they are masked before the softmax (``out_of_grid="mask"``).
+The authors' code does not mask them (``out_of_grid="zero"``): a candidate
+outside the grid is a zero-padded cell with similarity 0 that takes part in the
+softmax, and `upsample` reads zeros from it. The weights of each pixel sum to 1
+(a partition of unity) over all 9 candidates either way.
 
 ``assignments`` is always a sequence ordered from the finest stride to the
 coarsest; for FCN-16 with strides 4 and 8 it is ``[A_4, A_8]``.
@@ -176,16 +178,20 @@ def valid_mask(h: int, w: int) -> np.ndarray:
   return np.repeat(np.repeat(m, 2, axis=0), 2, axis=1)
 
 
+OUT_OF_GRID = ("mask", "zero")
+
+
 def assign(fine_feat: jax.Array, coarse_feat: jax.Array,
            tau: Union[float, jax.Array] = 0.07, similarity: str = "dot",
-           parent_bias: Union[None, float, jax.Array] = None) -> jax.Array:
+           parent_bias: Union[None, float, jax.Array] = None,
+           out_of_grid: str = "mask") -> jax.Array:
   """Soft assignment of every fine pixel to its 9 candidate coarse cells.
 
   The logit of candidate k is ``sim(fine[i, j], coarse[cell_k(i, j)]) / tau``
   (plus ``parent_bias`` for the parent, k = 4); the assignment is their
   softmax over the in-grid candidates. Similarities (``similarity``):
 
-  * ``"dot"``: the raw dot product, as in the paper's published code. Its
+  * ``"dot"``: the raw dot product, as in the authors' code. Its
     scale is whatever the projections give: with tau = 0.07 on an untrained
     HCFCN-16 it saturates the softmax (issue 15; measure it with
     `coarseseg_jax.assignment_stats`).
@@ -205,11 +211,14 @@ def assign(fine_feat: jax.Array, coarse_feat: jax.Array,
       ``()`` array, e.g. a learnable one) added to the parent's logit after
       the division by tau, in nats: with equal similarities the parent gets
       ``e^b / (e^b + n - 1)`` of the weight (n in-grid candidates).
+    out_of_grid: ``"mask"`` (candidates outside the grid get weight exactly
+      0) or ``"zero"`` (the authors' code: they are zero vectors, so their
+      logit is 0, plus nothing, and they take part in the softmax).
 
   Returns:
-    ``(B, 2h, 2w, 9)`` float32 assignment, exactly 0 for candidates outside
-    the grid; rows sum to 1. With ``tau`` a float and ``parent_bias=None`` the
-    computation is the one of the paper's code (``"dot"``) bit for bit.
+    ``(B, 2h, 2w, 9)`` float32 assignment; rows sum to 1. With
+    ``out_of_grid="zero"``, ``similarity="dot"``, ``tau`` a float and
+    ``parent_bias=None`` it is the authors' ``HCDecoder.cluster`` (NHWC).
   """
   _check_pair(fine_feat.shape[1:3], coarse_feat.shape[1:3], "assign")
   fine = fine_feat.astype(jnp.float32)
@@ -219,12 +228,17 @@ def assign(fine_feat: jax.Array, coarse_feat: jax.Array,
     coarse = coarse / (_norm(coarse) + 1e-6)
   elif similarity != "dot":
     raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+  if out_of_grid not in OUT_OF_GRID:
+    raise ValueError(f"out_of_grid must be one of {OUT_OF_GRID}, got "
+                     f"{out_of_grid!r}")
   b, hh, ww, _ = fine.shape
   logits = jnp.einsum("bhpwqd,bhwkd->bhpwqk", _children(fine),
                       _neighbours(coarse)).reshape(b, hh, ww, NUM_NEIGHBOURS)
   logits = logits / tau
   if parent_bias is not None:
     logits = logits + jnp.asarray(parent_bias, jnp.float32) * _PARENT
+  if out_of_grid == "zero":  # Zero-padded cells: logit 0 (_neighbours pads 0).
+    return jax.nn.softmax(logits, axis=-1)
   valid = valid_mask(hh // 2, ww // 2)[None]
   logits = jnp.where(valid, logits, _MASKED_LOGIT)
   return jnp.where(valid, jax.nn.softmax(logits, axis=-1), 0.0)

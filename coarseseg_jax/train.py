@@ -3,8 +3,10 @@
 `train_and_evaluate(config, workdir)` checks the workdir (config.json),
 prepares the dataset if needed, trains with data parallelism over every
 device of every host (a 1-D `Mesh` named `data`: batches sharded, parameters
-replicated), evaluates on the validation split each `eval_every_epochs`,
-keeps the latest and the best checkpoints, and finally evaluates the best
+replicated), evaluates on the validation split each `eval_every_epochs`
+(against its fine labels, or its coarse ones with `data.validation_labels =
+"coarse"`: selection without fine labels), keeps the latest and the best
+checkpoints, and finally evaluates the best
 state on the test split and writes `workdir/results.json` and
 `workdir/figures/`.
 
@@ -53,7 +55,8 @@ log = logging.getLogger(__name__)
 
 def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
                m: float, kappa: float, num_segments: int,
-               class_weights=None):
+               class_weights=None, slic_resize: str = "block_mean",
+               slic_position_norm: str = "cell_side"):
   """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
 
   Args:
@@ -61,8 +64,9 @@ def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
     batch: `image` (B, H, W, 3) float32 in [0, 1], `label` (B, H, W) int32
       training labels (255 = ignored), `slic` (B, H, W) int32 (used when
       kappa > 0).
-    lmbda, m, kappa, num_segments, class_weights: loss weights, see
-      `losses.regularized_loss`; lmbda = kappa = 0 is plain cross-entropy.
+    lmbda, m, kappa, num_segments, class_weights, slic_resize,
+      slic_position_norm: loss settings, see `losses.regularized_loss`;
+      lmbda = kappa = 0 is plain cross-entropy.
   Returns:
     the new state and a dict of scalar metrics: the loss and its terms,
     the training accuracy, the gradient norm and, for models with learned
@@ -79,7 +83,8 @@ def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
         logits, batch["label"], batch["image"], assignments, lmbda=lmbda, m=m,
         slic=batch["slic"] if kappa else None, kappa=kappa,
         num_segments=num_segments if kappa else None,
-        class_weights=class_weights, return_terms=True)
+        class_weights=class_weights, slic_resize=slic_resize,
+        slic_position_norm=slic_position_norm, return_terms=True)
     labelled = batch["label"] != 255
     correct = (jnp.argmax(logits, -1) == batch["label"]) & labelled
     terms["accuracy"] = correct.sum() / jnp.maximum(labelled.sum(), 1)
@@ -132,7 +137,8 @@ class _Run:
         train_step, lmbda=t.lmbda, m=t.m, kappa=t.kappa,
         num_segments=config.data.slic_num_segments,
         class_weights=None if weights is None else jnp.asarray(
-            weights, jnp.float32)), donate_argnums=0)
+            weights, jnp.float32), slic_resize=t.slic_resize,
+        slic_position_norm=t.slic_position_norm), donate_argnums=0)
 
   stop = interruption.NO_STOP
 
@@ -141,10 +147,12 @@ class _Run:
     self.latest.close()
     self.best.close()
 
-  def eval_split(self, state, split, **kwargs) -> evaluate.EvalResult:
+  def eval_split(self, state, split, targets: str = "fine",
+                 **kwargs) -> evaluate.EvalResult:
+    """Evaluates on `split` against its `targets` labels (fine | coarse)."""
     d = self.config.data
     batches = input_pipeline.create_eval_iterator(
-        self.builder, d, split, d.eval_batch_size)
+        self.builder, d, split, d.eval_batch_size, targets=targets)
     total = input_pipeline.num_eval_batches(self.builder, split,
                                             d.eval_batch_size)
     stop = (self.stop.requested if jax.process_count() == 1 else None)
@@ -176,7 +184,9 @@ def _validate(run: _Run, state, step, epoch, phase, ps, steps_per_epoch):
   """
   t = run.config.train
   result = run.eval_split(state, run.config.data.eval_split,
-                          num_samples=t.get("num_validation_images", 0))
+                          run.config.data.get("validation_labels", "fine"),
+                          num_samples=t.num_validation_images,
+                          train_mode=t.validation_mode == "train")
   summary = result.summary
   per_class = {f"{k}/{name}": v[k] for name, v in result.per_class.items()
                for k in ("iou", "accuracy")}
@@ -379,6 +389,11 @@ def _train_and_test(run: _Run, num_steps: int, spe: int) -> dict:
   config, t = run.config, run.config.train
   state = state_lib.create_train_state(config, run.model, run.mesh,
                                        config.data.crop_size, tx=run.tx)
+  # A strongly typed int32 step, as a restored one is (flax's is weakly
+  # typed): fresh and resumed runs then compile one and the same train step,
+  # and a resumed run loads it from the compilation cache.
+  state = state.replace(step=state_lib.replicate(np.asarray(0, np.int32),
+                                                 run.mesh))
   state, ps = _restore(run, state, run.latest)
   if ps is None:
     ps = state_lib.PhaseState()

@@ -47,14 +47,21 @@ MAY_CHANGE = frozenset({
     "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.num_figures", "train.num_validation_images", "train.profile_steps",
     "data.data_dir",
-    "data.manual_dir", "data.eval_batch_size", "distributed"})
+    "data.manual_dir", "data.eval_batch_size", "distributed",
+    "compilation_cache_dir"})
 # Keys added to the configs after runs were recorded, with the value that
 # means "as before": a config.json without the key matches that value.
 ADDED_DEFAULTS = {
+    "model.similarity": "dot", "model.out_of_grid": "mask",
+    "model.input_norm": "imagenet", "model.weight_init": "he_fan_out",
+    "model.deform_bias": False, "model.pretrained_format": "torchvision",
+    "train.slic_resize": "block_mean", "train.slic_position_norm": "cell_side",
+    "train.validation_mode": "eval",
     "model.assign_init": "default", "model.parent_bias": None,
     "train.lr_schedule": "constant", "train.warmup_steps": 0,
     "train.grad_clip_norm": None, "train.class_weights": None,
     "train.num_validation_images": 3, "train.profile_steps": 0,
+    "data.validation_labels": "fine",
 }
 PathLike = Union[str, os.PathLike]
 
@@ -189,18 +196,39 @@ def record_config(workdir: PathLike, config: ml_collections.ConfigDict) -> None:
 
 
 def config_from_json(data: Dict[str, Any]) -> ml_collections.ConfigDict:
-  """A ConfigDict from `config.json` data (lists stay lists)."""
+  """A ConfigDict from `config.json` data (lists stay lists), completed with
+  `ADDED_DEFAULTS` for keys added after it was written."""
+  data = json.loads(json.dumps(data))  # A deep copy.
+  for key, value in ADDED_DEFAULTS.items():
+    section, name = key.split(".")
+    if isinstance(data.get(section), dict):
+      data[section].setdefault(name, value)
   return ml_collections.ConfigDict(data)
 
 
 def _process_alive(pid: int) -> bool:
+  """Whether `pid` runs on this host; a zombie (killed, not yet reaped by its
+  parent) is dead: it holds nothing and will never release the lock."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:  # Another user's process: alive.
     return True
-  return True
+  return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+  """True when /proc says `pid` is a zombie (state Z); False where /proc is
+  missing (macOS) or unreadable."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      stat = f.read()
+  except OSError:
+    return False
+  # The state follows the command name, which is in parentheses and may
+  # itself hold spaces or parentheses.
+  return stat[stat.rfind(")") + 1:].split()[:1] == ["Z"]
 
 
 class WorkdirLock:

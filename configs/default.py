@@ -1,4 +1,15 @@
-"""Every knob of coarseseg-jax, with the paper's settings as defaults.
+"""Every knob of coarseseg-jax: the project's defaults, and the authors' code.
+
+`get_config()` gives the project's defaults: the paper's training recipe with
+the project's choices where it departs from the authors' code (each such
+option's comment says "authors:" and the value that reproduces their code).
+`authors_code(config)` sets every one of those options to the authors' value,
+so the model, loss and evaluation are what their published PyTorch code
+computes (tests/test_authors_parity.py checks it against a port of that code).
+The paper datasets' configs (suim.py, pannuke.py, cityscapes.py) run the
+authors' code by default and the project's variant with the config argument
+`improved` (`--config=configs/suim.py:improved`); synthetic.py and folder.py
+run the project's variant (`:paper` gives the authors' code).
 
 Other configs start from this one (`from coarseseg_jax.configs import default`:
 configs/ is installed as the package `coarseseg_jax.configs`) and change what
@@ -31,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.train_split = "train"
   data.eval_split = "validation"  # Model selection split.
   data.test_split = "test"        # Final results split.
+  data.validation_labels = "fine"  # fine | coarse: labels of checkpoint selection.
   # Builder-config parameters: changing them prepares a new cached version.
   data.coarse_kernel = 25      # Erosion kernel (px) of generated coarse labels.
   data.slic_block = 16         # One SLIC segment per slic_block^2 pixels.
@@ -42,7 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.crop_size = 512         # Random training crop (multiple of 16).
   data.scale_range = (1.0, 1.0)  # Random rescale before the crop (1, 1 = off).
   data.hflip = True
-  data.eval_center_crop = placeholder(int)  # Paper's eval centre crop (px).
+  # Centre crop of validation and test images (px; None: whole images).
+  # Authors: CenterCrop(512) (the training crop size).
+  data.eval_center_crop = placeholder(int)
   data.slic_num_segments = 2048  # One-hot slots for slic_map_loss per crop.
   data.shuffle_buffer = 1024
   data.eval_batch_size = 8
@@ -52,16 +66,19 @@ def get_config() -> ml_collections.ConfigDict:
   model = config.model = ml_collections.ConfigDict()
   model.name = "hcfcn"         # hcfcn | fcn | unet | fcn16s_vgg
   model.num_classes = placeholder(int)  # None: the dataset's number.
-  # Soft assignments of HCFCN-16 (models/hcfcn.py: HCFCN; issue 15).
-  # similarity: dot = the paper's published code (raw dot product / tau;
-  # saturated at init with tau 0.07) | cosine = the thesis text (both
-  # L2-normalised, / tau) | hcformer = HCFormer's clustering module
-  # (LayerNorm, 1x1 projection, L2 norm, learnable tau initialised to
-  # model.tau; HCFormer uses 0.05). Default cosine with tau 0.05, chosen on
-  # validation accuracy (results/synthetic_similarity.md; README); the
-  # paper's code: --config.model.similarity=dot --config.model.tau=0.07.
+  # Soft assignments of HCFCN-16 (models/hcfcn.py: HCFCN).
+  # similarity: dot = raw dot product / tau (authors: dot, tau 0.07;
+  # saturated at init) | cosine = the thesis text (both L2-normalised,
+  # / tau) | hcformer = HCFormer's clustering module (LayerNorm, 1x1
+  # projection, L2 norm, learnable tau initialised to model.tau; HCFormer
+  # uses 0.05). Default cosine with tau 0.05, chosen on validation accuracy
+  # (results/synthetic_similarity.md; README).
   model.similarity = "cosine"
   model.tau = 0.05             # Temperature (hcformer: its initial value).
+  # Candidates outside the grid of the assignments: mask (weight 0) | zero
+  # (authors: zero-padded cells with similarity 0 take part in the softmax
+  # and the upsampling reads zeros from them).
+  model.out_of_grid = "mask"
   model.sim_features = 48
   model.assign_init = "default"  # default | zero (dot only: the fine
                                # projection starts at 0: uniform assignments).
@@ -73,7 +90,20 @@ def get_config() -> ml_collections.ConfigDict:
   model.head_channels = 64
   model.dropout = 0.1
   model.dtype = "float32"      # float32 | bfloat16 (params stay float32).
-  model.pretrained = placeholder(str)  # .npz / .pth torchvision state dict.
+  # Encoder input: imagenet (mean / std normalised) | none (authors: the
+  # [0, 1] images of ToTensor()).
+  model.input_norm = "imagenet"
+  # Initialisation: he_fan_out (torchvision's ResNet: He normal, fan_out;
+  # Flax's lecun_normal for the 1x1 projections and the classifier) | pytorch
+  # (authors: PyTorch's layer defaults, U(+-1/sqrt(fan_in)) kernels and
+  # classifier bias; DCN kernel likewise, bias 0; offset / mask convs 0).
+  model.weight_init = "he_fan_out"
+  model.deform_bias = False    # Authors: True (their DCN has a bias, init 0).
+  # Weights to start from (.npz / .pt / .pth): a torchvision resnet34 / vgg16
+  # state dict (the encoder), or with pretrained_format=authors a state dict
+  # of the authors' SegModel (the whole model: models/pretrained.py).
+  model.pretrained = placeholder(str)
+  model.pretrained_format = "torchvision"  # torchvision | authors
 
   # ------------------------------------------------------------ training ----
   train = config.train = ml_collections.ConfigDict()
@@ -90,6 +120,13 @@ def get_config() -> ml_collections.ConfigDict:
   train.class_weights = placeholder(tuple)
   train.lmbda = 0.05           # Weight of the paper's SLIC regularizer.
   train.m = 0.0                # Position weight inside the regularizer.
+  # The regularizer's image at the finest assignment grid: block_mean (the
+  # mean of each 4x4 block) | bilinear (authors: F.interpolate, which reads
+  # the central 2x2 pixels of each block).
+  train.slic_resize = "block_mean"
+  # Divisor of the position term: cell_side (4) | stride_squared (authors:
+  # 8^2 = 64). No effect with m = 0 (the paper's setting).
+  train.slic_position_norm = "cell_side"
   train.kappa = 0.0            # Weight of slic_map_loss (beyond the paper).
   train.max_steps = placeholder(int)  # Stop after this many steps (tests).
   train.log_every_steps = 20
@@ -97,6 +134,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 200
   train.keep_checkpoints = 2
   train.select_metric = "accuracy"  # Best checkpoint by validation metric.
+  # Validation forward pass: eval (BN running averages, no dropout) | train
+  # (authors: model.train() under no_grad: BN batch statistics, dropout on).
+  train.validation_mode = "eval"
   train.finetune = False       # Fine-tune on train + validation afterwards.
   train.finetune_max_epochs = 15
   train.num_figures = 4        # Test images drawn in workdir/figures.
@@ -104,5 +144,67 @@ def get_config() -> ml_collections.ConfigDict:
   train.profile_steps = 0      # > 0: a jax.profiler trace of that many steps
                                # (after 3 warm-up steps) in tensorboard/.
 
+  # JAX's persistent compilation cache (coarseseg_jax/compilation_cache.py):
+  # "workdir" = <workdir>/compilation_cache (the environment's
+  # JAX_COMPILATION_CACHE_DIR wins when set), a path = that directory
+  # (shareable by runs), "" = off. Resumed runs, eval and predict then load
+  # the programs compiled before instead of compiling them again. Changes
+  # nothing about the run: it may differ when a run is resumed.
+  config.compilation_cache_dir = "workdir"
+
   config.distributed = False   # jax.distributed.initialize() on TPU pods.
   return config
+
+
+# Where the project departs from the authors' code: key -> the authors' value.
+# Data and evaluation keys are listed too; dataset-specific ones (SUIM's size,
+# Cityscapes' mask_conflicts) are set by the dataset configs.
+AUTHORS_CODE = {
+    "model.similarity": "dot",
+    "model.tau": 0.07,
+    "model.sim_features": 48,
+    "model.out_of_grid": "zero",
+    "model.input_norm": "none",
+    "model.weight_init": "pytorch",
+    "model.deform_bias": True,
+    "train.slic_resize": "bilinear",
+    "train.slic_position_norm": "stride_squared",
+    "train.validation_mode": "train",
+    "train.lr_schedule": "constant",
+    "train.optimizer": "adam",
+    "train.learning_rate": 5e-4,
+}
+
+
+def departures(config: ml_collections.ConfigDict) -> list:
+  """The `AUTHORS_CODE` keys whose value in ``config`` is not the authors'
+  (empty: the model, loss and validation of the authors' code)."""
+  return [k for k, v in AUTHORS_CODE.items()
+          if config[k.split(".")[0]].get(k.split(".")[1]) != v]
+
+
+def authors_code(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sets every option of `AUTHORS_CODE` to the authors' value (in place),
+  and the evaluation centre crop to the training crop (their CenterCrop)."""
+  for key, value in AUTHORS_CODE.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  config.data.eval_center_crop = config.data.crop_size
+  return config
+
+
+VARIANTS = ("paper", "improved")
+
+
+def variant(config: ml_collections.ConfigDict, arg, default: str):
+  """Applies a config argument: ``paper`` (`authors_code`) or ``improved``
+  (the project's defaults as they are); ``None`` or ``""`` means ``default``.
+
+  A dataset config calls it last in its ``get_config(arg=None)``.
+  """
+  name = arg or default
+  if name not in VARIANTS:
+    raise ValueError(f"unknown config argument {arg!r}: use one of "
+                     f"{', '.join(VARIANTS)} (e.g. --config=configs/suim.py:"
+                     "improved).")
+  return authors_code(config) if name == "paper" else config

@@ -1,5 +1,8 @@
 r"""Your own data: a folder of images and label PNGs (see data/README.md).
 
+  --config=configs/folder.py:paper      the authors' code (default.authors_code)
+                                        instead of the project's variant
+
   python -m coarseseg_jax.main --config=configs/folder.py \
       --config.data.manual_dir=my_data --workdir=workdirs/my_data
 
@@ -19,7 +22,7 @@ your images' size or smaller and `--config.train.num_epochs` to your budget.
 from coarseseg_jax.configs import default
 
 
-def get_config():
+def get_config(arg=None):
   config = default.get_config()
   config.data.dataset = "folder"
   # config.data.manual_dir: your folder (required on the command line).
@@ -30,4 +33,4 @@ def get_config():
   config.data.slic_num_segments = 512
   config.train.num_epochs = 50
   config.train.lmbda = 0.05
-  return config
+  return default.variant(config, arg, "improved")

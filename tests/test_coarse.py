@@ -138,3 +138,14 @@ def test_mask_polygons_marks_holes():
   assert sorted(h for _, h in polys) == [False, True]
   filled = coarse.fill_polygons(polys, mask.shape)
   np.testing.assert_array_equal(filled, mask)
+
+
+@pytest.mark.parametrize("k, kept", [(4, (12, 28)), (5, (12, 27)),
+                                     (10, (15, 25))])
+def test_erosion_anchor_is_opencvs(k, kept):
+  """cv2.erode(mask, np.ones((k, k))) of rows 10..29 keeps `kept` (the
+  anchor at k // 2: even kernels take the extra pixel from the top/left)."""
+  mask = np.zeros((40, 40), bool)
+  mask[10:30, 10:30] = True
+  rows = np.flatnonzero(coarse._erode(mask, k).any(axis=1))  # pylint: disable=protected-access
+  assert (rows.min(), rows.max()) == kept

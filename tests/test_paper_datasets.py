@@ -364,3 +364,15 @@ def test_configs_hold_the_papers_settings(name, dataset, kwargs, tmp_path):
   for key, value in kwargs.items():
     assert builder.builder_config.params[key] == value
   assert datasets.num_classes(builder) == config.model.num_classes
+
+
+def test_suim_size_stores_every_pair_square(suim_raw, tmp_path):
+  """`size` (configs/suim.py: 512) resizes every pair to size x size."""
+  raw, truth = suim_raw
+  config = data_config(tmp_path, "suim", raw, size=40, num_validation=3)
+  items = datasets.get_builder(config)._split_items(None)
+  for item in items["train"][:2] + items["test"][:1]:
+    loaded = suim.Suim.load_item(item)
+    assert loaded.image.shape == (40, 40, 3)
+    assert loaded.label_fine.shape == (40, 40)
+    assert set(np.unique(loaded.label_fine)) <= set(range(8))

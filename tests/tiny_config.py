@@ -2,6 +2,7 @@
 
 Also usable from the command line:
   python -m coarseseg_jax.main --config=tests/tiny_config.py --workdir=/tmp/w
+  python -m coarseseg_jax.main --config=tests/tiny_config.py:paper ...
 """
 
 import os
@@ -9,8 +10,9 @@ import os
 from coarseseg_jax.configs import synthetic
 
 
-def get_config():
-  config = synthetic.get_config()
+def get_config(arg=None):
+  """`arg`: synthetic.py's (`paper` for the authors' code)."""
+  config = synthetic.get_config(arg)
   config.data.data_dir = os.environ.get("COARSESEG_TEST_DATA_DIR", "data")
   config.data.builder_kwargs.num_train = 16
   config.data.builder_kwargs.num_validation = 4

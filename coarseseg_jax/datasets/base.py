@@ -105,8 +105,12 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
                        skip_registration=True):
   """Base of the coarseseg datasets (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Generated coarse labels: even erosion kernels erode the "
+               "extra pixel on the top/left, as OpenCV (the authors' code).",
+  }
   # Dataset-specific parameters: {name: (abbreviation, type, default)}. A
   # "num_classes" entry makes the number of classes a parameter.
   PARAMS: Dict[str, Tuple[str, type, Any]] = {}

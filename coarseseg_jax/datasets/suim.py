@@ -28,8 +28,12 @@ the dataset's metadata (`size_mismatches`) and the prepare summary.
 Splits: validation is a fixed, seeded choice of `num_validation` (150, as the
 paper) images of train_val, made after any `skip`; train is the rest (the
 paper: 1290); test is TEST (110). `resize` scales images (bilinear) and masks
-(nearest) at preparation; the paper halves SUIM (`configs/suim.py`:
-resize=0.5).
+(nearest) at preparation by a factor; `size` (0: off) then resizes every pair
+to `size` x `size`. The thesis reduces SUIM "by half to 512 by 512 pixels"
+(its Table I: 512 x 512), and the authors' training crop (RandomCrop(512),
+without padding) needs images of at least 512 x 512, which halving a 640 x 480
+photo does not give: `configs/suim.py` stores every image at 512 x 512
+(`size=512`), so a 512 crop is the whole image and no crop is padding.
 """
 
 import os
@@ -51,8 +55,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 MASK_EXTENSION = ".bmp"
 ON_SIZE_MISMATCH = ("resize", "crop", "skip", "error")
 
-# (stem, image path, mask path, on_size_mismatch, resize factor)
-Item = Tuple[str, str, str, str, float]
+# (stem, image path, mask path, on_size_mismatch, resize factor, square size)
+Item = Tuple[str, str, str, str, float, int]
 
 
 def mask_to_label(mask: np.ndarray) -> np.ndarray:
@@ -126,6 +130,7 @@ class Suim(base.CoarsesegBuilder):
   NEEDS_MANUAL_DIR = True
   PARAMS = {
       "resize": ("r", float, 1.0),
+      "size": ("sz", int, 0),
       "on_size_mismatch": ("sm", str, "resize"),
       "num_validation": ("va", int, 150),
       "split_seed": ("seed", int, 0),
@@ -145,6 +150,9 @@ class Suim(base.CoarsesegBuilder):
     if not 0.0 < params["resize"] <= 4.0:
       raise errors.ConfigError(
           f"suim: resize={params['resize']} must be in (0, 4].")
+    if not 0 <= params["size"] <= 8192:
+      raise errors.ConfigError(
+          f"suim: size={params['size']} must be 0 (off) or a side in pixels.")
     if params["num_validation"] < 1:
       raise errors.ConfigError("suim: num_validation must be >= 1.")
 
@@ -172,7 +180,7 @@ class Suim(base.CoarsesegBuilder):
           self._mismatches.append(mask)
           if policy == "skip":
             continue
-        kept.append((stem, image, mask, policy, p["resize"]))
+        kept.append((stem, image, mask, policy, p["resize"], p["size"]))
       out[split] = kept
     if self._mismatches:
       logging.warning("suim: %d masks differ in size from their image "
@@ -197,7 +205,7 @@ class Suim(base.CoarsesegBuilder):
 
   @staticmethod
   def load_item(item: Item) -> base.LoadedItem:
-    stem, image_path, mask_path, policy, factor = item
+    stem, image_path, mask_path, policy, factor, size = item
     image = items_lib.read_image(image_path)
     mask = items_lib.open_image(mask_path, "mask", "RGB")[0]
     label = mask_to_label(mask)
@@ -216,6 +224,9 @@ class Suim(base.CoarsesegBuilder):
       nw, nh = items_lib.scaled_size(w, h, factor)
       image = items_lib.resize_image(image, nw, nh)
       label = items_lib.resize_label(label, nw, nh)
+    if size:
+      image = items_lib.resize_image(image, size, size)
+      label = items_lib.resize_label(label, size, size)
     return base.LoadedItem(stem, np.ascontiguousarray(image),
                            np.ascontiguousarray(label), None,
                            base.ItemFiles(image_path, mask_path))

@@ -43,6 +43,8 @@ from coarseseg_jax.models import unet
 from coarseseg_jax.models import vgg
 
 MODEL_NAMES = ("hcfcn", "fcn", "unet", "fcn16s_vgg")
+# config.model.pretrained_format: a torchvision backbone, or the authors' model.
+PRETRAINED_FORMATS = ("torchvision", "authors")
 
 
 def create_model(model_config) -> nn.Module:
@@ -69,19 +71,21 @@ def create_model(model_config) -> nn.Module:
                     stage_blocks=tuple(model_config.stage_blocks),
                     width=model_config.width,
                     deformable=model_config.deformable, dtype=dtype)
-  head_kw = dict(head_channels=model_config.head_channels,
-                 dropout=model_config.dropout)
+  fcn_kw = dict(head_channels=model_config.head_channels,
+                dropout=model_config.dropout,
+                input_norm=model_config.input_norm, weight_init=model_config.weight_init,
+                deform_bias=model_config.deform_bias)
   if name == "hcfcn":
-    # .get: configs written before these fields existed mean the defaults.
     assign_kw = dict(tau=model_config.tau,
-                     similarity=model_config.get("similarity", "dot"),
-                     assign_init=model_config.get("assign_init", "default"),
-                     parent_bias=model_config.get("parent_bias", None))
+                     similarity=model_config.similarity,
+                     assign_init=model_config.assign_init,
+                     parent_bias=model_config.parent_bias,
+                     out_of_grid=model_config.out_of_grid)
     hcfcn.check_assign_options(**assign_kw)
-    return hcfcn.HCFCN(**encoder_kw, **head_kw, **assign_kw,
+    return hcfcn.HCFCN(**encoder_kw, **fcn_kw, **assign_kw,
                        sim_features=model_config.sim_features)
   if name == "fcn":
-    return hcfcn.FCN(**encoder_kw, **head_kw)
+    return hcfcn.FCN(**encoder_kw, **fcn_kw)
   if name == "unet":
     return unet.UNet(**encoder_kw)
   if name == "fcn16s_vgg":

@@ -5,18 +5,22 @@ FCN head on its stride-16 features (3x3 conv 4w -> head_channels without bias,
 BN, ReLU, dropout, 1x1 conv to the classes: torchvision's ``FCNHead``).
 
 * `FCN`: the stride-16 logits are resized bilinearly to the input size (no
-  skip connection, as in the paper's code). ``assignments = []``.
+  skip connection, as in the authors' code). ``assignments = []``.
 * `HCFCN`: for ``s`` in (8, 4) two 1x1 projections without bias (to
   ``sim_features`` channels) of the encoder's stride-``s`` output (the stage
   before the downsampling block: fine) and of the downsampling block's output
   (stride ``2s``: coarse) give ``A_s = superpixels.assign(fine, coarse, tau)``.
   The stride-16 logits are upsampled through ``A_8`` then ``A_4``
   (`superpixels.upsample`) and resized bilinearly from stride 4 to the input
-  size. ``assignments = [A_4, A_8]``. The similarity options (issue 15) are
+  size. ``assignments = [A_4, A_8]``. The similarity options are
   listed in `HCFCN`'s docstring.
 
 Both take images in [0, 1] of shape ``(B, H, W, 3)`` with H, W multiples of 16
-and return float32 logits ``(B, H, W, num_classes)``. The projections, the
+and return float32 logits ``(B, H, W, num_classes)``. With ``input_norm="none"``,
+``weight_init="pytorch"``, ``deform_bias=True`` and (HCFCN) ``similarity="dot"``,
+``out_of_grid="zero"``, tau 0.07 and 48 similarity features they compute the
+authors' ``SegModel`` (`pretrained.from_authors` loads its weights); the other
+values are the project's options (`configs/default.py`). The projections, the
 assignments and the superpixel upsampling are computed in float32 whatever
 ``dtype`` is (the softmax over dot products / tau needs the precision), and
 all their parameters are float32.
@@ -54,20 +58,28 @@ class FCNHead(nn.Module):
     channels: channels of the 3x3 conv.
     dropout: dropout rate (active when ``train``).
     dtype: computation dtype.
+    weight_init: ``"he_fan_out"`` (He for the 3x3 conv, Flax's defaults for the
+      classifier) or ``"pytorch"`` (PyTorch's defaults, as the authors').
   """
   num_classes: int
   channels: int = 64
   dropout: float = 0.1
   dtype: Any = jnp.float32
+  weight_init: str = "he_fan_out"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """``(B, h, w, C)`` -> ``(B, h, w, num_classes)`` logits in ``dtype``."""
-    x = resnet.conv(self.channels, 3, dtype=self.dtype, name="conv")(x)
+    x = resnet.conv(self.channels, 3, dtype=self.dtype, name="conv",
+                    kernel_init=resnet.kernel_init(self.weight_init))(x)
     x = nn.relu(resnet.batch_norm(train, self.dtype, "bn")(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    kw = {}
+    if self.weight_init == "pytorch":
+      kw = dict(kernel_init=resnet.torch_conv_init,
+                bias_init=resnet.torch_bias_init(self.channels))
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
-                   name="classifier")(x)
+                   name="classifier", **kw)(x)
 
 
 class FCN(nn.Module):
@@ -75,7 +87,7 @@ class FCN(nn.Module):
 
   Attributes:
     num_classes, stage_blocks, width, deformable, head_channels, dropout,
-    dtype: as in ``config.model``.
+    dtype, input_norm, weight_init, deform_bias: as in ``config.model``.
   """
   num_classes: int
   stage_blocks: Sequence[int] = (3, 4, 6)
@@ -84,16 +96,21 @@ class FCN(nn.Module):
   head_channels: int = 64
   dropout: float = 0.1
   dtype: Any = jnp.float32
+  input_norm: str = "imagenet"
+  weight_init: str = "he_fan_out"
+  deform_bias: bool = False
 
   def _encode(self, images, train):
     resnet.check_size(images)
     encoder = resnet.ResNetEncoder(tuple(self.stage_blocks), self.width,
-                                   self.deformable, self.dtype, name="encoder")
-    return encoder(resnet.normalise(images, self.dtype), train)
+                                   self.deformable, self.dtype, self.weight_init,
+                                   self.deform_bias, name="encoder")
+    return encoder(resnet.normalise_input(images, self.input_norm,
+                                          self.dtype), train)
 
   def _head(self, feats, train):
     return FCNHead(self.num_classes, self.head_channels, self.dropout,
-                   self.dtype, name="head")(feats["layer3"], train)
+                   self.dtype, self.weight_init, name="head")(feats["layer3"], train)
 
   @nn.compact
   def __call__(self, images: jax.Array,
@@ -114,8 +131,12 @@ TAU_RANGE = (0.01, 1.0)
 
 
 def check_assign_options(similarity: str, tau: float, assign_init: str,
-                         parent_bias: Optional[float]) -> None:
+                         parent_bias: Optional[float],
+                         out_of_grid: str = "mask") -> None:
   """Raises ValueError for an invalid combination of `HCFCN`'s options."""
+  if out_of_grid not in superpixels.OUT_OF_GRID:
+    raise ValueError(f"model.out_of_grid must be one of "
+                     f"{superpixels.OUT_OF_GRID}, got {out_of_grid!r}.")
   if similarity not in SIMILARITIES:
     raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got "
                      f"{similarity!r}.")
@@ -141,9 +162,9 @@ def check_assign_options(similarity: str, tau: float, assign_init: str,
 class HCFCN(FCN):
   """HCFCN-16: FCN-16 decoded through learned soft superpixels.
 
-  Similarity options (``similarity``, issue 15), per level s in (8, 4):
+  Similarity options (``similarity``), per level s in (8, 4):
 
-  * ``"dot"``: the paper's published code. 1x1 projections (default init),
+  * ``"dot"``: the authors' code. 1x1 projections (default init),
     raw dot product / tau (fixed). At tau = 0.07 an untrained model's
     assignments are saturated (entropy far below log 9, argmax on the parent
     at chance level).
@@ -180,19 +201,26 @@ class HCFCN(FCN):
     similarity: ``'dot'`` | ``'cosine'`` | ``'hcformer'``, see above.
     assign_init: ``'default'`` | ``'zero'``, see above.
     parent_bias: initial learnable parent-cell logit, or None (none).
+    out_of_grid: ``"mask"`` or ``"zero"`` (the authors': zero-padded
+      candidates with similarity 0 take part), see `superpixels.assign`.
   """
   tau: float = 0.07
   sim_features: int = 48
   similarity: str = "dot"
   assign_init: str = "default"
   parent_bias: Optional[float] = None
+  out_of_grid: str = "mask"
 
   def _project(self, x, name, zero=False):
     x = x.astype(jnp.float32)
     if self.similarity == "hcformer":
       x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32,
                        param_dtype=jnp.float32, name=f"{name}_norm")(x)
-    kw = {"kernel_init": nn.initializers.zeros} if zero else {}
+    kw = {}
+    if zero:
+      kw = {"kernel_init": nn.initializers.zeros}
+    elif self.weight_init == "pytorch":
+      kw = {"kernel_init": resnet.torch_conv_init}
     return nn.Conv(self.sim_features, (1, 1), use_bias=False,
                    dtype=jnp.float32, param_dtype=jnp.float32, name=name,
                    **kw)(x)
@@ -212,7 +240,7 @@ class HCFCN(FCN):
       bias = self.param(f"parent_bias{s}", nn.initializers.constant(
           self.parent_bias), (), jnp.float32)
     return superpixels.assign(fine, coarse, tau=tau, similarity=similarity,
-                              parent_bias=bias)
+                              parent_bias=bias, out_of_grid=self.out_of_grid)
 
   @nn.compact
   def __call__(self, images: jax.Array,
@@ -228,7 +256,7 @@ class HCFCN(FCN):
       float32 assignments ``(B, H/4, W/4, 9)``, ``(B, H/8, W/8, 9)``.
     """
     check_assign_options(self.similarity, self.tau, self.assign_init,
-                         self.parent_bias)
+                         self.parent_bias, self.out_of_grid)
     feats = self._encode(images, train)
     logits = self._head(feats, train).astype(jnp.float32)
     # (stride s, fine features at s, coarse features at 2s), coarsest first.

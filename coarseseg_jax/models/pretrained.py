@@ -248,13 +248,45 @@ def convert_vgg16(state_dict: StateDict, variables: Any) -> Dict[str, Any]:
   return conv_.finish("the VGG-16 trunk")
 
 
+def from_authors(path: str, model_config) -> Dict[str, Any]:
+  """Flax variables (``params``, ``batch_stats``) from the authors' weights.
+
+  Args:
+    path: a state dict saved from the authors' ``SegModel`` (``.pt`` /
+      ``.pth`` with torch installed, or ``.npz``; see
+      `load_torchvision_state_dict`).
+    model_config: ``config.model`` (``hcfcn`` or ``fcn``, ``deformable`` and
+      ``deform_bias`` True: `configs/default.py`'s ``authors_code``).
+
+  Returns:
+    the whole model's variables as float32 NumPy arrays (`authors.convert`).
+
+  Raises:
+    FileNotFoundError, ImportError (``.pt`` without torch), ValueError (one
+    message naming what does not fit).
+  """
+  from coarseseg_jax import models  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax.models import authors  # pylint: disable=g-import-not-at-top
+  if model_config.name not in ("hcfcn", "fcn"):
+    raise ValueError(f"the authors' weights are an hcfcn or fcn model, not "
+                     f"model.name={model_config.name!r}.")
+  shapes = models.init_shapes(model_config, image_size=64)
+  return authors.convert(load_torchvision_state_dict(path), shapes)
+
+
 def load_pretrained(path: str, model_config, variables: Any,
                     allow_partial: bool = False) -> Dict[str, Any]:
-  """Reads ``path`` and converts it for ``model_config.name`` (train.py's hook).
+  """Reads ``path`` and converts it for ``model_config`` (train.py's hook).
 
-  ``fcn16s_vgg`` takes a ``vgg16`` state dict, the other models a
-  ``resnet34`` one. Returns the new variables (numpy arrays).
+  ``model_config.pretrained_format = "authors"``: the whole model from the
+  authors' ``SegModel`` state dict (`from_authors`). Otherwise ``fcn16s_vgg``
+  takes a torchvision ``vgg16`` state dict and the other models a
+  ``resnet34`` one (the encoder only). Returns the new variables (numpy
+  arrays).
   """
+  if model_config.pretrained_format == "authors":
+    loaded = from_authors(path, model_config)
+    return {**variables, **loaded}
   state_dict = load_torchvision_state_dict(path)
   if model_config.name == "fcn16s_vgg":
     return convert_vgg16(state_dict, variables)

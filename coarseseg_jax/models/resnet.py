@@ -19,8 +19,15 @@ Parameter names follow torchvision's (``conv1``, ``bn1``, ``layer2_0/conv1``,
 ``layer2_0/downsample_conv``, ...) so that `pretrained.convert_resnet34` is a
 renaming. Convolutions use explicit symmetric padding (as PyTorch does), never
 ``'SAME'``, whose stride-2 padding is asymmetric.
+
+Options that name the differences from the authors' code (`configs/default.py`):
+``weight_init`` (`INITS`: ``"he_fan_out"``, torchvision's ResNet init, or
+``"pytorch"``, PyTorch's layer defaults as the authors' model has them),
+``deform_bias`` (the authors' deformable convs carry a bias) and, in the models,
+``input_norm`` (`normalise_input`).
 """
 
+import functools
 from typing import Any, Dict, Sequence
 
 import flax.linen as nn
@@ -34,6 +41,29 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's ResNet init: He normal, fan_out.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's Conv2d default (kaiming_uniform with a = sqrt(5)): U(+-1/sqrt(fan_in)),
+# fan_in = kh * kw * in_channels. Also the authors' DCN kernel.
+torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in",
+                                                   "uniform")
+INITS = ("he_fan_out", "pytorch")
+INPUT_NORMS = ("imagenet", "none")
+
+
+def kernel_init(init: str):
+  """The conv kernel initialiser of an ``init`` option (`INITS`)."""
+  if init not in INITS:
+    raise ValueError(f"model.weight_init must be one of {INITS}, got {init!r}.")
+  return conv_init if init == "he_fan_out" else torch_conv_init
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's default conv / linear bias: U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / float(fan_in) ** 0.5
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
 
 
 def normalise(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
@@ -41,6 +71,18 @@ def normalise(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
   x = images.astype(jnp.float32)
   x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
   return x.astype(dtype)
+
+
+def normalise_input(images: jax.Array, input_norm: str,
+                    dtype: Any = jnp.float32) -> jax.Array:
+  """The encoder's input: ``"imagenet"`` (`normalise`) or ``"none"`` (the
+  [0, 1] images as they are, as the authors' code feeds them)."""
+  if input_norm not in INPUT_NORMS:
+    raise ValueError(f"model.input_norm must be one of {INPUT_NORMS}, got "
+                     f"{input_norm!r}.")
+  if input_norm == "none":
+    return images.astype(dtype)
+  return normalise(images, dtype)
 
 
 def check_size(images: jax.Array, multiple: int = 16) -> None:
@@ -70,13 +112,17 @@ def conv(features: int, kernel: int, stride: int = 1, *, dtype: Any,
                  kernel_init=kernel_init, name=name)
 
 
-def strided_conv(features: int, deform: bool, *, dtype: Any,
-                 name: str) -> nn.Module:
-  """The 3x3 stride-2 conv of a downsampling block: DCNv2 or plain."""
+def strided_conv(features: int, deform: bool, *, dtype: Any, name: str,
+                 weight_init: str = "he_fan_out",
+                 deform_bias: bool = False) -> nn.Module:
+  """The 3x3 stride-2 conv of a downsampling block: DCNv2 (with a zero-
+  initialised bias when ``deform_bias``, as the authors') or plain."""
   if deform:
     return deformable.DeformConv(features, (3, 3), (2, 2), padding=1,
-                                 dtype=dtype, kernel_init=conv_init, name=name)
-  return conv(features, 3, 2, dtype=dtype, name=name)
+                                 use_bias=deform_bias, dtype=dtype,
+                                 kernel_init=kernel_init(weight_init), name=name)
+  return conv(features, 3, 2, dtype=dtype, name=name,
+              kernel_init=kernel_init(weight_init))
 
 
 class BasicBlock(nn.Module):
@@ -88,28 +134,36 @@ class BasicBlock(nn.Module):
       ``deformable``); otherwise stride 1 and the identity shortcut.
     deformable: DCNv2 for the strided conv and the shortcut.
     dtype: computation dtype.
+    weight_init: kernel initialisation (`INITS`).
+    deform_bias: the deformable convs have a bias (the authors').
   """
   features: int
   downsample: bool = False
   deformable: bool = True
   dtype: Any = jnp.float32
+  weight_init: str = "he_fan_out"
+  deform_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """``(B, H, W, C)`` -> ``(B, H/s, W/s, features)``, s = 2 if downsample."""
+    k_init = kernel_init(self.weight_init)
     if self.downsample:
-      y = strided_conv(self.features, self.deformable, dtype=self.dtype,
-                       name="conv1")(x)
-      shortcut = strided_conv(self.features, self.deformable, dtype=self.dtype,
-                              name="downsample_conv")(x)
+      down = functools.partial(strided_conv, self.features, self.deformable,
+                               dtype=self.dtype, weight_init=self.weight_init,
+                               deform_bias=self.deform_bias)
+      y = down(name="conv1")(x)
+      shortcut = down(name="downsample_conv")(x)
       shortcut = batch_norm(train, self.dtype, "downsample_bn")(shortcut)
     else:
       if x.shape[-1] != self.features:
         raise ValueError("an identity shortcut needs equal channel counts.")
-      y = conv(self.features, 3, 1, dtype=self.dtype, name="conv1")(x)
+      y = conv(self.features, 3, 1, dtype=self.dtype, name="conv1",
+               kernel_init=k_init)(x)
       shortcut = x
     y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
-    y = conv(self.features, 3, 1, dtype=self.dtype, name="conv2")(y)
+    y = conv(self.features, 3, 1, dtype=self.dtype, name="conv2",
+             kernel_init=k_init)(y)
     y = batch_norm(train, self.dtype, "bn2")(y)
     return nn.relu(y + shortcut)
 
@@ -123,11 +177,15 @@ class ResNetEncoder(nn.Module):
     width: channels of layer1 (ResNet-34: 64); layer2 / layer3 have 2x / 4x.
     deformable: DCNv2 in the downsampling blocks.
     dtype: computation dtype (parameters stay float32).
+    weight_init: kernel initialisation (`INITS`).
+    deform_bias: the deformable convs have a bias (the authors').
   """
   stage_blocks: Sequence[int] = (3, 4, 6)
   width: int = 64
   deformable: bool = True
   dtype: Any = jnp.float32
+  weight_init: str = "he_fan_out"
+  deform_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> Dict[str, jax.Array]:
@@ -147,7 +205,8 @@ class ResNetEncoder(nn.Module):
       raise ValueError("stage_blocks must be 3 positive block counts (layer1, "
                        f"layer2, layer3), got {tuple(self.stage_blocks)}.")
     feats = {}
-    x = conv(self.width, 7, 2, dtype=self.dtype, name="conv1")(x)
+    x = conv(self.width, 7, 2, dtype=self.dtype, name="conv1",
+             kernel_init=kernel_init(self.weight_init))(x)
     x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     feats["stem"] = x
     x = pooling.max_pool_3x3_s2(x)  # = nn.max_pool(x, (3, 3), (2, 2), pad 1)
@@ -156,7 +215,9 @@ class ResNetEncoder(nn.Module):
       for i in range(num_blocks):
         down = stage > 0 and i == 0
         x = BasicBlock(features, downsample=down, deformable=self.deformable,
-                       dtype=self.dtype, name=f"layer{stage + 1}_{i}")(x, train)
+                       dtype=self.dtype, weight_init=self.weight_init,
+                       deform_bias=self.deform_bias,
+                       name=f"layer{stage + 1}_{i}")(x, train)
         if down:
           feats[f"layer{stage + 1}_down"] = x
       feats[f"layer{stage + 1}"] = x
@@ -168,7 +229,9 @@ def encoder_from_config(model_config, name: str = "encoder") -> ResNetEncoder:
   return ResNetEncoder(stage_blocks=tuple(model_config.stage_blocks),
                        width=model_config.width,
                        deformable=model_config.deformable,
-                       dtype=get_dtype(model_config), name=name)
+                       dtype=get_dtype(model_config),
+                       weight_init=model_config.weight_init,
+                       deform_bias=model_config.deform_bias, name=name)
 
 
 def get_dtype(model_config) -> Any:

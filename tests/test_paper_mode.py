@@ -1,0 +1,227 @@
+"""The paper datasets' configs run the authors' code; its options one by one.
+
+The numbers of paper mode against the authors' code are checked in
+tests/test_authors_parity.py; here: which config runs what, the options'
+pure functions, old config.json files, and evaluating an authors' checkpoint
+from the command line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from coarseseg_jax import evaluate
+from coarseseg_jax import losses
+from coarseseg_jax import models
+from coarseseg_jax import superpixels
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.configs import cityscapes
+from coarseseg_jax.configs import default
+from coarseseg_jax.configs import folder
+from coarseseg_jax.configs import pannuke
+from coarseseg_jax.configs import suim
+from coarseseg_jax.configs import synthetic
+from coarseseg_jax.models import authors
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("module", [suim, pannuke, cityscapes])
+def test_paper_configs_run_the_authors_code_and_improved_is_ours(module):
+  paper = module.get_config()
+  assert default.departures(paper) == []
+  assert paper.data.eval_center_crop == paper.data.crop_size
+  assert paper.model.similarity == "dot" and paper.model.tau == 0.07
+  improved = module.get_config("improved")
+  assert set(default.departures(improved)) >= {
+      "model.similarity", "model.out_of_grid", "model.input_norm",
+      "model.weight_init", "model.deform_bias", "train.slic_resize",
+      "train.validation_mode"}
+  assert improved.data.eval_center_crop is None
+  # Everything else (data, schedule, lambda) is the same experiment.
+  for key in ("dataset", "crop_size"):
+    assert improved.data[key] == paper.data[key]
+  assert improved.train.lmbda == paper.train.lmbda
+
+
+def test_cityscapes_paper_mode_keeps_gtcoarse_as_is():
+  assert cityscapes.get_config().data.builder_kwargs.mask_conflicts is False
+  assert cityscapes.get_config(
+      "improved").data.builder_kwargs.mask_conflicts is True
+
+
+@pytest.mark.parametrize("module", [synthetic, folder])
+def test_own_data_configs_run_the_project_variant(module):
+  assert default.departures(module.get_config())
+  assert default.departures(module.get_config("paper")) == []
+
+
+def test_unknown_config_argument_is_one_line():
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main",
+       "--config=configs/suim.py:papr", "--mode=summary"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "error: the config file failed to load: ValueError: unknown config "
+      "argument 'papr'")
+
+
+def test_old_config_json_is_completed_with_the_values_it_ran():
+  old = synthetic.get_config().to_dict()
+  for key in ("similarity", "out_of_grid", "input_norm", "weight_init",
+              "deform_bias"):
+    del old["model"][key]
+  del old["train"]["slic_resize"], old["train"]["validation_mode"]
+  config = workdir_lib.config_from_json(json.loads(json.dumps(old)))
+  assert config.model.similarity == "dot"  # Runs before the option: dot.
+  assert (config.model.out_of_grid, config.model.input_norm,
+          config.model.weight_init, config.model.deform_bias) == (
+              "mask", "imagenet", "he_fan_out", False)
+  assert (config.train.slic_resize, config.train.validation_mode) == (
+      "block_mean", "eval")
+  models.create_model(dict_to_model(config))
+
+
+def dict_to_model(config):
+  config.model.num_classes = 6
+  return config.model
+
+
+def test_out_of_grid_zero_is_a_softmax_over_all_nine():
+  rng = np.random.default_rng(0)
+  fine = jnp.asarray(rng.standard_normal((1, 8, 8, 4)), jnp.float32)
+  coarse = jnp.asarray(rng.standard_normal((1, 4, 4, 4)), jnp.float32)
+  masked = superpixels.assign(fine, coarse, tau=0.5)
+  zero = superpixels.assign(fine, coarse, tau=0.5, out_of_grid="zero")
+  np.testing.assert_allclose(jnp.sum(zero, -1), 1.0, rtol=1e-6)
+  outside = ~superpixels.valid_mask(4, 4)
+  assert float(jnp.min(jnp.where(outside, zero[0], 1.0))) > 0  # Logit 0.
+  np.testing.assert_array_equal(np.asarray(masked[0])[outside], 0.0)
+  # Pixels whose 9 candidates all lie in the grid: the same softmax.
+  assert not outside[2:6, 2:6].any()
+  np.testing.assert_allclose(np.asarray(zero[0, 2:6, 2:6]),
+                             np.asarray(masked[0, 2:6, 2:6]), rtol=1e-6)
+  with pytest.raises(ValueError, match="out_of_grid"):
+    superpixels.assign(fine, coarse, out_of_grid="pad")
+
+
+def test_torch_bilinear_resize():
+  x = jnp.asarray(np.random.default_rng(1).random((2, 16, 12, 3)),
+                  jnp.float32)
+  down = losses.torch_bilinear_resize(x, (4, 3))
+  # Downsampling by 4 reads the central 2 x 2 pixels of each 4 x 4 block.
+  blocks = np.asarray(x).reshape(2, 4, 4, 3, 4, 3)[:, :, 1:3, :, 1:3]
+  np.testing.assert_allclose(down, blocks.mean((2, 4)), rtol=1e-6)
+  # Upsampling agrees with jax.image.resize (half-pixel centres, both).
+  up = losses.torch_bilinear_resize(x, (32, 24))
+  np.testing.assert_allclose(
+      up, jax.image.resize(x, (2, 32, 24, 3), "bilinear"), atol=1e-6)
+
+
+def test_slic_loss_options():
+  rng = np.random.default_rng(2)
+  image = jnp.asarray(rng.random((1, 32, 32, 3)), jnp.float32)
+  logits = [jnp.asarray(rng.standard_normal((1, 8, 8, 9)), jnp.float32),
+            jnp.asarray(rng.standard_normal((1, 4, 4, 9)), jnp.float32)]
+  a = [jax.nn.softmax(l, -1) for l in logits]
+  base = losses.slic_loss(image, a, 0.0)
+  pos_cell = losses.slic_loss(image, a, 1.0) - base
+  pos_sq = losses.slic_loss(image, a, 1.0, position_norm="stride_squared") - base
+  np.testing.assert_allclose(pos_cell, 16 * pos_sq, rtol=1e-4)  # 64 / 4.
+  assert abs(float(losses.slic_loss(image, a, 0.0, resize="bilinear") - base)
+             ) > 1e-3
+  with pytest.raises(ValueError, match="resize"):
+    losses.slic_loss(image, a, 0.0, resize="area")
+
+
+def test_validation_in_train_mode_uses_batch_statistics():
+  config = default.authors_code(default.get_config())
+  m = config.model
+  m.num_classes, m.width, m.stage_blocks = 3, 8, (1, 1, 1)
+  m.head_channels, m.sim_features, m.dropout = 8, 8, 0.0
+  model = models.create_model(m)
+  images = jnp.asarray(np.random.default_rng(3).random((2, 32, 32, 3)),
+                       jnp.float32)
+  variables = model.init({"params": jax.random.key(0)}, images)
+  variables = {**variables, "batch_stats": jax.tree.map(
+      lambda v: v + 3.0, variables["batch_stats"])}
+  _, logits_eval, _ = evaluate.make_predict_fn(model)(variables, images)
+  _, logits_train, _ = evaluate.make_predict_fn(model, True)(variables, images)
+  (want, _), _ = model.apply(variables, images, train=True,
+                             mutable=["batch_stats"])
+  np.testing.assert_allclose(logits_train, want, rtol=1e-5, atol=1e-6)
+  assert float(jnp.max(jnp.abs(logits_train - logits_eval))) > 1e-2
+
+
+def _authors_state_dict(model_config, seed=0):
+  """A random state dict with the authors' names for `model_config`."""
+  shapes = models.init_shapes(model_config, image_size=64)
+  rng = np.random.default_rng(seed)
+  sd = {}
+  for path, (key, how) in authors.mapping(shapes).items():
+    shape = _get(shapes, path).shape
+    if how == "kernel":
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    value = rng.standard_normal(shape).astype(np.float32) * 0.1
+    if key.endswith("running_var"):
+      value = np.abs(value) + 1.0
+    sd[key] = value
+  return sd
+
+
+def _get(tree, path):
+  for p in path:
+    tree = tree[p]
+  return tree
+
+
+@pytest.mark.slow
+def test_eval_scores_an_authors_checkpoint(tmp_path):
+  """`--mode=eval --checkpoint=pretrained` on an authors' state dict."""
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config("paper")
+  config.model.num_classes = 6
+  weights = tmp_path / "weights_1.npz"
+  np.savez(weights, **_authors_state_dict(config.model))
+  env = dict(os.environ, COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"))
+  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                              if "device_count" not in f)
+  base = [sys.executable, "-m", "coarseseg_jax.main",
+          "--config=tests/tiny_config.py:paper", f"--workdir={tmp_path}/w",
+          "--mode=eval", "--checkpoint=pretrained", "--split=test",
+          "--config.model.pretrained_format=authors"]
+  # Prepare the tiny dataset first (eval does not prepare).
+  prep = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.datasets.prepare",
+       "--dataset=synthetic", f"--data_dir={tmp_path}/data", "--num_workers=1",
+       "--coarse_kernel=7", "--builder_kwargs=num_train=16,num_validation=4,"
+       "num_test=4,image_size=64,num_classes=6,seed=0"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert prep.returncode == 0, prep.stderr[-2000:]
+  proc = subprocess.run(base + [f"--config.model.pretrained={weights}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.load(open(tmp_path / "w" / "eval_test.json"))
+  assert result["step"] == 0 and result["summary"]["num_images"] == 4
+  # A state dict of another model: one line naming what does not fit.
+  bad = tmp_path / "bad.npz"
+  sd = _authors_state_dict(config.model)
+  del sd["classifier.4.bias"]
+  np.savez(bad, **sd)
+  proc = subprocess.run(base + [f"--config.model.pretrained={bad}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: config.model.pretrained={bad}:"), last
+  assert "missing keys (1): classifier.4.bias" in last
