@@ -1,35 +1,26 @@
 r"""The experiments: the main table, the coarseness sweep, the similarity sweep.
 
-  python -m coarseseg_jax.experiments --experiment=main --out=results/
-  python -m coarseseg_jax.experiments --experiment=main \
-      --config=configs/folder.py --config.data.manual_dir=my_data
-  python -m coarseseg_jax.experiments --experiment=similarity
-  python -m coarseseg_jax.experiments --experiment=coarseness
+  python -m coarseseg_jax.experiments --experiment=main|coarseness|similarity
 
-Without `--config` the runs use the synthetic dataset sized by
-`methods.FULL_SYNTHETIC`; with it, the config's dataset and sizes (any
-`--config.*` override applies to every run). Runs train on coarse labels
-(except `hcfcn_fine`) and are tested on fine labels. Each run is a method of
-`methods.METHODS` (a named config delta) with its swept values and seed, in
-its own workdir <workdir_root>/<dataset>/<experiment>[_quick][_e<n>]/
-<method>/<params>/seed<k>; `<out>/<dataset>_<experiment>_runs.json` lists
-each run's `coarseseg_jax.main` command, so one cell can be rerun alone.
-A finished run is skipped, an interrupted one resumes, and a workdir of
-another config stops the runner with one line (its config.json).
+(README, "Experiments", has the variants.) Without `--config` the runs use
+the synthetic dataset sized by `methods.FULL_SYNTHETIC`, with it the
+config's. Each run is a method of `methods.METHODS` with its swept values
+and seed, trained on coarse labels (except `hcfcn_fine`), tested on fine
+ones, in its own workdir <workdir_root>/<dataset>/<experiment>[_quick]
+[_e<n>][_coarseval]/<method>/<params>/seed<k>; `<out>/<dataset>_
+<experiment>_runs.json` lists each run's `coarseseg_jax.main` command. A
+finished run is skipped, an interrupted one resumes, a workdir of another
+config stops the runner. Each experiment writes `<dataset>_<experiment>_
+seeds.csv`, one row per reported run, and its tables (`coarseseg_jax.report`:
+main `<dataset>_coarse*`, `_coarseness*`, `_similarity*`).
 
-`main` (`<dataset>_coarse.{csv,md}`, `_sweep.csv`, `_predictions.png`):
-fcn, hcfcn, hcfcn_slic (lambda swept), unet, hcfcn_fine, hcfcn_slic_propagated,
-hcfcn_slicmap (kappa swept), hcfcn_slicmap_slic, and hcfcn_dot / hcfcn_dot_slic
-(the paper's dot similarity, hcfcn_slic's lambda). Mean and sample std over
-seeds of each run's test mean over images; p: Welch's t-test against `hcfcn`
-and against `fcn` on the per-seed means. lambda and kappa maximise a
-VALIDATION metric (--select_metric, default pixel accuracy) of the checkpoint
-each run keeps, averaged over the first --sweep_seeds seeds; test figures
-are never looked at. `coarseness` (`<dataset>_coarseness.*`): hcfcn and
-hcfcn_slic at each erosion kernel. `similarity` (`<dataset>_similarity.*`):
-hcfcn_slic with each of `methods.SIMILARITY_OPTIONS`, validation only.
-
-The tables and figures are made by `coarseseg_jax.report`.
+Reported runs use seeds 0..--seeds-1, selection never: lambda and kappa are
+swept on `methods.selection_seeds` (100, 101, ...), by a VALIDATION metric
+(--select_metric) of the checkpoint each run kept, widening a grid whose
+winner is at its edge (`sweep`); the similarity experiment runs on
+selection seeds too. --validation_labels=coarse selects on coarse
+validation labels (no fine labels needed; tables `<dataset>_coarseval_*`);
+`both` runs both, and main writes `<dataset>_validation_labels.{csv,md}`.
 """
 
 import dataclasses
@@ -53,6 +44,7 @@ from coarseseg_jax import config_validation
 from coarseseg_jax import errors
 from coarseseg_jax import methods
 from coarseseg_jax import report
+from coarseseg_jax import stats
 from coarseseg_jax import train
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
@@ -69,16 +61,15 @@ class Runner:
     root: the experiment's workdir root.
     config_file, base_overrides: how the base is made on the command line
       (for each run's `coarseseg_jax.main` command).
-    total: the number of runs expected (the progress bar's length).
+    bar: a progress bar to advance by one a run (default none).
   """
 
   def __init__(self, base, root: str, config_file: str = "configs/synthetic.py",
-               base_overrides: Optional[Dict] = None, total: int = 0):
+               base_overrides: Optional[Dict] = None, bar=None):
     self.base, self.root = base, root
     self.config_file, self.base_overrides = config_file, base_overrides or {}
     self.records: List[dict] = []
-    self.bar = tqdm.tqdm(total=total or None, desc="runs", unit="run",
-                         disable=not total)
+    self.bar = bar or tqdm.tqdm(disable=True)
 
   def workdir(self, method: str, params: dict, seed: int) -> str:
     return os.path.join(self.root, method, methods.param_name(params),
@@ -107,92 +98,114 @@ class Runner:
     return results
 
 
-def validation_metric(results: dict, metric: str) -> float:
-  """`metric`'s validation mean at the checkpoint the run selected."""
-  value = (results.get("validation") or {}).get(f"{metric}_mean")
-  return float("nan") if value is None else float(value)
+def sweep(runner: Runner, method: str, key: str, grid: Sequence[float],
+          select_seeds: Sequence[int], seeds: Sequence[int], metric: str,
+          widen_limit: int = 0):
+  """Chooses `method`'s `key` from `grid` on the selection seeds.
 
-
-def sweep(runner: Runner, method: str, candidates: Sequence[dict],
-          seeds: Sequence[int], sweep_seeds: int, metric: str):
-  """Trains each candidate on the first sweep_seeds seeds (0 = all), picks one.
-
-  Returns (the chosen params, its results on all seeds, one row per candidate:
-  method, param, n_seeds, validation_<metric>_mean/_std, selected); ties go
-  to the earlier candidate.
+  Each value is trained on every selection seed and scored by the mean
+  validation `metric` of its runs (ties: the smaller value). While the
+  winner is at an edge, the grid gains the next value beyond that edge
+  (`methods.widen`), trained and scored alike, up to `widen_limit` added
+  values. A one-value grid is taken as it is (no selection runs). Returns
+  (the chosen params, its results on `seeds`, one row per selection run:
+  method, param, value, seed, added, validation_<metric>, selected; an
+  info dict for `report.sweep_note`).
   """
-  first = list(seeds[:sweep_seeds or len(seeds)])
-  rows, scores, done = [], [], []
-  for params in candidates:
-    done.append([runner.run(method, params, s) for s in first])
-    values = [validation_metric(r, metric) for r in done[-1]]
-    scores.append(np.nan_to_num(np.nanmean(values), nan=-np.inf))
-    rows.append({"method": method, "param": methods.param_name(params),
-                 "n_seeds": len(first),
-                 f"validation_{metric}_mean": float(np.nanmean(values)),
-                 f"validation_{metric}_std": report.sample_std(values)})
-  best = int(np.argmax(scores))
-  for i, row in enumerate(rows):
-    row["selected"] = int(i == best)
-  params = candidates[best]
-  return params, done[best] + [runner.run(method, params, s)
-                               for s in seeds[len(first):]], rows
+  grid, added, scores, rows = sorted(float(v) for v in grid), [], {}, []
+  best, edge = grid[0], None  # One value: nothing to select, no runs.
+  while len(grid) > 1:
+    for value in [v for v in grid if v not in scores]:
+      values = [report.mean_of(runner.run(method, {key: value}, s),
+                               "validation", metric) for s in select_seeds]
+      finite = [v for v in values if np.isfinite(v)]
+      scores[value] = float(np.mean(finite)) if finite else -np.inf
+      rows += [{"method": method, "param": methods.param_name({key: value}),
+                "value": value, "seed": s, "added": int(value in added),
+                f"validation_{metric}": v}
+               for s, v in zip(select_seeds, values)]
+    best = max(grid, key=lambda v: scores[v])  # The first (smallest) maximum.
+    edge = (None if grid[0] < best < grid[-1]
+            else "low" if best == grid[0] else "high")
+    new = (methods.widen(grid, edge) if edge and len(added) < widen_limit
+           else None)
+    if new is None:
+      break
+    added.append(new)
+    grid = sorted(grid + [new])
+  for row in rows:
+    row["selected"] = int(row["value"] == best)
+  info = {"method": method, "key": key, "grid": grid, "added": added,
+          "chosen": best, "edge": edge, "edge_note": (
+              f"the limit of {widen_limit} added values was reached"
+              if len(added) >= widen_limit else "no weight lies below 0")}
+  return ({key: best}, [runner.run(method, {key: best}, s) for s in seeds],
+          sorted(rows, key=lambda r: (r["value"], r["seed"])), info)
 
 
 def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
-             out: str, sweep_seeds: int, metric: str,
-             names: Sequence[str] = methods.MAIN_METHODS) -> List[dict]:
-  """Trains (or reuses) every run of the main table; writes its files."""
-  chosen, results, sweep_rows = {}, {}, []
+             select_seeds: Sequence[int], out: str, metric: str,
+             names: Sequence[str] = methods.MAIN_METHODS,
+             margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """Trains (or reuses) every run of the main table; writes its files;
+  returns its seed rows (`report.seed_row`)."""
+  chosen, results, sweep_rows, infos = {}, {}, [], []
   grids = {"hcfcn_slic": ("lmbda", setup.lambdas),
            "hcfcn_slicmap": ("kappa", setup.kappas)}
   for method in names:
     if method in grids:
       key, grid = grids[method]
-      chosen[method], results[method], rows = sweep(
-          runner, method, [{key: v} for v in grid], seeds, sweep_seeds, metric)
+      chosen[method], results[method], rows, info = sweep(
+          runner, method, key, grid, select_seeds, seeds, metric,
+          setup.widen_limit)
       sweep_rows += rows
+      infos.append(info)
       continue
     chosen[method] = {}
     for key in methods.SWEPT.get(method, ()):
       source = "hcfcn_slicmap" if key == "kappa" else "hcfcn_slic"
       chosen[method][key] = chosen[source][key]
     results[method] = [runner.run(method, chosen[method], s) for s in seeds]
-  report.write_main(out, runner, setup, names, chosen, results, sweep_rows,
-                    seeds, metric, sweep_seeds)
-  return results
+  labels = runner.base.data.get("validation_labels", "fine")
+  seed_rows = [report.seed_row(m, chosen[m], s, r, labels)
+               for m in names for s, r in zip(seeds, results[m])]
+  report.write_main(out, runner, setup, chosen, seed_rows, sweep_rows, infos,
+                    seeds, select_seeds, metric, margin)
+  return seed_rows
 
 
 def run_coarseness(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
-                   out: str, lmbda: float) -> List[dict]:
+                   out: str, lmbda: float,
+                   margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """hcfcn and hcfcn_slic at every erosion kernel; writes its files."""
+  labels = runner.base.data.get("validation_labels", "fine")
   rows = []
   for kernel in setup.kernels:
-    ref = [runner.run("hcfcn", {"kernel": kernel}, s) for s in seeds]
-    reg = [runner.run("hcfcn_slic", {"kernel": kernel, "lmbda": lmbda}, s)
-           for s in seeds]
-    rows.append(report.summary_row(ref, None, method="hcfcn", kernel=kernel))
-    rows.append(report.summary_row(reg, ref, method="hcfcn_slic",
-                                   kernel=kernel))
-  report.write_coarseness(out, runner, setup, rows, seeds, lmbda)
+    for method, params in (("hcfcn", {"kernel": kernel}),
+                           ("hcfcn_slic", {"kernel": kernel, "lmbda": lmbda})):
+      rows += [report.seed_row(method, params, s,
+                               runner.run(method, params, s), labels)
+               for s in seeds]
+  report.write_coarseness(out, runner, setup, rows, seeds, lmbda, margin)
   return rows
 
 
 def run_similarity(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
                    out: str, metric: str,
-                   options: Sequence[str] = tuple(methods.SIMILARITY_OPTIONS)
-                   ) -> List[dict]:
-  """hcfcn_slic with each similarity option; the table on validation."""
+                   options: Sequence[str] = tuple(methods.SIMILARITY_OPTIONS),
+                   margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """hcfcn_slic with each similarity option on selection seeds; the table
+  on validation (no test figure is written)."""
+  labels = runner.base.data.get("validation_labels", "fine")
   rows = []
   for option in options:
     params = {"option": option, "lmbda": setup.similarity_lambda}
-    done = [runner.run("hcfcn_slic", params, s) for s in seeds]
-    rows.append(report.validation_row(done, option=option))
-  scores = [row[f"{metric}_mean"] for row in rows]
-  for i, row in enumerate(rows):
-    row["selected"] = int(i == int(np.nanargmax(scores)))
-  report.write_similarity(out, runner, setup, rows, seeds, metric)
-  return rows
+    rows += [report.seed_row("hcfcn_slic", params, s,
+                             runner.run("hcfcn_slic", params, s), labels,
+                             report.METRICS + report.DIAGNOSTICS, test=())
+             for s in seeds]
+  return report.write_similarity(out, runner, setup, rows, seeds, metric,
+                                 margin)
 
 
 _EXPERIMENT = flags.DEFINE_enum(
@@ -205,9 +218,22 @@ _OUT = flags.DEFINE_string("out", "results", "Tables and figures go here.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/experiments",
                                     "One workdir per run under this.")
 _QUICK = flags.DEFINE_bool("quick", False, "A tiny model and 1 epoch (tests).")
-_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds 0..n-1 (default: setup).")
+_SEEDS = flags.DEFINE_integer(
+    "seeds", None, "Number of seeds (default: setup): reported runs 0..n-1; "
+    "similarity (a selection): 100..100+n-1.")
 _SWEEP_SEEDS = flags.DEFINE_integer(
-    "sweep_seeds", 0, "Seeds of the lambda/kappa sweeps (0 = all).")
+    "sweep_seeds", None, "Selection seeds of the lambda/kappa sweeps, "
+    "100..100+n-1 (default: setup).")
+_WIDEN = flags.DEFINE_integer(
+    "widen_limit", None, "Values a sweep may add beyond its grid's edge "
+    "(default: setup).")
+_LABELS = flags.DEFINE_enum(
+    "validation_labels", None, ["fine", "coarse", "both"], "Labels of "
+    "checkpoint and sweep selection (default: the config's "
+    "data.validation_labels); both: the experiment once with each.")
+_MARGIN = flags.DEFINE_float(
+    "margin", stats.EQUIVALENCE_MARGIN, "Equivalence margin of the TOSTs "
+    "(absolute), fixed before looking at results.")
 _SELECT = flags.DEFINE_enum("select_metric", "accuracy", list(report.METRICS),
                             "Validation metric choosing lambda, kappa and "
                             "the similarity option.")
@@ -259,9 +285,12 @@ def _base_config():
 
 def _setup() -> methods.Setup:
   setup = methods.QUICK if _QUICK.value else methods.FULL
-  for name, values in (("lambdas", _LAMBDAS.value), ("kappas", _KAPPAS.value)):
-    if values:
-      setup = dataclasses.replace(setup, **{name: tuple(map(float, values))})
+  for name, flag in (("lambdas", _LAMBDAS), ("kappas", _KAPPAS),
+                     ("sweep_seeds", _SWEEP_SEEDS), ("widen_limit", _WIDEN)):
+    value = flag.value
+    if value is not None:
+      setup = dataclasses.replace(setup, **{name: tuple(map(float, value)) if
+                                            isinstance(value, list) else value})
   return setup
 
 
@@ -274,35 +303,63 @@ def _run(experiment: str) -> None:
   if unknown:
     raise app.UsageError(f"--options: unknown {unknown}; choose from "
                          f"{list(methods.SIMILARITY_OPTIONS)}.")
-  seeds = list(range(_SEEDS.value or {
+  n = _SEEDS.value or {
       "main": setup.seeds, "coarseness": setup.coarseness_seeds,
-      "similarity": setup.similarity_seeds}[experiment]))
+      "similarity": setup.similarity_seeds}[experiment]
+  default = base.data.get("validation_labels", "fine")
+  variants = {"both": ["fine", "coarse"], None: [default]}.get(
+      _LABELS.value, [_LABELS.value])
+  try:
+    seeds = (methods.selection_seeds(n) if experiment == "similarity"
+             else methods.report_seeds(n))
+    select = methods.selection_seeds(setup.sweep_seeds)
+  except ValueError as e:
+    raise app.UsageError(f"--seeds / --sweep_seeds: {e}") from None
+  if not _MARGIN.value > 0:
+    raise app.UsageError(f"--margin={_MARGIN.value} must be > 0.")
+  if ("coarse" in variants
+      and _SELECT.value not in config_validation.COARSE_SELECTABLE):
+    raise app.UsageError(f"--select_metric={_SELECT.value} needs fine "
+                         "validation labels (coarse ones have no boundaries).")
   root = experiment + ("_quick" if _QUICK.value else "") + (
       f"_e{_EPOCHS.value}" if _EPOCHS.value else "")
-  total = {"main": len(names) * len(seeds),
-           "coarseness": 2 * len(setup.kernels) * len(seeds),
-           "similarity": len(options) * len(seeds)}[
-               experiment]
-  runner = Runner(base, os.path.join(_WORKDIR_ROOT.value, tag, root),
-                  config_file, overrides, total)
+  bar = tqdm.tqdm(total=len(variants) * methods.num_runs(
+      experiment, setup, names, len(seeds), len(options)), desc="runs",
+                  unit="run")
+  tic, records, rows = time.time(), [], {}
+  for labels in variants:
+    suffix = "" if labels == "fine" else "_coarseval"
+    v_overrides = dict(overrides)
+    if labels != default:
+      v_overrides["data.validation_labels"] = labels
+    runner = Runner(methods.apply(base, {"data.validation_labels": labels}),
+                    os.path.join(_WORKDIR_ROOT.value, tag, root + suffix),
+                    config_file, v_overrides, bar)
+    out = os.path.join(_OUT.value, tag + suffix)
+    if experiment == "main":
+      rows[labels] = run_main(runner, setup, seeds, select, out, _SELECT.value,
+                              names, _MARGIN.value)
+    elif experiment == "coarseness":
+      run_coarseness(runner, setup, seeds, out, setup.coarseness_lambda
+                     if _LAMBDA.value is None else _LAMBDA.value,
+                     _MARGIN.value)
+    else:
+      run_similarity(runner, setup, seeds, out, _SELECT.value, options,
+                     _MARGIN.value)
+    records += runner.records
+  bar.close()
   out = os.path.join(_OUT.value, tag)
-  tic = time.time()
-  if experiment == "main":
-    run_main(runner, setup, seeds, out, _SWEEP_SEEDS.value, _SELECT.value,
-             names)
-  elif experiment == "coarseness":
-    run_coarseness(runner, setup, seeds, out, setup.coarseness_lambda
-                   if _LAMBDA.value is None else _LAMBDA.value)
-  else:
-    run_similarity(runner, setup, seeds, out, _SELECT.value, options)
-  runner.bar.close()
-  trained = sum(r["status"] == "trained" for r in runner.records)
+  if len(rows) == 2:
+    report.write_validation_cost(out, rows["fine"], rows["coarse"],
+                                 _MARGIN.value)
+  trained = sum(r["status"] == "trained" for r in records)
   workdir_lib.write_json(f"{out}_{experiment}_runs.json", {
       "experiment": experiment, "quick": _QUICK.value, "dataset": tag,
-      "num_epochs": base.train.num_epochs, "machine": report.machine(),
-      "seconds": round(time.time() - tic, 1), "trained": trained,
-      "runs": runner.records})
-  print(f"{experiment}: {trained} runs trained, {len(runner.records) - trained}"
+      "num_epochs": base.train.num_epochs, "seeds": list(seeds),
+      "selection_seeds": list(select), "validation_labels": variants,
+      "machine": report.machine(), "seconds": round(time.time() - tic, 1),
+      "trained": trained, "runs": records})
+  print(f"{experiment}: {trained} runs trained, {len(records) - trained}"
         f" skipped, {time.time() - tic:.0f} s; tables and figures in "
         f"{_OUT.value} ({tag}_*)")
 
@@ -319,8 +376,9 @@ def main(argv) -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   experiment = _EXPERIMENT.value
-  main_only = [f"--{f.name}" for f in (_METHODS, _LAMBDAS, _KAPPAS)
-               if f.value]
+  main_only = [f"--{f.name}" for f in (_METHODS, _LAMBDAS, _KAPPAS,
+                                       _SWEEP_SEEDS, _WIDEN)
+               if f.value is not None]
   if _OPTIONS.value and experiment != "similarity":
     main_only.append("--options")
   try:

@@ -12,22 +12,30 @@ keeps, e.g.
       --workdir=workdirs/experiments/synthetic/main/hcfcn_slic/lmbda0.025/seed1
 
 `FULL_SYNTHETIC` sizes the default experiment (the synthetic dataset, 160
-px, a half-width encoder, 25 epochs: the main table in about 2 h on 2 CPU
-cores); with `--config` the sizes are the config's. `QUICK` shrinks any
+px, a half-width encoder, 25 epochs: about 5 min a run on 2 CPU cores, so
+6-7 h for the main table's 50 reported and 16 sweep runs); with `--config`
+the sizes are the config's. `QUICK` shrinks any
 config for the tests (a tiny model, 1 epoch; tiny synthetic data).
 """
 
 import dataclasses
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
+
+from coarseseg_jax.configs import default as default_config
 
 Delta = Dict[str, Any]  # Dotted config key -> value.
 
 # The methods of the main table, in table order: each a delta of the base.
 # `hcfcn_slic` and `hcfcn_slicmap` sweep lambda / kappa; the combined method
-# takes both choices. The `_dot` methods keep the paper's published
-# similarity (dot product / 0.07) when the default has moved on.
+# takes both choices. The `_dot` methods are the authors' code
+# (`configs/default.py`: AUTHORS_CODE, README "Differences from the authors'
+# code"): their model, loss and validation pass on the same data, model size
+# (`model.sim_features` stays the experiment's) and test protocol.
+_AUTHORS: Delta = {**{k: v for k, v in default_config.AUTHORS_CODE.items()
+                      if k != "model.sim_features"},
+                   "model.assign_init": "default", "model.parent_bias": None}
 METHODS: Dict[str, Delta] = {
     "fcn": {"model.name": "fcn"},
     "hcfcn": {},
@@ -37,11 +45,8 @@ METHODS: Dict[str, Delta] = {
     "hcfcn_slic_propagated": {"data.train_labels": "slic_propagated"},
     "hcfcn_slicmap": {},                    # + kappa
     "hcfcn_slicmap_slic": {},               # + kappa and lmbda
-    "hcfcn_dot": {"model.similarity": "dot", "model.tau": 0.07,
-                  "model.assign_init": "default", "model.parent_bias": None},
-    "hcfcn_dot_slic": {"model.similarity": "dot", "model.tau": 0.07,
-                       "model.assign_init": "default",
-                       "model.parent_bias": None},   # + lmbda
+    "hcfcn_dot": dict(_AUTHORS),
+    "hcfcn_dot_slic": dict(_AUTHORS),       # + lmbda
 }
 MAIN_METHODS = tuple(METHODS)
 REFERENCE = "hcfcn"  # The t-tests compare every method with this one...
@@ -70,12 +75,21 @@ _SIMILARITY_KEYS = ("model.similarity", "model.tau", "model.assign_init",
                     "model.parent_bias")
 
 
+# Seeds: reported runs use 0, 1, ... (`report_seeds`); every selection (the
+# lambda / kappa sweeps, the similarity experiment) uses SELECTION_SEED,
+# SELECTION_SEED + 1, ... (`selection_seeds`), so no reported run is one that
+# chose a setting.
+SELECTION_SEED = 100
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """The grids and seeds of the experiments (sizes are config overrides)."""
-  seeds: int            # Main table.
+  seeds: int            # Main table (reported seeds 0..seeds-1).
   coarseness_seeds: int
-  similarity_seeds: int
+  similarity_seeds: int  # Selection seeds of the similarity experiment.
+  sweep_seeds: int      # Selection seeds of the lambda / kappa sweeps.
+  widen_limit: int      # Values a sweep may add beyond its grid's edges.
   lambdas: Tuple[float, ...]
   kappas: Tuple[float, ...]
   kernels: Tuple[int, ...]
@@ -84,14 +98,14 @@ class Setup:
   figure_images: int    # Test images in the prediction figure.
 
 
-FULL = Setup(seeds=3, coarseness_seeds=2, similarity_seeds=2,
-             lambdas=(0.025, 0.05, 0.075, 0.1),
+FULL = Setup(seeds=5, coarseness_seeds=5, similarity_seeds=2, sweep_seeds=2,
+             widen_limit=2, lambdas=(0.025, 0.05, 0.075, 0.1),
              kappas=(0.01, 0.025, 0.05, 0.1), kernels=(1, 5, 10, 15, 20, 25),
              coarseness_lambda=0.05, similarity_lambda=0.025,
              figure_images=3)
 # One value per sweep: each lambda / kappa value is one more compilation.
-QUICK = Setup(seeds=2, coarseness_seeds=2, similarity_seeds=1,
-              lambdas=(0.05,), kappas=(0.05,), kernels=(3, 7),
+QUICK = Setup(seeds=2, coarseness_seeds=2, similarity_seeds=1, sweep_seeds=1,
+              widen_limit=2, lambdas=(0.05,), kappas=(0.05,), kernels=(3, 7),
               coarseness_lambda=0.05, similarity_lambda=0.05,
               figure_images=2)
 
@@ -143,6 +157,58 @@ def apply(config: ml_collections.ConfigDict, delta: Mapping[str, Any]
       node = node[part]
     node[leaf] = value
   return config
+
+
+def report_seeds(n: int) -> Tuple[int, ...]:
+  """The seeds of n reported runs: 0..n-1 (below SELECTION_SEED)."""
+  if not 1 <= n <= SELECTION_SEED:
+    raise ValueError(f"{n} reported seeds: use 1 to {SELECTION_SEED} (seeds "
+                     f"from {SELECTION_SEED} on are for selection).")
+  return tuple(range(n))
+
+
+def selection_seeds(n: int) -> Tuple[int, ...]:
+  """The seeds of n selection runs: SELECTION_SEED, SELECTION_SEED + 1, ..."""
+  if n < 1:
+    raise ValueError(f"{n} selection seeds: use at least 1.")
+  return tuple(range(SELECTION_SEED, SELECTION_SEED + n))
+
+
+def widen(grid: Sequence[float], side: str, digits: int = 3
+          ) -> Optional[float]:
+  """The next value beyond the `side` ('low' | 'high') edge of `grid`.
+
+  The edge times its ratio to its neighbour (a geometric step: 0.025, 0.05
+  -> 0.0125 below), rounded to `digits` significant digits; an arithmetic
+  step (edge - neighbour) where the neighbour is 0. None when the grid has
+  fewer than 2 values or the low edge is 0 (weights are >= 0).
+  """
+  if side not in ("low", "high"):
+    raise ValueError(f"side={side!r} must be 'low' or 'high'.")
+  g = sorted(float(v) for v in grid)
+  if len(g) < 2:
+    return None
+  edge, neighbour = (g[0], g[1]) if side == "low" else (g[-1], g[-2])
+  if edge <= 0:
+    return None
+  value = edge * edge / neighbour if neighbour > 0 else 2 * edge - neighbour
+  for d in range(digits, 17):  # Enough digits to stay beyond the edge.
+    rounded = float(f"{value:.{d}g}")
+    if (rounded < edge) if side == "low" else (rounded > edge):
+      return rounded
+  return value
+
+
+def num_runs(experiment: str, setup: Setup, names: Sequence[str], seeds: int,
+             options: int) -> int:
+  """Runs of one pass of `experiment` (main: sweeps without widening)."""
+  if experiment == "main":
+    swept = sum(len(g) for m, g in (("hcfcn_slic", setup.lambdas),
+                                    ("hcfcn_slicmap", setup.kappas))
+                if m in names and len(g) > 1)
+    return len(names) * seeds + swept * setup.sweep_seeds
+  return seeds * (2 * len(setup.kernels) if experiment == "coarseness"
+                  else options)
 
 
 def param_name(params: Mapping[str, Any]) -> str:

@@ -1,25 +1,28 @@
 """Tables and figures of the experiments (`coarseseg_jax.experiments`).
 
-Bookkeeping over finished runs' results.json dicts: per-seed test means, mean
-and sample std (ddof 1) over seeds, Welch's t-tests against reference
-methods, CSV and Markdown tables with their footnotes, and the figures
-(predictions side by side, drawn from the arrays each run saved in
-figures/samples.npz; metrics against the erosion kernel). Nothing here runs
-a model.
+Each finished run (its results.json) becomes one row of `<out>_<experiment>_
+seeds.csv` (`seed_row`, written exactly); every table is a pure function of
+those rows (`main_tables`, `coarseness_tables`, `similarity_tables`,
+`validation_cost`), so `read_seeds` and the same function recompute it from
+the CSV. Tables: mean and sample std over seeds, comparisons paired by seed
+(`stats.comparison_rows`), CSV and Markdown with their notes; figures drawn
+from each run's figures/samples.npz. Nothing here runs a model.
 """
 
 import csv
 import io
+import math
 import os
 import platform
-import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import jax
 import numpy as np
 
+from coarseseg_jax import evaluate
 from coarseseg_jax import figures
 from coarseseg_jax import methods
+from coarseseg_jax import stats
 from coarseseg_jax import workdir as workdir_lib
 
 METRICS = ("accuracy", "boundary_recall", "boundary_f1", "asa", "miou")
@@ -29,69 +32,136 @@ LABELS = {"accuracy": "pixel accuracy", "boundary_recall": "boundary recall",
 DIAGNOSTICS = ("a4_entropy", "a8_entropy", "a4_starved_cells",
                "a8_starved_cells")
 STATS = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+TESTED = ("boundary_recall", "accuracy")  # Metrics of the comparisons.
+KEYS = ("option", "kernel", "lmbda", "kappa")  # Swept values of a run.
+# Every test metric of results.json (means over images; mIoU of the split).
+TEST_METRICS = tuple(evaluate.PER_IMAGE_METRICS) + ("miou_dataset",)
+_TEXT = ("method", "param", "option", "validation_labels")  # String columns.
+COMPARISON_COLUMNS = [
+    "metric", "n_pairs", "mean", "reference_mean", "mean_diff", "ci_low",
+    "ci_high", "p_paired", "p_paired_holm", "p_welch", "margin", "p_tost",
+    "p_tost_holm", "verdict"]
+MAIN_COLUMNS = ["method", "param", "n_seeds"] + STATS
 
 
-def sample_std(values) -> float:
-  values = np.asarray(values, np.float64)
-  return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+def mean_of(results: dict, split: str, name: str) -> float:
+  """`name`'s mean over images on `split` in results.json (NaN if absent;
+  validation: at the checkpoint the run selected)."""
+  summary = results.get(split) or {}
+  value = summary.get(f"{name}_mean", summary.get(name))
+  return math.nan if value is None else float(value)
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-  """Welch's t-test p-value (NaN with fewer than 2 finite values a side)."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-  if a.size < 2 or b.size < 2:
-    return float("nan")
-  with warnings.catch_warnings(), np.errstate(all="ignore"):
-    warnings.simplefilter("ignore")  # Zero variance: NaN, and a warning.
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+def seed_row(method: str, params: dict, seed: int, results: dict,
+             validation_labels: str = "fine",
+             validation: Sequence[str] = METRICS,
+             test: Sequence[str] = TEST_METRICS) -> dict:
+  """One run as a row of `_seeds.csv`.
 
-
-def per_seed(results: Sequence[dict], metric: str, split: str = "test"
-             ) -> List[float]:
-  """Each run's mean over images of `metric` on `split` (NaN if absent)."""
-  return [float((r.get(split) or {}).get(f"{metric}_mean", float("nan")))
-          for r in results]
-
-
-def _stats(row: dict, results, names, split: str) -> None:
-  for metric in names:
-    finite = [v for v in per_seed(results, metric, split) if np.isfinite(v)]
-    row[f"{metric}_mean"] = float(np.mean(finite)) if finite else float("nan")
-    row[f"{metric}_std"] = sample_std(finite)
-
-
-def summary_row(results: Sequence[dict], reference: Optional[Sequence[dict]],
-                second: Optional[Sequence[dict]] = None, **keys) -> dict:
-  """`keys`, n_seeds, <metric>_mean/_std (test), and p-values: `p_<metric>`
-  against `reference`, `p2_<metric>` against `second` (boundary recall and
-  accuracy)."""
-  row = dict(keys, n_seeds=len(results))
-  _stats(row, results, METRICS, "test")
-  for metric in ("boundary_recall", "accuracy"):
-    for prefix, other in (("p", reference), ("p2", second)):
-      row[f"{prefix}_{metric}"] = (float("nan") if other is None else welch_p(
-          per_seed(results, metric), per_seed(other, metric)))
+  Columns: method, param (its workdir name), the swept values `KEYS` (''
+  where not swept), seed, validation_labels, `validation_<m>` (at the
+  checkpoint the run selected) for m in `validation` and `test_<m>` for m
+  in `test` (NaN where results.json has none).
+  """
+  row = {"method": method, "param": methods.param_name(params)}
+  row.update({k: params.get(k, "") for k in KEYS})
+  row.update(seed=int(seed), validation_labels=validation_labels)
+  for split, names in (("validation", validation), ("test", test)):
+    row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
   return row
 
 
-def validation_row(results: Sequence[dict], **keys) -> dict:
-  """`keys`, n_seeds, and <metric>_mean/_std on VALIDATION (the selected
-  checkpoint's), assignment diagnostics included."""
-  row = dict(keys, n_seeds=len(results))
-  _stats(row, results, METRICS + DIAGNOSTICS, "validation")
-  return row
+def read_seeds(path) -> List[dict]:
+  """The rows of a `_seeds.csv` as `seed_row` made them (seed an int, text
+  columns strings, '' where a value was not swept, the rest floats)."""
+  def parse(line, key, text):
+    try:
+      if key == "seed":
+        return int(text)
+      return text if key in _TEXT or text == "" else float(text)
+    except (TypeError, ValueError):
+      raise ValueError(f"{path}, line {line}: {key}={text!r} is not a "
+                       "number.") from None
+  reader = csv.DictReader(io.StringIO(workdir_lib.path(path).read_text()))
+  if not {"method", "seed"} <= set(reader.fieldnames or ()):
+    raise ValueError(f"{path} is no _seeds.csv (no method and seed columns).")
+  return [{k: parse(i + 2, k, v) for k, v in row.items()}
+          for i, row in enumerate(reader)]
 
 
-def write_csv(path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+def csv_text(rows: Sequence[dict], columns: Sequence[str],
+             exact: bool = False) -> str:
+  """A CSV of `columns`; floats to 6 significant digits, or `exact` (repr:
+  read back bit for bit)."""
   buffer = io.StringIO()
-  writer = csv.writer(buffer)
+  writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(columns)
   for row in rows:
-    writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float)
-                     else row[c] for c in columns])
-  workdir_lib.write_bytes(path, buffer.getvalue())
+    writer.writerow([(repr(float(row[c])) if exact else f"{row[c]:.6g}")
+                     if isinstance(row[c], float) else row[c]
+                     for c in columns])
+  return buffer.getvalue()
+
+
+def write_csv(path, rows: Sequence[dict], columns: Sequence[str],
+              exact: bool = False) -> None:
+  workdir_lib.write_bytes(path, csv_text(rows, columns, exact))
+
+
+def main_tables(rows: Sequence[dict],
+                margin: float = stats.EQUIVALENCE_MARGIN):
+  """(summary rows, comparisons) of the main table from its seed rows.
+
+  Every method against `methods.REFERENCE` and against
+  `methods.SECOND_REFERENCE` (each pair of methods once) in `TESTED`.
+  """
+  by = {k[0]: v for k, v in stats.groups(rows, ("method",)).items()}
+  refs = (methods.REFERENCE, methods.SECOND_REFERENCE)
+  pairs = [({"method": m, "reference": ref}, runs, by[ref])
+           for m, runs in by.items() for ref in refs
+           if ref in by and m != ref and (m, ref) != refs]
+  return (stats.summary_rows(rows, ("method", "param"), METRICS),
+          stats.comparison_rows(pairs, TESTED, margin))
+
+
+def coarseness_tables(rows: Sequence[dict],
+                      margin: float = stats.EQUIVALENCE_MARGIN):
+  """(summary rows, comparisons): hcfcn_slic against hcfcn per kernel."""
+  by = stats.groups(rows, ("method", "kernel"))
+  pairs = [({"kernel": k, "method": m, "reference": "hcfcn"}, runs,
+            by[("hcfcn", k)]) for (m, k), runs in by.items()
+           if m == "hcfcn_slic" and ("hcfcn", k) in by]
+  return (stats.summary_rows(rows, ("method", "kernel"), METRICS),
+          stats.comparison_rows(pairs, TESTED, margin))
+
+
+def similarity_tables(rows: Sequence[dict], metric: str,
+                      margin: float = stats.EQUIVALENCE_MARGIN):
+  """(validation summary per option, with `selected` by mean `metric`;
+  each option against `dot`, the paper's code, on validation)."""
+  summary = stats.summary_rows(rows, ("option",), METRICS + DIAGNOSTICS,
+                               "validation")
+  scores = np.array([r[f"{metric}_mean"] for r in summary])
+  best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
+  for i, row in enumerate(summary):
+    row["selected"] = int(i == best)
+  by = {k[0]: v for k, v in stats.groups(rows, ("option",)).items()}
+  pairs = [({"option": o, "reference": "dot"}, runs, by["dot"])
+           for o, runs in by.items() if o != "dot" and "dot" in by]
+  return summary, stats.comparison_rows(pairs, tuple(dict.fromkeys(
+      (metric,) + TESTED)), margin, split="validation")
+
+
+def validation_cost(fine: Sequence[dict], coarse: Sequence[dict],
+                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """Per method, selection on coarse against fine validation labels (main
+  table seed rows of each): differences coarse - fine of the test metrics."""
+  a = {k[0]: v for k, v in stats.groups(coarse, ("method",)).items()}
+  b = {k[0]: v for k, v in stats.groups(fine, ("method",)).items()}
+  return stats.comparison_rows(
+      [({"method": m, "param_coarse": a[m][0]["param"],
+         "param_fine": runs[0]["param"]}, a[m], runs)
+       for m, runs in b.items() if m in a], TESTED, margin)
 
 
 def _fmt(mean, std) -> str:
@@ -105,21 +175,35 @@ def _fmt_p(p) -> str:
           else f"{p:.0e}")
 
 
-def markdown_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]],
-                   note: str, metrics: Sequence[str] = METRICS,
-                   p_columns: Sequence[Tuple[str, str]] = (
-                       ("p_boundary_recall", "p (boundary recall)"),
-                       ("p_accuracy", "p (accuracy)"))) -> str:
-  """Mean ± std per metric, the p-value columns, then `note`."""
-  head = ([t for _, t in first] + ["seeds"]
-          + [LABELS.get(m, m) for m in metrics] + [t for _, t in p_columns])
+def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in rows:
-    cells = [str(r[k]) for k, _ in first] + [str(r["n_seeds"])]
-    cells += [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
-    cells += [_fmt_p(r[k]) for k, _ in p_columns]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n\n" + note + "\n"
+  return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in body]) + "\n"
+
+
+def markdown_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]],
+                   metrics: Sequence[str] = METRICS) -> str:
+  """Mean ± std per metric, after the `first` (key, title) columns."""
+  return _table([t for _, t in first] + ["seeds"]
+                + [LABELS.get(m, m) for m in metrics],
+                [[str(r[k]) for k, _ in first] + [str(r["n_seeds"])]
+                 + [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
+                 for r in rows])
+
+
+def comparison_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]]
+                     ) -> str:
+  """The comparisons of `comparison_rows` as Markdown, with the verdicts."""
+  num = lambda x, f=".4f": "-" if not np.isfinite(x) else f"{x:{f}}"
+  return _table(
+      [t for _, t in first] + ["metric", "mean a", "mean b", "a - b",
+                               "p paired", "p Holm", "p Welch",
+                               "TOST p (Holm)", "reading"],
+      [[str(r[k]) for k, _ in first] + [
+          LABELS.get(r["metric"], r["metric"]), num(r["mean"]),
+          num(r["reference_mean"]), num(r["mean_diff"], "+.4f"),
+          _fmt_p(r["p_paired"]), _fmt_p(r["p_paired_holm"]),
+          _fmt_p(r["p_welch"]), _fmt_p(r["p_tost_holm"]), r["verdict"]]
+       for r in rows])
 
 
 def machine() -> str:
@@ -148,7 +232,30 @@ def setup_note(base, seeds: Sequence[int], tag: str,
   return (f"Data: {data}, {m.num_classes} classes, coarse kernel "
           f"{d.coarse_kernel}; model: encoder width {m.width}, blocks "
           f"{tuple(m.stage_blocks)}{sim}; {t.num_epochs} epochs, batch "
-          f"{t.batch_size}; seeds {list(seeds)}. Machine: {machine()}.")
+          f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
+          f"{d.get('validation_labels', 'fine')} validation labels. "
+          f"Machine: {machine()}.")
+
+
+def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
+               ) -> str:
+  """How each sweep chose (`experiments.sweep`'s infos), widening included."""
+  parts = []
+  for i in infos:
+    name = {"lmbda": "lambda"}.get(i["key"], i["key"])
+    if len(i["grid"]) == 1:
+      parts.append(f"{name} of {i['method']} fixed at {i['chosen']:g}")
+      continue
+    text = (f"{name} {i['chosen']:g} of {i['method']} from "
+            f"{[float(v) for v in i['grid']]} by mean validation {metric} "
+            f"over selection seeds {list(seeds)}")
+    if i["added"]:
+      text += f" (widened by {i['added']} beyond the given grid's edge)"
+    if i["edge"]:
+      text += f"; still at the grid's {i['edge']} edge: {i['edge_note']}"
+    parts.append(text)
+  return (" " + "; ".join(parts) + ". Reported runs never use a selection "
+          "seed.") if parts else ""
 
 
 def _samples(workdir: str, k: int) -> List[dict]:
@@ -181,52 +288,71 @@ def predictions_figure(path, columns: Sequence[Tuple[str, List[dict]]],
   figures.save_figure(fig, path)
 
 
-def write_main(out: str, runner, setup, names, chosen: Dict[str, dict],
-               results: Dict[str, List[dict]], sweep_rows: List[dict],
-               seeds: Sequence[int], metric: str, sweep_seeds: int) -> None:
-  """`<out>_coarse.{csv,md}`, `_sweep.csv` and `_predictions.png`."""
-  ref, second = methods.REFERENCE, methods.SECOND_REFERENCE
-  rows = [summary_row(results[m], None if m == ref else results[ref],
-                      None if m == second or second not in results
-                      else results[second], method=m,
-                      param=methods.param_name(chosen[m])) for m in names]
-  columns = (["method", "param", "n_seeds"] + STATS
-             + ["p_boundary_recall", "p_accuracy", "p2_boundary_recall",
-                "p2_accuracy"])
-  write_csv(f"{out}_coarse.csv", rows, columns)
+def _write_tables(out: str, name: str, rows, comps, first, comp_first,
+                  note: str, margin: float, metrics=METRICS,
+                  columns=None, shown=None) -> None:
+  """`<out>_<name>.{csv,md}` and `<out>_<name>_tests.csv` (`shown`: the
+  rows as the Markdown shows them, default `rows`)."""
+  write_csv(f"{out}_{name}.csv", rows, columns or [k for k, _ in first]
+            + ["n_seeds"] + [f"{m}_{s}" for m in metrics
+                             for s in ("mean", "std")])
+  write_csv(f"{out}_{name}_tests.csv", comps,
+            [k for k, _ in comp_first] + COMPARISON_COLUMNS)
+  text = markdown_table(rows if shown is None else shown, first, metrics)
+  if comps:
+    text += "\n" + comparison_table(comps, comp_first) + "\n" + (
+        stats.describe(comps, margin))
+  workdir_lib.write_bytes(f"{out}_{name}.md", text + "\n" + note + "\n")
+
+
+def write_main(out: str, runner, setup, chosen: Dict[str, dict],
+               seed_rows: List[dict], sweep_rows: List[dict],
+               sweep_infos: List[dict], seeds: Sequence[int],
+               select_seeds: Sequence[int], metric: str,
+               margin: float) -> None:
+  """`<out>_main_seeds.csv`, `<out>_coarse{.csv,.md,_tests.csv,_sweep.csv,
+  _predictions.png}`."""
+  write_csv(f"{out}_main_seeds.csv", seed_rows, list(seed_rows[0]), True)
   if sweep_rows:
     write_csv(f"{out}_coarse_sweep.csv", sweep_rows, list(sweep_rows[0]))
-  grids = {"lambda": ("hcfcn_slic", setup.lambdas),
-           "kappa": ("hcfcn_slicmap", setup.kappas)}
-  swept = [f"{w} from {list(g)}" for w, (m, g) in grids.items() if m in names]
+  rows, comps = main_tables(seed_rows, margin)
   note = (setup_note(runner.base, seeds, os.path.basename(out))
           + " Trained on coarse labels (hcfcn_fine: fine), tested on fine "
           "labels; mean ± sample std over seeds of each run's mean over test "
-          f"images; p: Welch's t-test against {ref}, p vs {second}: against "
-          f"{second}, on the per-seed means.")
-  if swept:
-    note += (" " + ", ".join(swept) + f", chosen by mean validation {metric} "
-             f"over {sweep_seeds or len(seeds)} seed(s).")
-  workdir_lib.write_bytes(f"{out}_coarse.md", markdown_table(
-      rows, [("method", "method"), ("param", "params")], note,
-      p_columns=(("p_boundary_recall", f"p (BR) vs {ref}"),
-                 ("p_accuracy", f"p (acc.) vs {ref}"),
-                 ("p2_boundary_recall", f"p (BR) vs {second}"),
-                 ("p2_accuracy", f"p (acc.) vs {second}"))))
-  figure_columns = [(m, _samples(runner.workdir(m, chosen[m], seeds[0]),
-                                 setup.figure_images)) for m in names]
-  figure_columns = [c for c in figure_columns if c[1]]
-  ordered = sorted(figure_columns, key=lambda c: c[0] != ref)
-  if ordered:
-    predictions_figure(f"{out}_coarse_predictions.png", ordered,
+          "images." + sweep_note(sweep_infos, metric, select_seeds))
+  _write_tables(out, "coarse", rows, comps, [("method", "method"),
+                                            ("param", "params")],
+                [("method", "a"), ("reference", "b")], note, margin)
+  ref = methods.REFERENCE
+  columns = [(m, _samples(runner.workdir(m, p, seeds[0]), setup.figure_images))
+             for m, p in chosen.items()]
+  columns = sorted([c for c in columns if c[1]], key=lambda c: c[0] != ref)
+  if columns:
+    predictions_figure(f"{out}_coarse_predictions.png", columns,
                        runner.base.model.num_classes)
+
+
+def write_validation_cost(out: str, fine: List[dict], coarse: List[dict],
+                          margin: float) -> None:
+  """`<out>_validation_labels.{csv,md}`: what selecting on coarse labels
+  costs (`validation_cost`)."""
+  comps = validation_cost(fine, coarse, margin)
+  first = [("method", "method"), ("param_coarse", "params (coarse)"),
+           ("param_fine", "params (fine)")]
+  write_csv(f"{out}_validation_labels.csv", comps,
+            [k for k, _ in first] + COMPARISON_COLUMNS)
+  workdir_lib.write_bytes(f"{out}_validation_labels.md", comparison_table(
+      comps, first) + "\n" + stats.describe(comps, margin) + (
+          " a: the main table's runs with checkpoints, lambda and kappa "
+          "selected on COARSE validation labels; b: on fine ones; test "
+          "figures on fine labels, paired by seed.\n"))
 
 
 def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
                       num_seeds: int) -> None:
   """Test boundary recall and accuracy (mean ± std) against the kernel size.
 
-  `rows`: `summary_row`s with keys method ('hcfcn' | 'hcfcn_slic') and kernel.
+  `rows`: `summary_rows` with keys method ('hcfcn' | 'hcfcn_slic') and kernel.
   """
   fig = figures.Figure(figsize=(10, 3.8))
   for ax, metric in zip(fig.subplots(1, 2), ("boundary_recall", "accuracy")):
@@ -244,32 +370,42 @@ def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
   figures.save_figure(fig, path)
 
 
-def write_coarseness(out: str, runner, setup, rows, seeds, lmbda) -> None:
-  """`<out>_coarseness.{csv,md,png}`."""
-  write_csv(f"{out}_coarseness.csv", rows, ["method", "kernel", "n_seeds"]
-            + STATS + ["p_boundary_recall", "p_accuracy"])
-  note = (f"hcfcn_slic: lambda = {lmbda:g}; p: against hcfcn at the same "
+def write_coarseness(out: str, runner, setup, seed_rows, seeds, lmbda,
+                     margin: float) -> None:
+  """`<out>_coarseness_seeds.csv`, `<out>_coarseness{.csv,.md,.png,
+  _tests.csv}`."""
+  write_csv(f"{out}_coarseness_seeds.csv", seed_rows, list(seed_rows[0]), True)
+  rows, comps = coarseness_tables(seed_rows, margin)
+  note = (f"hcfcn_slic: lambda = {lmbda:g}; compared with hcfcn at the same "
           f"kernel. Coarse kernels {list(setup.kernels)}. "
           + setup_note(runner.base, seeds, os.path.basename(out)))
-  workdir_lib.write_bytes(f"{out}_coarseness.md", markdown_table(
-      rows, [("method", "method"), ("kernel", "kernel")], note))
+  _write_tables(out, "coarseness", rows, comps, [("method", "method"),
+                                                ("kernel", "kernel")],
+                [("kernel", "kernel"), ("method", "a"), ("reference", "b")],
+                note, margin)
   coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels, len(seeds))
 
 
-def write_similarity(out: str, runner, setup, rows, seeds, metric) -> None:
-  """`<out>_similarity.{csv,md}`: validation only (the choice's evidence)."""
+def write_similarity(out: str, runner, setup, seed_rows, seeds, metric,
+                     margin: float) -> List[dict]:
+  """`<out>_similarity_seeds.csv`, `<out>_similarity{.csv,.md,_tests.csv}`:
+  validation only (the choice's evidence); returns the summary rows."""
+  write_csv(f"{out}_similarity_seeds.csv", seed_rows, list(seed_rows[0]), True)
+  rows, comps = similarity_tables(seed_rows, metric, margin)
   names = METRICS + DIAGNOSTICS
-  write_csv(f"{out}_similarity.csv", rows, ["option", "n_seeds", "selected"]
-            + [f"{m}_{s}" for m in names for s in ("mean", "std")])
-  for row in rows:
-    row["option"] = row["option"] + (" (selected)" if row["selected"] else "")
+  shown = [dict(r, option=r["option"] + " (selected)" * r["selected"])
+           for r in rows]
   note = (f"hcfcn_slic (lambda {setup.similarity_lambda:g}) with each "
-          "similarity option of methods.SIMILARITY_OPTIONS; VALIDATION split "
-          "(fine labels), the checkpoint each run selected; mean ± sample "
-          f"std over seeds; selected by mean validation {metric}. Entropy in "
-          "nats (uniform 2.20), starved: share of coarse cells receiving less"
-          " than one pixel of assignment mass. "
+          "similarity option of methods.SIMILARITY_OPTIONS on selection "
+          "seeds; VALIDATION split, the checkpoint each run selected; mean ± "
+          f"sample std over seeds; selected by mean validation {metric}. "
+          "Entropy in nats (uniform 2.20), starved: share of coarse cells "
+          "receiving less than one pixel of assignment mass. "
           + setup_note(runner.base, seeds, os.path.basename(out),
                        similarity=False))
-  workdir_lib.write_bytes(f"{out}_similarity.md", markdown_table(
-      rows, [("option", "option")], note, metrics=names, p_columns=()))
+  _write_tables(out, "similarity", rows, comps, [("option", "option")],
+                [("option", "a"), ("reference", "b")], note, margin,
+                metrics=names, columns=["option", "n_seeds", "selected"]
+                + [f"{m}_{s}" for m in names for s in ("mean", "std")],
+                shown=shown)
+  return rows

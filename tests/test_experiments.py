@@ -1,6 +1,7 @@
 """The experiment runner: the --quick chain end to end and resumed; helpers."""
 
 import csv
+import dataclasses
 import glob
 import json
 import math
@@ -10,21 +11,25 @@ import sys
 
 import numpy as np
 import pytest
-from scipy import stats
 from skimage import io as skio
 
 from coarseseg_jax import config_validation
+from coarseseg_jax import errors
 from coarseseg_jax import experiments
+from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax import methods
 from coarseseg_jax import metrics
 from coarseseg_jax import report
+from coarseseg_jax import stats
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.configs import default
 from coarseseg_jax.configs import synthetic
+
+import pipeline_fixtures as fixtures  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATS = [f"{m}_{s}" for m in ("accuracy", "boundary_recall", "boundary_f1",
                               "asa", "miou") for s in ("mean", "std")]
-P_COLUMNS = ["p_boundary_recall", "p_accuracy", "p2_boundary_recall",
-             "p2_accuracy"]
 
 
 def _run(tmp_path, experiment, *flags):
@@ -59,8 +64,6 @@ def _check_stats(row, superpixels):
       assert math.isnan(value), (row["method"], key)
     else:
       assert math.isfinite(value) and 0.0 <= value <= 1.0, (row, key)
-  p = float(row["p_boundary_recall"])
-  assert math.isnan(p) or 0.0 <= p <= 1.0
 
 
 def _png(path):
@@ -70,47 +73,114 @@ def _png(path):
 
 MAIN_SUBSET = ("fcn", "hcfcn_slic", "hcfcn_slicmap", "hcfcn_slicmap_slic",
                "hcfcn_dot_slic")
+# A lambda sweep of two values, no widening; kappa fixed (no sweep runs).
+LAMBDAS = (0.05, 0.1)
+MAIN_FLAGS = ("--methods=" + ",".join(MAIN_SUBSET),
+              "--lambdas=" + ",".join(map(str, LAMBDAS)), "--widen_limit=0")
+
+
+def _floats(row, *keys):
+  return [float(row[k]) for k in keys]
+
+
+def _check_comparisons(rows, margin=stats.EQUIVALENCE_MARGIN):
+  """Holm never lowers a p-value; the reading follows the tests."""
+  p = [float(r["p_paired"]) for r in rows]
+  assert [float(r["p_paired_holm"]) for r in rows] == pytest.approx(
+      stats.holm(p))
+  for row in rows:
+    raw, holm, tost = _floats(row, "p_paired", "p_paired_holm", "p_tost_holm")
+    low, high = _floats(row, "ci_low", "ci_high")
+    assert math.isnan(raw) or 0.0 <= raw <= holm <= 1.0
+    assert math.isnan(low) or low <= float(row["mean_diff"]) <= high
+    verdict = row["verdict"]
+    if verdict.startswith("equivalent"):
+      assert tost < 0.05 and f"±{margin:g}" in verdict
+    elif verdict.startswith(("higher", "lower")):
+      assert holm < 0.05
+    else:
+      assert verdict.startswith(("inconclusive: 95 % CI", "too few pairs"))
 
 
 @pytest.mark.slow
 def test_quick_chain_end_to_end_then_skipped(tmp_path):
   """main (every kind of method: plain, swept, combined, taking another's
-  choice), its tables, figure and commands; run again, nothing retrains."""
+  choice): sweeps on selection seeds only, per-seed CSV from which the
+  tables recompute, paired comparisons, figure, commands; run again,
+  nothing retrains."""
   quick = methods.QUICK
-  runs = _run(tmp_path, "main", "--methods=" + ",".join(MAIN_SUBSET))
+  assert len(quick.kappas) == 1
+  runs = _run(tmp_path, "main", *MAIN_FLAGS)
   names = methods.select_methods(MAIN_SUBSET)
   assert names == ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slicmap",
                    "hcfcn_slicmap_slic", "hcfcn_dot_slic")
-  assert runs["trained"] == len(runs["runs"]) == len(names) * quick.seeds
+  reported = methods.report_seeds(quick.seeds)
+  select = methods.selection_seeds(quick.sweep_seeds)
+  assert not set(reported) & set(select)
+  assert runs["seeds"] == list(reported)
+  assert runs["selection_seeds"] == list(select)
+  sweep_runs = len(LAMBDAS) * len(select)
+  assert runs["trained"] == len(runs["runs"]) == (
+      len(names) * len(reported) + sweep_runs)
   assert {r["status"] for r in runs["runs"]} == {"trained"}
   out = tmp_path / "out"
   header, rows = _csv(out / "synthetic_coarse.csv")
-  assert header == ["method", "param", "n_seeds"] + STATS + P_COLUMNS
+  assert header == report.MAIN_COLUMNS == ["method", "param", "n_seeds"] + STATS
   assert [r["method"] for r in rows] == list(names)
   for row in rows:
     assert int(row["n_seeds"]) == quick.seeds
     _check_stats(row, superpixels=row["method"].startswith("hcfcn"))
-  by_method = {r["method"]: r for r in rows}
-  assert math.isnan(float(by_method["hcfcn"]["p_boundary_recall"]))
-  assert math.isnan(float(by_method["fcn"]["p2_accuracy"]))
-  assert math.isfinite(float(by_method["hcfcn"]["p2_accuracy"]))
 
-  # The sweeps: one row per candidate, one selected, reused downstream.
-  _, sweep = _csv(out / "synthetic_coarse_sweep.csv")
-  assert [(r["method"], r["param"]) for r in sweep] == (
-      [("hcfcn_slic", f"lmbda{v:g}") for v in quick.lambdas]
-      + [("hcfcn_slicmap", f"kappa{v:g}") for v in quick.kappas])
-  lam = f"lmbda{quick.lambdas[0]:g}"
+  # Paired comparisons: each method against hcfcn and fcn, each pair once.
+  header, tests = _csv(out / "synthetic_coarse_tests.csv")
+  assert header == ["method", "reference"] + report.COMPARISON_COLUMNS
+  pairs = {(r["method"], r["reference"]) for r in tests}
+  assert ("fcn", "hcfcn") in pairs and ("hcfcn", "fcn") not in pairs
+  assert len(tests) == len(report.TESTED) * (2 * len(names) - 3)
+  assert {int(r["n_pairs"]) for r in tests} == {quick.seeds}
+  _check_comparisons(tests)
+
+  # Per-seed data: reported seeds only; the tables recompute from it.
+  seed_rows = report.read_seeds(out / "synthetic_main_seeds.csv")
+  assert {r["seed"] for r in seed_rows} == set(reported)
+  assert len(seed_rows) == len(names) * len(reported)
+  assert {r["validation_labels"] for r in seed_rows} == {"fine"}
+  for metric in report.TEST_METRICS:
+    assert f"test_{metric}" in seed_rows[0]
+  summary, comparisons = report.main_tables(seed_rows)
+  assert report.csv_text(summary, report.MAIN_COLUMNS) == (
+      out / "synthetic_coarse.csv").read_text()
+  assert report.csv_text(comparisons, ["method", "reference"]
+                         + report.COMPARISON_COLUMNS) == (
+                             out / "synthetic_coarse_tests.csv").read_text()
+  by_method = {r["method"]: r for r in rows}
+  hcfcn = [r["test_accuracy"] for r in seed_rows if r["method"] == "hcfcn"]
+  assert float(by_method["hcfcn"]["accuracy_mean"]) == pytest.approx(
+      np.mean(hcfcn), abs=1e-5)
+
+  # The sweep: one row per value and selection seed, one value selected;
+  # kappa's one value is taken without selection runs.
+  header, sweep = _csv(out / "synthetic_coarse_sweep.csv")
+  assert "seed" in header and {int(r["seed"]) for r in sweep} == set(select)
+  assert [(r["method"], r["param"]) for r in sweep] == [
+      ("hcfcn_slic", f"lmbda{v:g}") for v in LAMBDAS for _ in select]
+  chosen = {float(r["value"]) for r in sweep if r["selected"] == "1"}
+  assert len(chosen) == 1
+  lam = f"lmbda{chosen.pop():g}"
+  assert by_method["hcfcn_slic"]["param"] == lam
   assert by_method["hcfcn_dot_slic"]["param"] == lam
   assert by_method["hcfcn_slicmap_slic"]["param"] == (
       f"kappa{quick.kappas[0]:g}_{lam}")
   markdown = (out / "synthetic_coarse.md").read_text()
-  assert "±" in markdown and "lambda from" in markdown
-  assert "p (BR) vs fcn" in markdown
+  assert "±" in markdown and "selection seeds [100]" in markdown
+  assert "still at the grid's" in markdown  # Two values: always an edge.
+  assert f"kappa of hcfcn_slicmap fixed at {quick.kappas[0]:g}" in markdown
+  assert "| a | b | metric |" in markdown and "Holm" in markdown
   _png(out / "synthetic_coarse_predictions.png")
 
   # Each run is one coarseseg_jax.main command, recorded; its config.json
-  # holds the method's delta.
+  # holds the method's delta. The sweep ran on selection seeds, the table's
+  # hcfcn_slic on the reported ones.
   root = tmp_path / "wd" / "synthetic" / "main_quick"
   record = [r for r in runs["runs"] if "hcfcn_dot_slic" in r["workdir"]][0]
   assert record["command"].startswith(
@@ -120,18 +190,93 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   with open(root / "hcfcn_dot_slic" / lam / "seed1" / "config.json") as f:
     config = json.load(f)
   assert config["model"]["similarity"] == "dot" and config["seed"] == 1
-  assert config["train"]["lmbda"] == quick.lambdas[0]
+  assert f"lmbda{config['train']['lmbda']:g}" == lam
+  assert config["data"]["validation_labels"] == "fine"
+  seeds_run = {int(p.name[4:]) for p in (root / "hcfcn_slic" / lam).iterdir()}
+  assert seeds_run == set(select) | set(reported)
+  kappa = root / "hcfcn_slicmap" / f"kappa{quick.kappas[0]:g}"
+  assert {p.name for p in kappa.iterdir()} == {f"seed{s}" for s in reported}
 
-  # Again: every run is skipped, nothing is retrained, same table.
+  # Again: every run is skipped, nothing is retrained, same tables.
   results = glob.glob(str(root / "**" / "results.json"), recursive=True)
-  assert len(results) == len(names) * quick.seeds
+  assert len(results) == runs["trained"]
   mtimes = {p: os.stat(p).st_mtime_ns for p in results}
-  table = (out / "synthetic_coarse.csv").read_text()
-  runs = _run(tmp_path, "main", "--methods=" + ",".join(MAIN_SUBSET))
+  tables = {name: (out / name).read_text() for name in (
+      "synthetic_coarse.csv", "synthetic_coarse_tests.csv",
+      "synthetic_main_seeds.csv", "synthetic_coarse_sweep.csv")}
+  runs = _run(tmp_path, "main", *MAIN_FLAGS)
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
-  assert (out / "synthetic_coarse.csv").read_text() == table
+  assert {name: (out / name).read_text() for name in tables} == tables
+
+
+@pytest.mark.slow
+def test_coarse_validation_selects_on_coarse_labels(tmp_path):
+  """--validation_labels=both: the same training, validated on coarse and on
+  fine labels. One validation per run (1 epoch), so both keep the same
+  checkpoint: equal test figures, different validation figures."""
+  runs = _run(tmp_path, "main", "--methods=fcn", "--validation_labels=both")
+  names, seeds = ("fcn", "hcfcn"), methods.report_seeds(methods.QUICK.seeds)
+  assert runs["trained"] == 2 * len(names) * len(seeds)
+  assert runs["validation_labels"] == ["fine", "coarse"]
+  wd = tmp_path / "wd" / "synthetic"
+  differs = 0
+  for method in names:
+    for seed in seeds:
+      path = os.path.join(method, "ce", f"seed{seed}")
+      fine, coarse = (
+          json.loads((wd / root / path / "results.json").read_text())
+          for root in ("main_quick", "main_quick_coarseval"))
+      assert coarse["config"]["data"]["validation_labels"] == "coarse"
+      assert coarse["test"]["accuracy_mean"] == pytest.approx(
+          fine["test"]["accuracy_mean"], abs=1e-6)
+      assert coarse["validation"]["num_images"] == (
+          fine["validation"]["num_images"])
+      differs += coarse["validation"]["accuracy_mean"] != pytest.approx(
+          fine["validation"]["accuracy_mean"], abs=1e-6)
+  assert differs == len(names) * len(seeds)
+  out = tmp_path / "out"
+  coarse_rows = report.read_seeds(out / "synthetic_coarseval_main_seeds.csv")
+  assert {r["validation_labels"] for r in coarse_rows} == {"coarse"}
+  assert (out / "synthetic_coarseval_coarse.md").exists()
+  header, cost = _csv(out / "synthetic_validation_labels.csv")
+  assert header[:3] == ["method", "param_coarse", "param_fine"]
+  assert [r["method"] for r in cost] == [m for m in names
+                                         for _ in report.TESTED]
+  _check_comparisons(cost)
+  for row in cost:  # Identical test figures: a zero difference, equivalent.
+    assert float(row["mean_diff"]) == pytest.approx(0.0, abs=1e-6)
+  assert "TOST" in (out / "synthetic_validation_labels.md").read_text()
+
+
+def test_coarse_targets_are_the_coarse_labels(tmp_path):
+  """What coarse validation evaluates against: the stored coarse labels in
+  `label_fine` (and `label`), whatever the training labels."""
+  builder = fixtures.prepare(str(tmp_path / "tfds"))
+  config = default.get_config().data
+  config.train_labels = "fine"
+  sizes = dict(enumerate(fixtures.TinySegmentation.BUILDER_CONFIGS[0]
+                         .test_sizes))
+  seen = 0
+  for targets in ("coarse", "fine"):
+    for batch in ip.create_eval_iterator(builder, config, "test", 4,
+                                         process_index=0, process_count=1,
+                                         targets=targets):
+      for i in np.flatnonzero(batch["mask"]):
+        k = int(batch["id"][i].decode().split("_")[1])
+        h, w = sizes[k]
+        want = fixtures.make_example(h, w, seed=1000 + k)[f"label_{targets}"]
+        for key in ("label_fine", "label"):
+          got = batch[key][i]
+          if targets == "fine" and key == "label":
+            continue
+          np.testing.assert_array_equal(got[:h, :w], want[..., 0])
+          assert (got[h:] == 255).all() and (got[:, w:] == 255).all()
+        seen += 1
+  assert seen == 2 * len(sizes)
+  with pytest.raises(ValueError, match="targets='both' must be"):
+    ip.create_eval_iterator(builder, config, "test", 4, targets="both")
 
 
 def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
@@ -142,6 +287,22 @@ def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert "--methods, --lambdas: only for --experiment=main" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(tmp_path / "wd")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--validation_labels=coarse", "--select_metric=boundary_recall"),
+     "--select_metric=boundary_recall needs fine validation labels"),
+    (("--seeds=101",), "101 reported seeds: use 1 to 100"),
+    (("--margin=0",), "--margin=0.0 must be > 0"),
+])
+def test_bad_selection_flags_are_one_line(tmp_path, flags, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.experiments", "--quick", *flags,
+       f"--out={tmp_path}/out", f"--workdir_root={tmp_path}/wd"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "wd")
 
@@ -196,26 +357,107 @@ def test_full_setup_is_valid_and_boundary_recall_can_be_nonzero():
   # Below a 200 px diagonal the paper's tolerance is 0 and its recall 0.
   assert metrics.default_radius(size, size) >= 1
   assert set(methods.FULL.kernels) == {1, 5, 10, 15, 20, 25}
-  assert methods.FULL.seeds >= 3 and len(methods.FULL.lambdas) >= 3
+  assert methods.FULL.seeds == methods.FULL.coarseness_seeds == 5
+  assert len(methods.FULL.lambdas) >= 3 and methods.FULL.widen_limit >= 1
 
 
-def test_welch_p_and_summary_rows():
-  a, b = [0.5, 0.6, 0.55], [0.3, 0.35, 0.4]
-  assert report.welch_p(a, b) == pytest.approx(
-      stats.ttest_ind(a, b, equal_var=False).pvalue)
-  assert math.isnan(report.welch_p([0.5], b))
-  results = [{"test": {"accuracy_mean": v, "boundary_recall_mean": v / 2}}
-             for v in a]
-  reference = [{"test": {"accuracy_mean": v, "boundary_recall_mean": v / 2}}
-               for v in b]
-  row = report.summary_row(results, reference, results, method="m")
-  assert row["accuracy_mean"] == pytest.approx(np.mean(a))
-  assert row["accuracy_std"] == pytest.approx(np.std(a, ddof=1))
-  assert math.isnan(row["asa_mean"])  # No superpixels: absent, NaN.
-  assert row["p_boundary_recall"] == pytest.approx(report.welch_p(
-      np.array(a) / 2, np.array(b) / 2))
-  assert row["p2_accuracy"] == pytest.approx(1.0)  # Against itself.
-  assert math.isnan(report.summary_row(results, None)["p_accuracy"])
+def test_selection_and_reported_seeds_are_apart():
+  assert methods.report_seeds(5) == (0, 1, 2, 3, 4)
+  assert methods.selection_seeds(2) == (methods.SELECTION_SEED,
+                                        methods.SELECTION_SEED + 1)
+  assert max(methods.report_seeds(methods.SELECTION_SEED)) < min(
+      methods.selection_seeds(1))
+  with pytest.raises(ValueError, match="reported seeds: use 1 to"):
+    methods.report_seeds(methods.SELECTION_SEED + 1)
+  with pytest.raises(ValueError, match="selection seeds: use at least 1"):
+    methods.selection_seeds(0)
+
+
+def test_widen_steps_beyond_the_edge():
+  grid = (0.025, 0.05, 0.075, 0.1)
+  assert methods.widen(grid, "low") == 0.0125       # x 0.025 / 0.05
+  assert methods.widen(grid, "high") == 0.133       # x 0.1 / 0.075, 3 digits
+  assert methods.widen((0.01, 0.025, 0.05, 0.1), "high") == 0.2
+  assert methods.widen((0.0, 0.05), "high") == 0.1  # Arithmetic from 0.
+  assert methods.widen((0.0, 0.05), "low") is None  # Nothing below 0.
+  assert methods.widen((0.05,), "high") is None     # No ratio to use.
+  with pytest.raises(ValueError, match="side='up' must be"):
+    methods.widen(grid, "up")
+
+
+def test_config_validation_labels_key():
+  base = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
+  assert base.data.validation_labels == "fine"
+  coarse = methods.apply(base, {"data.validation_labels": "coarse"})
+  config_validation.validate(methods.apply(coarse, {}))  # A copy.
+  with pytest.raises(errors.ConfigError, match="validation_labels='none'"):
+    config_validation.validate(methods.apply(
+        base, {"data.validation_labels": "none"}))
+  with pytest.raises(errors.ConfigError, match="needs fine validation"):
+    config_validation.validate(methods.apply(
+        coarse, {"train.select_metric": "boundary_recall"}))
+  # A config.json written before the key existed reads as fine.
+  old = workdir_lib.config_as_json(base)
+  del old["data"]["validation_labels"]
+  assert workdir_lib.differences(old, workdir_lib.config_as_json(base)) == []
+  assert [k for k, _, _ in workdir_lib.differences(
+      old, workdir_lib.config_as_json(coarse))] == ["data.validation_labels"]
+
+
+def _seed_rows(values_by_method, metric="accuracy"):
+  rows = []
+  for method, values in values_by_method.items():
+    for seed, v in enumerate(values):
+      results = {"test": {f"{m}_mean": v / (1 + (m != metric))
+                          for m in report.METRICS},
+                 "validation": {"accuracy_mean": v}}
+      rows.append(report.seed_row(method, {}, seed, results))
+  return rows
+
+
+def test_tables_from_seed_rows_pair_by_seed_and_round_trip(tmp_path):
+  hcfcn = [0.50, 0.60, 0.70]
+  rows = _seed_rows({"fcn": [0.40, 0.52, 0.61], "hcfcn": hcfcn,
+                     "unet": [v + 0.001 for v in hcfcn]})
+  assert rows[0]["test_miou_dataset"] != rows[0]["test_miou_dataset"]  # NaN.
+  summary, comparisons = report.main_tables(rows)
+  assert [r["method"] for r in summary] == ["fcn", "hcfcn", "unet"]
+  assert summary[1]["accuracy_mean"] == pytest.approx(np.mean(hcfcn))
+  assert summary[1]["accuracy_std"] == pytest.approx(np.std(hcfcn, ddof=1))
+  assert [(r["method"], r["reference"]) for r in comparisons][::2] == [
+      ("fcn", "hcfcn"), ("unet", "hcfcn"), ("unet", "fcn")]
+  by = {(r["method"], r["reference"], r["metric"]): r for r in comparisons}
+  unet = by[("unet", "hcfcn", "accuracy")]
+  # +0.001 at every seed: paired sees it, Welch does not.
+  assert unet["mean_diff"] == pytest.approx(0.001)
+  assert unet["p_paired"] < 1e-6 and unet["p_welch"] > 0.9
+  assert unet["verdict"].startswith("higher: +0.001")
+  fcn = by[("fcn", "hcfcn", "accuracy")]
+  paired = stats.paired_t([0.40, 0.52, 0.61], hcfcn)
+  assert (fcn["mean_diff"], fcn["ci_low"], fcn["p_paired"]) == pytest.approx(
+      (paired.mean_diff, paired.ci_low, paired.p))
+  assert [r["p_paired_holm"] for r in comparisons] == pytest.approx(
+      stats.holm([r["p_paired"] for r in comparisons]))
+  # Exact CSV: the tables recompute bit for bit from the file.
+  report.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
+  back = report.read_seeds(tmp_path / "s.csv")
+  assert back[0]["seed"] == 0 and back[0]["lmbda"] == ""
+  again = report.main_tables(back)
+  columns = ["method", "reference"] + report.COMPARISON_COLUMNS
+  assert report.csv_text(again[1], columns) == report.csv_text(
+      comparisons, columns)
+  assert report.csv_text(again[0], report.MAIN_COLUMNS) == report.csv_text(
+      summary, report.MAIN_COLUMNS)
+
+
+def test_validation_cost_compares_the_same_seeds():
+  fine = _seed_rows({"fcn": [0.40, 0.50], "hcfcn": [0.60, 0.70]})
+  coarse = _seed_rows({"fcn": [0.38, 0.49], "hcfcn": [0.60, 0.70]})
+  rows = report.validation_cost(fine, coarse)
+  by = {(r["method"], r["metric"]): r for r in rows}
+  assert by[("fcn", "accuracy")]["mean_diff"] == pytest.approx(-0.015)
+  assert by[("hcfcn", "accuracy")]["verdict"].startswith("equivalent")
+  assert by[("fcn", "accuracy")]["n_pairs"] == 2
 
 
 class FakeRunner:
@@ -231,15 +473,63 @@ class FakeRunner:
             "test": {"accuracy_mean": 0.0}, "name": name}
 
 
-def test_sweep_selects_on_validation_of_the_selected_checkpoint():
+def test_sweep_selects_on_selection_seeds_then_runs_the_reported_ones():
   score = lambda p, s: {0.1: 0.5, 0.2: 0.7, 0.3: 0.7}[p["lmbda"]] + 0.01 * s
   runner = FakeRunner(score)
-  params, results, rows = experiments.sweep(
-      runner, "hcfcn_slic", [{"lmbda": v} for v in (0.1, 0.2, 0.3)],
-      seeds=[0, 1, 2], sweep_seeds=1, metric="accuracy")
-  assert params == {"lmbda": 0.2}  # Tie with 0.3: the earlier one.
-  assert [r["selected"] for r in rows] == [0, 1, 0]
-  assert rows[1]["validation_accuracy_mean"] == pytest.approx(0.7)
-  assert runner.calls == [("lmbda0.1", 0), ("lmbda0.2", 0), ("lmbda0.3", 0),
+  params, results, rows, info = experiments.sweep(
+      runner, "hcfcn_slic", "lmbda", (0.3, 0.1, 0.2), select_seeds=[100],
+      seeds=[0, 1, 2], metric="accuracy", widen_limit=2)
+  assert params == {"lmbda": 0.2}  # Tie with 0.3: the smaller value.
+  assert info["edge"] is None and info["added"] == []
+  assert [(r["value"], r["seed"], r["selected"]) for r in rows] == [
+      (0.1, 100, 0), (0.2, 100, 1), (0.3, 100, 0)]
+  assert rows[1]["validation_accuracy"] == pytest.approx(0.7 + 1.0)
+  assert runner.calls == [("lmbda0.1", 100), ("lmbda0.2", 100),
+                          ("lmbda0.3", 100), ("lmbda0.2", 0),
                           ("lmbda0.2", 1), ("lmbda0.2", 2)]
   assert len(results) == 3 and {r["name"] for r in results} == {"lmbda0.2"}
+
+
+def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
+  # Validation accuracy peaks at lambda 0.05: below the grid (0.1, 0.2).
+  score = lambda p, s: 1.0 - abs(math.log(p["lmbda"] / 0.05))
+  runner = FakeRunner(score)
+  params, _, rows, info = experiments.sweep(
+      runner, "hcfcn_slic", "lmbda", (0.1, 0.2), [100, 101], [0], "accuracy",
+      widen_limit=3)
+  assert params == {"lmbda": 0.05} and info["added"] == [0.05, 0.025]
+  assert info["grid"] == [0.025, 0.05, 0.1, 0.2] and info["edge"] is None
+  assert {r["value"]: r["added"] for r in rows} == {
+      0.025: 1, 0.05: 1, 0.1: 0, 0.2: 0}
+  assert len(rows) == 4 * 2  # Every value on both selection seeds.
+  # A limit: the winner stays at the edge, and the note says why.
+  _, _, _, info = experiments.sweep(
+      FakeRunner(lambda p, s: -p["lmbda"]), "hcfcn_slic", "lmbda",
+      (0.1, 0.2), [100], [0], "accuracy", widen_limit=1)
+  assert info["added"] == [0.05] and info["edge"] == "low"
+  assert "limit of 1" in info["edge_note"]
+  note = report.sweep_note([info], "accuracy", [100])
+  assert "still at the grid's low edge" in note and "widened by [0.05]" in note
+
+
+def test_sweep_of_one_value_runs_no_selection():
+  runner = FakeRunner(lambda p, s: 0.5)
+  params, results, rows, info = experiments.sweep(
+      runner, "hcfcn_slicmap", "kappa", (0.05,), [100, 101], [0, 1],
+      "accuracy", widen_limit=2)
+  assert params == {"kappa": 0.05} and rows == [] and info["edge"] is None
+  assert runner.calls == [("kappa0.05", 0), ("kappa0.05", 1)]
+  assert len(results) == 2
+  assert methods.num_runs("main", dataclasses.replace(
+      methods.QUICK, lambdas=(0.05, 0.1)), ("hcfcn", "hcfcn_slic",
+                                            "hcfcn_slicmap"), 2, 0) == (
+                                                3 * 2 + 2 * 1)
+
+
+def test_read_seeds_refuses_other_files_in_one_line(tmp_path):
+  (tmp_path / "a.csv").write_text("x,y\n1,2\n")
+  with pytest.raises(ValueError, match="a.csv is no _seeds.csv"):
+    report.read_seeds(tmp_path / "a.csv")
+  (tmp_path / "b.csv").write_text("method,seed,test_accuracy\nfcn,0,high\n")
+  with pytest.raises(ValueError, match=r"line 2: test_accuracy='high' is not"):
+    report.read_seeds(tmp_path / "b.csv")
