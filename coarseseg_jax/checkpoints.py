@@ -13,11 +13,15 @@ included) leaves only finished checkpoints behind, and the next start resumes
 from the newest of them (`restore_newest`). A finished checkpoint that does
 not restore (a truncated or overwritten file) is set aside, renamed to
 `<step>.corrupt` and never deleted, with a warning naming it, and the next
-newest is tried.
+newest is tried. While it tries, library log records lose their tracebacks
+and an exception in a library thread is logged as one line
+(`_one_line_errors`): a damaged checkpoint is reported by that warning only.
 """
 
+import contextlib
 import logging
 import os
+import threading
 from typing import Any, Callable, Optional, Tuple, Union
 
 from etils import epath
@@ -36,6 +40,44 @@ def _abstract(tree):
     return jax.ShapeDtypeStruct(x.shape, x.dtype,
                                 sharding=getattr(x, "sharding", None))
   return jax.tree.map(leaf, tree)
+
+
+class _NoTraceback(logging.Filter):
+  """Drops the traceback of a log record, keeping its first message line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info or record.exc_text:
+      record.exc_info, record.exc_text = None, None
+      record.msg = str(record.getMessage()).strip().splitlines()[0]
+      record.args = ()
+    return True
+
+
+@contextlib.contextmanager
+def _one_line_errors():
+  """While restoring damaged checkpoints: library log records (orbax,
+  TensorStore via absl, ...) lose their tracebacks, and an exception raised
+  in another thread is logged as one warning line instead of printed with
+  its traceback by `threading.excepthook`."""
+  handlers = list(logging.getLogger().handlers)
+  no_traceback = _NoTraceback()
+  for h in handlers:
+    h.addFilter(no_traceback)
+  previous_hook = threading.excepthook
+
+  def hook(args):
+    log.warning("while restoring a checkpoint, thread %s: %s: %s",
+                getattr(args.thread, "name", "?"), args.exc_type.__name__,
+                str(args.exc_value).strip().splitlines()[0][:200]
+                if str(args.exc_value).strip() else "")
+
+  threading.excepthook = hook
+  try:
+    yield
+  finally:
+    threading.excepthook = previous_hook
+    for h in handlers:
+      h.removeFilter(no_traceback)
 
 
 class Checkpointer:
@@ -94,8 +136,9 @@ class Checkpointer:
     set_aside = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        meta = self.read_meta(step)
-        state, meta = self.restore(make_like(meta), step)
+        with _one_line_errors():
+          meta = self.read_meta(step)
+          state, meta = self.restore(make_like(meta), step)
         return state, meta, step
       except errors.CheckpointError:
         raise  # A readable checkpoint this version refuses: not corrupt.

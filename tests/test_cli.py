@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 import zipfile
 
@@ -249,3 +250,28 @@ def test_unwritable_workdir_is_one_line_before_any_data_work(tmp_path):
                               "written")
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "data")  # Checked before preparing.
+
+
+def test_workdir_lock_of_a_zombie_is_taken_over(tmp_path, caplog):
+  """A holder that was killed but not yet reaped (a zombie) is dead."""
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  zombie = subprocess.Popen(["sleep", "60"])
+  zombie.kill()
+  for _ in range(100):  # Until the kernel marks it Z (not reaped: no wait).
+    if workdir_lib._is_zombie(zombie.pid):  # pylint: disable=protected-access
+      break
+    time.sleep(0.05)
+  assert workdir_lib._is_zombie(zombie.pid)  # pylint: disable=protected-access
+  holder = workdir_lib.WorkdirLock(workdir)
+  holder.acquire()
+  data = json.loads(open(os.path.join(workdir, "lock.json")).read())
+  data["pid"] = zombie.pid
+  with open(os.path.join(workdir, "lock.json"), "w") as f:
+    json.dump(data, f)
+  with caplog.at_level("WARNING"):
+    with workdir_lib.WorkdirLock(workdir) as lock:
+      assert lock.held
+  assert f"pid {zombie.pid}" in caplog.text and "taking over" in caplog.text
+  zombie.wait()
+  assert not workdir_lib._is_zombie(os.getpid())  # pylint: disable=protected-access

@@ -111,3 +111,33 @@ def test_phase_state_versions():
     state_lib.PhaseState.from_json(dict(data, version=99), "ckpt/7")
   with pytest.raises(errors.CheckpointError, match="does not know"):
     state_lib.PhaseState.from_json(dict(old, surprise=1), "ckpt/7")
+
+
+def test_restore_attempts_report_library_errors_in_one_line(capsys):
+  """While a damaged checkpoint is tried, neither a library's
+  logging.exception nor an exception in a library thread prints a traceback.
+  """
+  import logging  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  handler = logging.StreamHandler(sys.stderr)
+  before = threading.excepthook
+  root = logging.getLogger()
+  root.addHandler(handler)
+  try:
+    with checkpoints._one_line_errors():  # pylint: disable=protected-access
+      try:
+        raise ValueError("tensorstore: truncated file\nsecond line")
+      except ValueError:
+        logging.getLogger("orbax.fake").exception("restore failed")
+      t = threading.Thread(target=lambda: 1 / 0, name="reader")
+      t.start()
+      t.join()
+  finally:
+    root.removeHandler(handler)
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  assert "restore failed" in err
+  assert "thread reader: ZeroDivisionError" in err
+  assert threading.excepthook is before  # Restored.
