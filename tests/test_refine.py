@@ -1,0 +1,363 @@
+"""`--mode=refine`: the fill rule, the baselines, the figures of a refined
+mask, bad input, and the README's commands on tiny data in the real formats."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from coarseseg_jax import checkpoints
+from coarseseg_jax import config_validation
+from coarseseg_jax import datasets
+from coarseseg_jax import errors
+from coarseseg_jax import metrics
+from coarseseg_jax import models
+from coarseseg_jax import refine
+from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.datasets import coarse as coarse_lib
+from coarseseg_jax.datasets import synthetic
+
+import test_propagation as propagation_tests  # pylint: disable=g-bad-import-order
+import test_readme as readme_tests
+import test_train as train_tests
+
+ROOT = readme_tests.ROOT
+U = 255
+
+
+# ------------------------------------------------------------ pure functions
+def test_fill_rule_keeps_labels_and_thresholds_confidence():
+  coarse = np.array([[0, U, U], [U, 2, U]])
+  pred = np.array([[1, 1, 3], [4, 5, 0]])
+  conf = np.array([[0.1, 0.5, 0.49], [0.9, 0.0, 0.2]])
+  np.testing.assert_array_equal(refine.fill_with_model(coarse, pred, conf),
+                                [[0, 1, 3], [4, 2, 0]])
+  got = refine.fill_with_model(coarse, pred, conf, min_confidence=0.5)
+  np.testing.assert_array_equal(got, [[0, 1, U], [4, 2, U]])
+  assert got.dtype == np.uint8
+  np.testing.assert_array_equal(
+      refine.fill_with_model(coarse, pred, conf, min_confidence=1.0),
+      coarse)
+
+
+def test_nearest_labelled_by_hand_and_by_brute_force():
+  coarse = np.array([[0, U, U, U, U, 1, U],
+                     [U, U, U, U, U, U, U],
+                     [U, U, U, U, U, U, 2]])
+  np.testing.assert_array_equal(refine.nearest_labelled(coarse),
+                                [[0, 0, 0, 1, 1, 1, 1],
+                                 [0, 0, 0, 1, 1, 1, 2],
+                                 [0, 0, 0, 1, 2, 2, 2]])
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    label = rng.integers(0, 4, (13, 17))
+    label[rng.random(label.shape) < 0.85] = U
+    got = refine.nearest_labelled(label)
+    ys, xs = np.nonzero(label != U)
+    for y, x in zip(*np.nonzero(label == U)):
+      d = (ys - y) ** 2 + (xs - x) ** 2
+      nearest = label[ys[d == d.min()], xs[d == d.min()]]
+      assert got[y, x] in nearest, (y, x)
+    np.testing.assert_array_equal(got[label != U], label[label != U])
+  empty = np.full((3, 4), U)
+  np.testing.assert_array_equal(refine.nearest_labelled(empty), empty)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_slic_propagation_is_the_training_labels_propagation(seed):
+  rng = np.random.default_rng(seed)
+  slic = rng.integers(0, 12, (24, 31)).astype(np.int32)
+  label = rng.integers(0, 5, (24, 31)).astype(np.int32)
+  label[rng.random(label.shape) < 0.7] = U
+  np.testing.assert_array_equal(
+      refine.slic_propagation(label, slic),
+      propagation_tests.propagate_reference(label, slic))
+
+
+def _blocks(seed, h=40, w=48):
+  """A fine label of 8x8 blocks of 3 classes and its coarse label (the
+  blocks' 4x4 interiors)."""
+  rng = np.random.default_rng(seed)
+  fine = rng.integers(0, 3, (h // 8, w // 8)).repeat(8, 0).repeat(8, 1)
+  rows, cols = np.mgrid[:h, :w]
+  inner = (rows % 8 >= 2) & (rows % 8 < 6) & (cols % 8 >= 2) & (cols % 8 < 6)
+  return fine, np.where(inner, fine, U)
+
+
+def test_mask_metrics_of_perfect_wrong_and_partial_masks():
+  fine, coarse = _blocks(0)
+  band = coarse == U
+  wrong = np.where(band, (fine + 1) % 3, fine)
+  partial = np.where(band & (np.arange(fine.shape[1]) < 24), fine, coarse)
+  stack = np.stack([fine, wrong, partial])
+  got = refine.mask_metrics(stack, np.stack([coarse] * 3),
+                            np.stack([fine] * 3), num_classes=3)
+  np.testing.assert_allclose(got["band_accuracy"], [1.0, 0.0, 1.0])
+  filled = (band & (partial != U)).sum()
+  np.testing.assert_allclose(got["band_correct"],
+                             [1.0, 0.0, filled / band.sum()], rtol=1e-6)
+  assert got["boundary_f1"][0] == 1.0 and got["boundary_f1"][1] < 1.0
+  # The project's functions on the same maps, nothing of its own.
+  np.testing.assert_allclose(
+      got["boundary_recall"], metrics.boundary_recall(stack,
+                                                      np.stack([fine] * 3)))
+  cm = np.asarray(got["band_confusion"])
+  assert cm[0].trace() == band.sum() and cm[1].trace() == 0
+  assert cm[2].sum() == filled
+  # Per class: the binary map of class c; with all three classes present
+  # every image holds c and another class.
+  assert np.asarray(got["class_present"]).all()
+  np.testing.assert_allclose(got["class_boundary_f1"][0], 1.0)
+  one = np.where(stack == U, U, (stack == 1).astype(int))
+  np.testing.assert_allclose(
+      got["class_boundary_recall"][:, 1],
+      metrics.boundary_recall(one, np.stack([(fine == 1).astype(int)] * 3)))
+
+
+def test_mask_metrics_in_a_padded_canvas_equal_those_at_the_image_size():
+  fine, coarse = _blocks(1, 40, 48)
+  refined = refine.nearest_labelled(coarse)
+  pad = lambda x: np.pad(x, ((0, 24), (0, 16)), constant_values=U)[None]
+  alone = refine.mask_metrics(refined[None], coarse[None], fine[None], 3)
+  canvas = refine.mask_metrics(pad(refined), pad(coarse), pad(fine), 3,
+                               size=np.array([[40, 48]]))
+  for key, value in alone.items():
+    np.testing.assert_allclose(np.asarray(canvas[key], np.float64),
+                               np.asarray(value, np.float64), err_msg=key)
+
+
+def test_safe_stems():
+  assert refine.safe_stem("aachen/aachen_000000 x") == "aachen_aachen_000000_x"
+  assert refine.safe_stem("../..") == "example"
+
+
+# --------------------------------------------------------------- bad input
+def _write_pair(images, coarse_dir, stem, size, coarse_size=None, ext="png",
+                num_classes=6, seed=0):
+  image, fine = synthetic.generate(seed, "test", 0, max(size), num_classes)
+  h, w = size
+  os.makedirs(images, exist_ok=True)
+  os.makedirs(coarse_dir, exist_ok=True)
+  Image.fromarray(image[:h, :w]).save(os.path.join(images, f"{stem}.{ext}"))
+  ch, cw = coarse_size or size
+  coarse = coarse_lib.coarse_label(np.ascontiguousarray(fine[:ch, :cw]), 7)
+  Image.fromarray(coarse).save(os.path.join(coarse_dir, f"{stem}.png"))
+  return image[:h, :w], coarse
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("size", r"b\.png: coarse label size 40x50 \(WxH\) differs"),
+    ("no_coarse", r"c\.jpg: no coarse label c\.png in"),
+    ("no_image", r"d\.png: no image named d\.\* in"),
+    ("classes", r"b\.png: coarse label values \[7\] are outside 0\.\.5"),
+    ("duplicate", r"a\.(png|jpg): another file has the stem 'a'"),
+])
+def test_bad_folders_name_the_file(tmp_path, case, pattern):
+  images, coarse = str(tmp_path / "images"), str(tmp_path / "coarse")
+  _write_pair(images, coarse, "a", (48, 40))
+  _write_pair(images, coarse, "b", (40, 50),
+              coarse_size=(50, 40) if case == "size" else None)
+  if case == "no_coarse":
+    Image.new("RGB", (8, 8)).save(os.path.join(images, "c.jpg"))
+  elif case == "no_image":
+    Image.new("L", (8, 8)).save(os.path.join(coarse, "d.png"))
+  elif case == "classes":
+    label = np.asarray(Image.open(os.path.join(coarse, "b.png"))).copy()
+    label[0, 0] = 7
+    Image.fromarray(label).save(os.path.join(coarse, "b.png"))
+  elif case == "duplicate":
+    Image.new("RGB", (48, 40)).save(os.path.join(images, "a.jpg"))
+  with pytest.raises(errors.DatasetError, match=pattern):
+    refine.folder_pairs(images, coarse, num_classes=6)
+
+
+def _env():
+  return dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+  """Through the command line: exit status 1, `error: <file>: ...`, no
+  output folder and nothing beside it."""
+  config = train_tests.tiny_config(str(tmp_path / "data"))
+  workdir = str(tmp_path / "wd")
+  workdir_lib.record_config(workdir, config)
+  images, coarse = str(tmp_path / "images"), str(tmp_path / "coarse")
+  _write_pair(images, coarse, "a", (48, 40), coarse_size=(40, 48))
+  out = tmp_path / "out" / "refined"
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main", f"--workdir={workdir}",
+       "--mode=refine", f"--input_dir={images}", f"--coarse_dir={coarse}",
+       f"--output_dir={out}"], cwd=ROOT, env=_env(), capture_output=True,
+      text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert re.match(rf"error: {re.escape(coarse)}/a\.png: coarse label size",
+                  last), last
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------- a tiny workdir, in-process runs
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+  """(config, workdir): the tiny synthetic data prepared, config.json and a
+  checkpoint of the initial model (refine reads nothing else)."""
+  tmp = tmp_path_factory.mktemp("untrained")
+  config = train_tests.tiny_config(str(tmp / "data"))
+  datasets.prepare(config.data, config.model.num_classes)
+  config_validation.resolve_num_classes(config)  # As training does.
+  workdir = str(tmp / "wd")
+  workdir_lib.record_config(workdir, config)
+  state = state_lib.create_train_state(
+      config, models.create_model(config.model), sharding.make_mesh(), 64)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 1)
+  ckpt.save(0, state, {})
+  ckpt.close()
+  return config, workdir
+
+
+def _split(config, split):
+  count, examples, _ = refine.split_examples(config, split)
+  examples = list(examples)
+  assert len(examples) == count
+  return {ex.stem: ex for ex in examples}
+
+
+def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
+                                                             tmp_path):
+  config, workdir = untrained
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "mine.txt").write_text("kept")  # An existing folder gains files.
+  report = refine.run(config, workdir, str(out), split="validation")
+  examples = _split(config, "validation")
+  assert report["num_images"] == len(examples) == 4
+  pixels = labelled = 0
+  for stem, ex in examples.items():
+    label = np.asarray(Image.open(out / f"{stem}.png"))
+    assert label.shape == ex.coarse.shape and label.dtype == np.uint8
+    known = ex.coarse != U
+    np.testing.assert_array_equal(label[known], ex.coarse[known])
+    assert (label < 6).all()  # min_confidence 0 fills everything.
+    overlay = np.asarray(Image.open(out / f"{stem}_overlay.png"))
+    assert overlay.shape == ex.coarse.shape + (3,)
+    pixels, labelled = pixels + known.size, labelled + known.sum()
+  assert (out / "mine.txt").read_text() == "kept"
+  assert report["labelled_share"] == pytest.approx(labelled / pixels)
+  for name, m in report["methods"].items():
+    assert report["labelled_share"] + m["filled_share"] + m["left_share"] == (
+        pytest.approx(1.0)), name
+    assert 0 <= m["band_accuracy"] <= 1 and 0 <= m["boundary_f1_mean"] <= 1
+    assert set(m["per_class"]) == set(report["class_names"])
+  assert report["methods"]["model"]["left_share"] == 0
+  assert report["methods"]["nearest_labelled"]["left_share"] == 0
+  with open(out / "refine_validation.json") as f:
+    assert json.load(f)["methods"] == report["methods"]
+  with open(out / "refine_validation.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(r["stem"] for r in rows) == sorted(examples)
+  row = rows[0]
+  ex = examples[row["stem"]]
+  slic = refine.slic_propagation(ex.coarse, ex.slic)
+  band = ex.coarse == U
+  assert float(row["slic_propagation_filled_share"]) == pytest.approx(
+      (band & (slic != U)).sum() / band.size)
+  assert float(row["slic_propagation_band_accuracy"]) == pytest.approx(
+      (slic == ex.fine)[band & (slic != U)].mean())
+  assert report["line"].startswith("refined 4 images (validation)")
+  assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+
+
+def test_min_confidence_one_leaves_the_band_unlabelled(untrained, tmp_path):
+  config, workdir = untrained
+  out = tmp_path / "out"
+  report = refine.run(config, workdir, str(out), split="test",
+                      min_confidence=1.0)
+  for stem, ex in _split(config, "test").items():
+    np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}.png")),
+                                  ex.coarse)
+  model = report["methods"]["model"]
+  assert model["filled_share"] == 0
+  assert model["left_share"] == pytest.approx(1 - report["labelled_share"])
+
+
+def test_an_error_after_the_start_leaves_no_output(untrained, tmp_path):
+  config, _ = untrained
+  empty = tmp_path / "empty_workdir"
+  workdir_lib.record_config(str(empty), config)
+  with pytest.raises(errors.CheckpointError):
+    refine.run(config, str(empty), str(tmp_path / "out"), split="test")
+  assert sorted(os.listdir(tmp_path)) == ["empty_workdir"]
+  with pytest.raises(errors.DatasetError, match="no split 'tset'"):
+    refine.run(config, str(empty), str(tmp_path / "out"), split="tset")
+
+
+# ------------------------------------------------- the README, as written
+def _readme_refine_commands():
+  return [c for c in readme_tests.readme_commands("README.md")
+          if "--mode=refine" in c]
+
+
+@pytest.mark.slow
+def test_readme_refine_commands(tmp_path):
+  """Both README forms on a tiny trained workdir: a prepared split, and
+  photos of odd sizes (PNG, JPEG) with coarse PNGs."""
+  commands = _readme_refine_commands()
+  assert len(commands) == 2 and any("--coarse_dir" in c for c in commands)
+  tmp = str(tmp_path)
+  env = dict(_env(), COARSESEG_TEST_DATA_DIR=f"{tmp}/data")
+  train = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.main",
+       "--config=tests/tiny_config.py", f"--workdir={tmp}/workdirs/syn",
+       "--config.train.max_steps=1"], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=900)
+  assert train.returncode == 0, train.stderr[-3000:]
+  photos = {}
+  for i, (size, ext) in enumerate([((70, 53), "png"), ((64, 64), "jpg"),
+                                   ((41, 90), "png")]):
+    photos[f"photo{i}"] = _write_pair(f"{tmp}/my_images", f"{tmp}/my_coarse",
+                                      f"photo{i}", size, ext=ext, seed=i)[1]
+  for command in commands:
+    for old, new in [("=workdirs/", f"={tmp}/workdirs/"),
+                     ("=my_images", f"={tmp}/my_images"),
+                     ("=my_coarse", f"={tmp}/my_coarse")]:
+      command = command.replace(old, new)
+    tokens = command.split()
+    assert tokens[:3] == ["python", "-m", "coarseseg_jax.main"], command
+    proc = subprocess.run([sys.executable] + tokens[1:], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    out = re.search(r"--output_dir=(\S+)", command).group(1)
+    assert proc.stdout.strip().startswith("refined "), proc.stdout
+    if "--coarse_dir" in command:
+      with open(f"{out}/refine_folder.json") as f:
+        report = json.load(f)
+      assert report["num_images"] == 3 and not report["fine_labels"]
+      left = total = 0
+      for stem, coarse in photos.items():
+        label = np.asarray(Image.open(f"{out}/{stem}.png"))
+        assert label.shape == coarse.shape
+        np.testing.assert_array_equal(label[coarse != U], coarse[coarse != U])
+        left, total = left + (label == U).sum(), total + label.size
+      assert report["methods"]["model"]["left_share"] == pytest.approx(
+          left / total)
+    else:
+      split = re.search(r"--split=(\w+)", command).group(1)
+      config = workdir_lib.config_from_json(
+          workdir_lib.load_config(f"{tmp}/workdirs/syn"))
+      examples = _split(config, split)
+      with open(f"{out}/refine_{split}.json") as f:
+        report = json.load(f)
+      assert report["num_images"] == len(examples) and report["fine_labels"]
+      for stem, ex in examples.items():
+        label = np.asarray(Image.open(f"{out}/{stem}.png"))
+        known = ex.coarse != U
+        np.testing.assert_array_equal(label[known], ex.coarse[known])
