@@ -78,7 +78,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.train.select_metric={t.select_metric!r} is not a "
         f"validation metric ({', '.join(evaluate.SELECTABLE)}).")
-  labels = d.get("validation_labels", "fine")
+  labels = d.validation_labels
   if labels not in ("fine", "coarse"):
     raise ConfigError(f"config.data.validation_labels={labels!r}: use 'fine' "
                       "or 'coarse'.")
@@ -91,21 +91,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _validate_training_options(config) -> None:
   t, n = config.train, config.model.num_classes
-  if t.get("lr_schedule", "constant") not in ("constant", "warmup_cosine"):
+  if t.lr_schedule not in ("constant", "warmup_cosine"):
     raise ConfigError(f"config.train.lr_schedule={t.lr_schedule!r}: use "
                       "'constant' or 'warmup_cosine'.")
-  if t.get("warmup_steps", 0) < 0:
+  if t.warmup_steps < 0:
     raise ConfigError("config.train.warmup_steps must be >= 0.")
-  if t.get("grad_clip_norm") is not None and not t.grad_clip_norm > 0:
+  if t.grad_clip_norm is not None and not t.grad_clip_norm > 0:
     raise ConfigError(f"config.train.grad_clip_norm={t.grad_clip_norm} must "
                       "be > 0 (or unset).")
-  weights = t.get("class_weights")
+  weights = t.class_weights
   if weights is not None and (len(weights) != n or min(weights) < 0
                               or not sum(weights) > 0):
     raise ConfigError(
         f"config.train.class_weights has {len(weights)} values; give "
         f"{n} (one per class), all >= 0, not all 0.")
-  if t.get("profile_steps", 0) < 0:
+  if t.profile_steps < 0:
     raise ConfigError("config.train.profile_steps must be >= 0.")
   for key, valid in (("slic_resize", losses.SLIC_RESIZES),
                      ("slic_position_norm", losses.SLIC_POSITION_NORMS),

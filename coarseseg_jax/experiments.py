@@ -166,7 +166,7 @@ def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
       source = "hcfcn_slicmap" if key == "kappa" else "hcfcn_slic"
       chosen[method][key] = chosen[source][key]
     results[method] = [runner.run(method, chosen[method], s) for s in seeds]
-  labels = runner.base.data.get("validation_labels", "fine")
+  labels = runner.base.data.validation_labels
   seed_rows = [report.seed_row(m, chosen[m], s, r, labels)
                for m in names for s, r in zip(seeds, results[m])]
   report.write_main(out, runner, setup, chosen, seed_rows, sweep_rows, infos,
@@ -178,7 +178,7 @@ def run_coarseness(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
                    out: str, lmbda: float,
                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """hcfcn and hcfcn_slic at every erosion kernel; writes its files."""
-  labels = runner.base.data.get("validation_labels", "fine")
+  labels = runner.base.data.validation_labels
   rows = []
   for kernel in setup.kernels:
     for method, params in (("hcfcn", {"kernel": kernel}),
@@ -196,7 +196,7 @@ def run_similarity(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """hcfcn_slic with each similarity option on selection seeds; the table
   on validation (no test figure is written)."""
-  labels = runner.base.data.get("validation_labels", "fine")
+  labels = runner.base.data.validation_labels
   rows = []
   for option in options:
     params = {"option": option, "lmbda": setup.similarity_lambda}
@@ -278,7 +278,7 @@ def _base_config():
   base = methods.apply(base, overrides)
   config_validation.resolve_num_classes(base)
   tag = base.data.dataset
-  if base.data.get("manual_dir"):
+  if base.data.manual_dir:
     tag += "-" + os.path.basename(os.path.normpath(base.data.manual_dir))
   return base, config_file, overrides, tag
 
@@ -306,7 +306,7 @@ def _run(experiment: str) -> None:
   n = _SEEDS.value or {
       "main": setup.seeds, "coarseness": setup.coarseness_seeds,
       "similarity": setup.similarity_seeds}[experiment]
-  default = base.data.get("validation_labels", "fine")
+  default = base.data.validation_labels
   variants = {"both": ["fine", "coarse"], None: [default]}.get(
       _LABELS.value, [_LABELS.value])
   try:

@@ -13,8 +13,11 @@ Modes: `train` (default: prepares the dataset if needed, trains, evaluates,
 writes results.json, TensorBoard events and figures; started again with the
 same command it resumes, and `--workdir` alone resumes from the workdir's
 config.json), `eval` (a checkpoint on a split), `predict` (a folder of images
-in, label PNGs and overlays out), `summary` (the parameter table). `eval` and
-`predict` take the config from the workdir's config.json; `--config` is then
+in, label PNGs and overlays out), `refine` (coarse labels of a split, or of
+`--input_dir` images from `--coarse_dir`, filled into dense masks with the
+model, and a report beside two baselines: `coarseseg_jax.refine`), `summary`
+(the parameter table). `eval`, `predict` and `refine` take the config from
+the workdir's config.json; `--config` is then
 optional, and only `--config.data.*` locations may be overridden.
 
 `--config` is a config file's path, or the name of a config shipped with the
@@ -66,14 +69,24 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (or gs:// URL) for checkpoints, metrics, "
     "results and figures (default: workdirs/<dataset>_<model>).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "summary"],
-                          "What to do.")
-_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate (--mode=eval).")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                                "Checkpoint to evaluate (--mode=eval).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "refine",
+                                           "summary"], "What to do.")
+_SPLIT = flags.DEFINE_string(
+    "split", "test", "Split to evaluate or refine (--mode=eval, refine).")
+_CHECKPOINT = flags.DEFINE_enum(
+    "checkpoint", "best", ["best", "latest", "pretrained"],
+    "Checkpoint to evaluate (--mode=eval); pretrained: the weights of "
+    "--config.model.pretrained (e.g. the authors', with --config.model."
+    "pretrained_format=authors), no training.")
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Images (--mode=predict).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
-                                  "Where predictions go (--mode=predict).")
+                                  "Where predictions go (--mode=predict, refine).")
+_COARSE_DIR = flags.DEFINE_string(
+    "coarse_dir", None, "Coarse label PNGs of the --input_dir images, matched "
+    "by stem (--mode=refine).")
+_MIN_CONFIDENCE = flags.DEFINE_float(
+    "min_confidence", 0.0, "--mode=refine: unlabelled pixels where the "
+    "model's max softmax probability is below this stay 255 (0: fill all).")
 
 
 def _workdir_config(workdir: str):
@@ -91,7 +104,8 @@ def _workdir_config(workdir: str):
   if diffs:
     raise errors.ConfigError(
         f"{workdir} was trained with another config ("
-        f"{workdir_lib.describe(diffs)}); eval and predict use the workdir's "
+        f"{workdir_lib.describe(diffs)}); eval, predict and refine use the "
+        "workdir's "
         "config.json: drop these overrides (only data locations and "
         "eval_batch_size may change).")
   return config
@@ -105,7 +119,7 @@ def _config_and_workdir():
     if given is None:
       raise app.UsageError("pass --config (and --workdir).")
     workdir = f"workdirs/{given.data.dataset}_{given.model.name}"
-  if mode in ("eval", "predict"):
+  if mode in ("eval", "predict", "refine"):
     return _workdir_config(workdir), workdir
   if given is None:
     recorded = workdir_lib.load_config(workdir) if mode == "train" else None
@@ -118,6 +132,9 @@ def _config_and_workdir():
 
 
 def _run(config, workdir: str) -> None:
+  # Before anything compiles: JAX's persistent compilation cache.
+  from coarseseg_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+  compilation_cache.setup(config, workdir, _MODE.value)
   # Heavy imports after flag parsing, so `--help` and flag errors are fast.
   from coarseseg_jax import inference  # pylint: disable=g-import-not-at-top
   from coarseseg_jax import models  # pylint: disable=g-import-not-at-top
@@ -125,8 +142,12 @@ def _run(config, workdir: str) -> None:
   mode = _MODE.value
   if mode == "summary":
     from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+    from coarseseg_jax import memory  # pylint: disable=g-import-not-at-top
     config_validation.resolve_num_classes(config)
-    print(models.summary(config.model, image_size=config.data.crop_size))
+    print(models.summary(config.model, image_size=config.data.crop_size),
+          flush=True)
+    # Compiles the train step (no step runs): a minute at 512x512 on 2 cores.
+    print(memory.format_memory(memory.train_step_memory(config)))
   elif mode == "train":
     results = train.train_and_evaluate(config, workdir)
     test = results["test"]
@@ -147,6 +168,19 @@ def _run(config, workdir: str) -> None:
           + (" (named above)" if report.skipped else ""))
     if report.skipped:
       sys.exit(1)
+  elif mode == "refine":
+    from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
+    folder = bool(_INPUT_DIR.value or _COARSE_DIR.value)
+    if not _OUTPUT_DIR.value or folder and not (_INPUT_DIR.value
+                                                 and _COARSE_DIR.value):
+      raise app.UsageError("--mode=refine needs --output_dir, and --input_dir "
+                           "with --coarse_dir for images not prepared.")
+    if not 0.0 <= _MIN_CONFIDENCE.value <= 1.0:
+      raise app.UsageError("--min_confidence must be in [0, 1].")
+    print(refine.run(config, workdir, _OUTPUT_DIR.value,
+                     split=None if folder else _SPLIT.value,
+                     input_dir=_INPUT_DIR.value, coarse_dir=_COARSE_DIR.value,
+                     min_confidence=_MIN_CONFIDENCE.value)["line"])
 
 
 def main(argv) -> None:

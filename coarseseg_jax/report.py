@@ -226,14 +226,14 @@ def setup_note(base, seeds: Sequence[int], tag: str,
   if similarity:
     sim = (f", similarity {m.similarity} (tau {m.tau}"
            + (f", assign_init {m.assign_init}"
-              if m.get("assign_init", "default") != "default" else "")
+              if m.assign_init != "default" else "")
            + (f", parent bias {m.parent_bias}"
-              if m.get("parent_bias") is not None else "") + ")")
+              if m.parent_bias is not None else "") + ")")
   return (f"Data: {data}, {m.num_classes} classes, coarse kernel "
           f"{d.coarse_kernel}; model: encoder width {m.width}, blocks "
           f"{tuple(m.stage_blocks)}{sim}; {t.num_epochs} epochs, batch "
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
-          f"{d.get('validation_labels', 'fine')} validation labels. "
+          f"{d.validation_labels} validation labels. "
           f"Machine: {machine()}.")
 
 

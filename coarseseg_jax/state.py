@@ -51,15 +51,15 @@ def learning_rate(train_config: ml_collections.ConfigDict,
   `total_steps`).
   """
   t = train_config
-  schedule = t.get("lr_schedule", "constant")
+  schedule = t.lr_schedule
   if schedule == "constant":
     return t.learning_rate
   if schedule == "warmup_cosine":
     if not total_steps:
       raise ValueError("warmup_cosine needs the number of training steps.")
     return optax.warmup_cosine_decay_schedule(
-        0.0, t.learning_rate, int(t.get("warmup_steps", 0)),
-        max(int(total_steps), int(t.get("warmup_steps", 0)) + 1))
+        0.0, t.learning_rate, int(t.warmup_steps),
+        max(int(total_steps), int(t.warmup_steps) + 1))
   raise ValueError(f"unknown train.lr_schedule {schedule!r} (constant, "
                    "warmup_cosine).")
 
@@ -81,7 +81,7 @@ def create_optimizer(train_config: ml_collections.ConfigDict,
     tx = optax.adamw(lr, weight_decay=t.weight_decay)
   else:
     raise ValueError(f"unknown optimizer {t.optimizer!r}")
-  clip = t.get("grad_clip_norm")
+  clip = t.grad_clip_norm
   if clip:
     tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
   return tx
@@ -151,10 +151,14 @@ def create_train_state(config, model, mesh, image_size: int,
     tx = create_optimizer(config.train, constant=True)
 
   def make(variables, rng):
+    # A strongly typed int32 step, as a restored one is (flax's is weakly
+    # typed): fresh and resumed runs then compile one and the same train
+    # step, and a resumed run loads it from the compilation cache.
     return TrainState.create(
         apply_fn=model.apply, params=variables["params"], tx=tx,
         batch_stats=variables.get("batch_stats", {}), rng=rng,
-        nonfinite_step=jnp.array(-1, jnp.int32))
+        nonfinite_step=jnp.array(-1, jnp.int32)).replace(
+            step=jnp.array(0, jnp.int32))
 
   return jax.jit(make, out_shardings=NamedSharding(mesh, P()))(
       replicate(variables, mesh), replicate(state_rng, mesh))

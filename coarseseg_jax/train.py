@@ -132,7 +132,7 @@ class _Run:
     t = config.train
     self.tx = state_lib.create_optimizer(t, total_steps=num_steps)
     self.finetune_tx = state_lib.create_optimizer(t, constant=True)
-    weights = t.get("class_weights")
+    weights = t.class_weights
     self.train_step = jax.jit(functools.partial(
         train_step, lmbda=t.lmbda, m=t.m, kappa=t.kappa,
         num_segments=config.data.slic_num_segments,
@@ -184,7 +184,7 @@ def _validate(run: _Run, state, step, epoch, phase, ps, steps_per_epoch):
   """
   t = run.config.train
   result = run.eval_split(state, run.config.data.eval_split,
-                          run.config.data.get("validation_labels", "fine"),
+                          run.config.data.validation_labels,
                           num_samples=t.num_validation_images,
                           train_mode=t.validation_mode == "train")
   summary = result.summary
@@ -249,7 +249,7 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
   history, tic = [], time.time()
   profiler = profiling.StepProfiler(
       str(workdir_lib.path(run.workdir) / "tensorboard" / "profile"),
-      t.get("profile_steps", 0))
+      t.profile_steps)
   while step < end:
     batch = sharding.shard_batch(next(it), run.mesh)
     profiler.before_step()
@@ -389,11 +389,6 @@ def _train_and_test(run: _Run, num_steps: int, spe: int) -> dict:
   config, t = run.config, run.config.train
   state = state_lib.create_train_state(config, run.model, run.mesh,
                                        config.data.crop_size, tx=run.tx)
-  # A strongly typed int32 step, as a restored one is (flax's is weakly
-  # typed): fresh and resumed runs then compile one and the same train step,
-  # and a resumed run loads it from the compilation cache.
-  state = state.replace(step=state_lib.replicate(np.asarray(0, np.int32),
-                                                 run.mesh))
   state, ps = _restore(run, state, run.latest)
   if ps is None:
     ps = state_lib.PhaseState()

@@ -91,6 +91,7 @@ SCENARIOS: Dict[str, Tuple[str, ...]] = {
     "cityscapes": (r"configs/cityscapes\.py", r"prepare --dataset=cityscapes"),
     "synthetic_prepare": (r"prepare --dataset=synthetic",),
     "experiments": (r"coarseseg_jax\.experiments",),
+    "refine": (r"--mode=refine",),  # Run by tests/test_refine.py.
 }
 
 TINY_MODEL = ["--config.model.width=8", "--config.model.stage_blocks=(1,1,1)",
@@ -108,7 +109,8 @@ TINY_SYNTHETIC = ["--config.data.builder_kwargs.num_train=8",
 TINY_DATASET = {
     "synthetic": TINY_SYNTHETIC,
     "folder": [],
-    "suim": ["--config.data.builder_kwargs.num_validation=2"],
+    "suim": ["--config.data.builder_kwargs.num_validation=2",
+             "--config.data.builder_kwargs.size=64"],
     "pannuke": [],
     "cityscapes": ["--config.data.builder_kwargs.image_width=128",
                    "--config.data.builder_kwargs.image_height=64",
@@ -118,7 +120,7 @@ TINY_DATASET = {
 TINY_PREPARE = {
     "synthetic": "num_train=4,num_validation=2,num_test=2,image_size=64",
     "folder": "",
-    "suim": "num_validation=2",
+    "suim": "num_validation=2,size=64",
     "cityscapes": "image_width=128,image_height=64",
 }
 

@@ -237,7 +237,7 @@ def encoder_from_config(model_config, name: str = "encoder") -> ResNetEncoder:
 def get_dtype(model_config) -> Any:
   """``config.model.dtype`` ('float32' | 'bfloat16') -> a jnp dtype."""
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-  name = str(model_config.get("dtype", "float32"))
+  name = str(model_config.dtype)
   if name not in dtypes:
     raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got "
                      f"{name!r}.")
