@@ -12,13 +12,16 @@ r"""Command line of coarseseg-jax.
 Modes: `train` (default: prepares the dataset if needed, trains, evaluates,
 writes results.json, TensorBoard events and figures; started again with the
 same command it resumes, and `--workdir` alone resumes from the workdir's
-config.json), `eval` (a checkpoint on a split), `predict` (a folder of images
+config.json), `eval` (a checkpoint on a split; `--checkpoint=pretrained`:
+the weights of `--config.model.pretrained`, e.g. the authors'), `predict` (a
+folder of images
 in, label PNGs and overlays out), `refine` (coarse labels of a split, or of
 `--input_dir` images from `--coarse_dir`, filled into dense masks with the
 model, and a report beside two baselines: `coarseseg_jax.refine`), `summary`
-(the parameter table). `eval`, `predict` and `refine` take the config from
-the workdir's config.json; `--config` is then
-optional, and only `--config.data.*` locations may be overridden.
+(the parameter table and the compiled train step's memory per device).
+`eval`, `predict` and `refine` take the config from the workdir's
+config.json; `--config` is then optional, and only `--config.data.*`
+locations may be overridden.
 
 `--config` is a config file's path, or the name of a config shipped with the
 package (`--config=suim`). Mistakes print one line `error: ...`: exit status 2
