@@ -7,9 +7,14 @@ r"""HCFCN-16's soft assignments per similarity option: at init, then trained.
 
 Issue 15: the paper's code (``similarity="dot"``, tau 0.07) saturates the
 assignment softmax of an untrained model. For every option in `OPTIONS`:
+the similarity experiment's (`coarseseg_jax.methods.SIMILARITY_OPTIONS`,
+which `--experiment=similarity` runs) and two diagnostics of issue 15 built
+on them, `dot_zero` (``dot`` with the fine projection zero-initialised) and
+`hcformer_pb2` (``hcformer`` with a learnable parent bias from 2):
 
-1. **At initialisation**, for the FULL experiment model
-   (`coarseseg_jax.experiments.FULL`: width 32, stage_blocks (3, 4, 6), 160 px)
+1. **At initialisation**, for the experiments' model
+   (`coarseseg_jax.methods.FULL_SYNTHETIC`: width 32, stage_blocks
+   (3, 4, 6), 160 px)
    and the default model (``configs/synthetic.py``: width 64, 256 px), on
    ``--images`` synthetic training images (`synthetic.generate`, no dataset
    preparation) and ``--seeds`` init seeds, in train mode (batch statistics,
@@ -41,9 +46,9 @@ import functools
 import json
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 
@@ -51,28 +56,36 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 import optax
+import timing  # benchmarks/timing.py
 
-from configs import synthetic as synthetic_config
 from coarseseg_jax import assignment_stats
-from coarseseg_jax import experiments
+from coarseseg_jax import config_validation
 from coarseseg_jax import losses
+from coarseseg_jax import methods
 from coarseseg_jax import metrics
 from coarseseg_jax import models
 from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import synthetic
+from coarseseg_jax.configs import synthetic as synthetic_config
 from coarseseg_jax.models import hcfcn
 
-# name -> config.model overrides. tau: HCFormer initialises its learnable one
-# at 0.05 (HCResNet's default); the others keep the paper's 0.07.
-OPTIONS = {
-    "dot": dict(similarity="dot", tau=0.07),              # The paper's code.
-    "cosine": dict(similarity="cosine", tau=0.07),        # The thesis text.
-    "hcformer": dict(similarity="hcformer", tau=0.05),    # HCFormer.
-    "dot_zero": dict(similarity="dot", tau=0.07, assign_init="zero"),
-    "dot_zero_pb2": dict(similarity="dot", tau=0.07, assign_init="zero",
-                         parent_bias=2.0),
-    "hcformer_pb2": dict(similarity="hcformer", tau=0.05, parent_bias=2.0),
-}
+
+def _model_fields(delta):
+  """A `methods` delta of ``model.*`` keys -> config.model overrides."""
+  assert all(k.startswith("model.") for k in delta), delta
+  return {k[len("model."):]: v for k, v in delta.items()}
+
+
+# name -> config.model overrides: the similarity experiment's options
+# (methods.SIMILARITY_OPTIONS: dot = the paper's code, cosine = the thesis
+# text, hcformer = HCFormer, its learnable tau from 0.05, ...), then two
+# diagnostics of issue 15 that the experiment does not run.
+OPTIONS = {name: _model_fields(delta)
+           for name, delta in methods.SIMILARITY_OPTIONS.items()}
+OPTIONS.update({
+    "dot_zero": dict(OPTIONS["dot"], assign_init="zero"),
+    "hcformer_pb2": dict(OPTIONS["hcformer"], parent_bias=2.0),
+})
 STATS = ("entropy", "parent_share", "starved_cells")
 # Compiling dominates the init measurements (a few calls per model).
 jit_fast = functools.partial(
@@ -155,14 +168,22 @@ def init_diagnostics(base, option, size, num_images, seeds):
   return rows
 
 
+def synthetic_model(delta=None):
+  """(config.model, image size) of configs/synthetic.py, resized by a
+  `methods` delta (FULL_SYNTHETIC: the experiments'; QUICK_SYNTHETIC), with
+  the dataset's number of classes."""
+  config = synthetic_config.get_config()
+  if delta:
+    config = methods.apply(config, delta)
+  config_validation.resolve_num_classes(config)
+  return config.model, config.data.crop_size
+
+
 def init_tables(args, options):
-  full = experiments.experiment_config(experiments.FULL).model
-  default = synthetic_config.get_config().model
-  setups = [("full", full, experiments.FULL.image_size),
-            ("default", default, 256)]
+  setups = [("full", *synthetic_model(methods.FULL_SYNTHETIC)),
+            ("default", *synthetic_model())]
   if args.quick:
-    setups = [("quick", experiments.experiment_config(experiments.QUICK).model,
-               64)]
+    setups = [("quick", *synthetic_model(methods.QUICK_SYNTHETIC))]
   results = {}
   for setup, base, size in setups:
     print(f"\n{setup} model: width {base.width}, blocks "
@@ -176,7 +197,7 @@ def init_tables(args, options):
     head = f"{'option':<14}" + "".join(f"{n:>14}" for n in names) + "    s"
     print(head + "\n" + "-" * len(head))
     for option in options:
-      tic = time.time()
+      watch = timing.Stopwatch()
       rows = init_diagnostics(base, option, size, args.images,
                               range(args.seeds))
       mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -185,7 +206,7 @@ def init_tables(args, options):
       cells = "".join(
           f"{mean[k]:.{digits.get(k, 3)}f} ({std[k]:.{digits.get(k, 2)}f})"
           .rjust(14) for k in keys)
-      print(f"{option:<14}{cells}{time.time() - tic:>5.0f}", flush=True)
+      print(f"{option:<14}{cells}{watch.seconds():>5.0f}", flush=True)
       results[f"{setup}/{option}"] = {"mean": mean, "std": std, "seeds": rows}
   return results
 
@@ -194,7 +215,7 @@ def init_tables(args, options):
 def train_probe(args, option):
   """Trains one option briefly; returns its scores."""
   size, kernel, width = (64, 7, 8) if args.quick else (128, 12, 16)
-  base = experiments.experiment_config(experiments.FULL).model
+  base, _ = synthetic_model(methods.FULL_SYNTHETIC)
   base.width, base.head_channels = width, width
   base.sim_features = min(48, width)
   if args.quick:
@@ -232,7 +253,7 @@ def train_probe(args, option):
     return acc, assignment_stats.summary(assignments)
 
   rng = np.random.default_rng(args.probe_seed)
-  order, history, tic = [], [], time.time()
+  order, history, watch = [], [], timing.Stopwatch()
   for i in range(args.steps):
     if len(order) < batch:
       order += list(rng.permutation(n_train))
@@ -240,7 +261,7 @@ def train_probe(args, option):
     state, loss = step(state, x_train[idx], y_train[idx],
                        jax.random.key(1000 + i))
     history.append(float(loss))
-  train_s = time.time() - tic
+  train_s = watch.seconds()
   params, batch_stats, _ = state
   accs, stats = [], []
   for i in range(0, n_val, 8):

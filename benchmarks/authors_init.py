@@ -34,14 +34,14 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "tests"))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.join(HERE, "..", "tests"), HERE]
 import authors_torch as port  # pylint: disable=wrong-import-position
+import timing  # pylint: disable=wrong-import-position
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -107,7 +107,7 @@ def main():
   print(f"{'seed':>4} {'level':>5} {'entropy':>8} {'parent':>7} {'>0.9':>6} "
         f"{'oog border':>10} {'uniform':>8}")
   results = {}
-  start = time.time()
+  watch = timing.Stopwatch()
   for seed in seeds:
     torch.manual_seed(seed)
     model = port.SegModel(port.ResNet34Encoder(), port.FCNHead(256, 8),
@@ -126,7 +126,7 @@ def main():
     for key in ("entropy", "parent", "max>0.9", "oog_border"):
       mean[f"A{level}/{key}"] = float(np.mean(
           [results[f"seed{s}/A{level}"][key] for s in seeds]))
-  print(f"({time.time() - start:.1f} s)")
+  print(f"({watch.seconds():.1f} s)")
   print(json.dumps({"benchmark": "authors_init", "size": args.size,
                     "photos": list(PHOTOS), "seeds": seeds,
                     "uniform_entropy": math.log(9), "per_seed": results,

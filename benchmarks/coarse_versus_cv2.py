@@ -27,13 +27,14 @@ import argparse
 import json
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import cv2  # pylint: disable=g-import-not-at-top
 import numpy as np
 from scipy import ndimage
+import timing  # benchmarks/timing.py
 
 from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import synthetic
@@ -86,13 +87,10 @@ def main():
          "both_diff", "auth_wrong", "agree_m", "agree_anc", "agree_tol0",
          "dis_m", "dis_rim", "dis_frame", "ms_proj", "ms_auth"), 0.0)
     for fine in fines:
-      t0 = time.perf_counter()
-      pr = coarse.coarse_label(fine, k)
-      t1 = time.perf_counter()
-      au = authors(fine, k)
-      t2 = time.perf_counter()
-      s["ms_proj"] += 1e3 * (t1 - t0)
-      s["ms_auth"] += 1e3 * (t2 - t1)
+      pr, proj_s = timing.timed(lambda: coarse.coarse_label(fine, k))
+      au, auth_s = timing.timed(lambda: authors(fine, k))
+      s["ms_proj"] += 1e3 * proj_s
+      s["ms_auth"] += 1e3 * auth_s
       lp, la = pr != IGN, au != IGN
       s["lab_proj"] += lp.mean()
       s["lab_auth"] += la.mean()

@@ -21,9 +21,9 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 
@@ -31,6 +31,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 from PIL import Image
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax import datasets  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import evaluate
@@ -39,6 +40,7 @@ from coarseseg_jax import models
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
+from coarseseg_jax.configs import default
 from coarseseg_jax.datasets import synthetic
 
 NUM_CLASSES = 6
@@ -101,11 +103,16 @@ def main():
       eval_center_crop=None,
       builder_kwargs={"validation_fraction": 0.1, "split_seed": 0}))
   builder = datasets.prepare(data, NUM_CLASSES, num_workers=1)
-  config = ml_collections.ConfigDict(dict(seed=0, model=dict(
+  # The default config's model and optimizer (so fields added since keep
+  # their defaults), as the FULL-size model of the docstring.
+  config = default.get_config()
+  config.seed = 0
+  config.model.update(dict(
       name="hcfcn", num_classes=NUM_CLASSES, tau=0.07, sim_features=32,
       similarity="dot", deformable=False, stage_blocks=(3, 4, 6), width=32,
-      head_channels=32, dropout=0.1, dtype="float32", pretrained=None),
-      train=dict(optimizer="adam", learning_rate=5e-4, weight_decay=0.0)))
+      head_channels=32, dropout=0.1, dtype="float32", pretrained=None))
+  config.train.update(dict(optimizer="adam", learning_rate=5e-4,
+                           weight_decay=0.0))
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
   state = state_lib.create_train_state(config, model, mesh, 96)
@@ -120,10 +127,9 @@ def main():
         f"evaluate API: {'Evaluator' if hasattr(evaluate, 'Evaluator') else 'evaluate()'}")
   for i in range(1 + args.repeats):
     before = programs.count
-    tic = time.perf_counter()
-    summary = run(variables, input_pipeline.create_eval_iterator(
-        builder, data, "test", args.batch_size))
-    seconds = time.perf_counter() - tic
+    summary, seconds = timing.timed(lambda: run(
+        variables, input_pipeline.create_eval_iterator(
+            builder, data, "test", args.batch_size)))
     print(f"{'cold' if i == 0 else 'warm'}: {seconds:.1f} s, "
           f"{programs.count - before} programs built, "
           f"{int(summary['num_images'])} images, boundary recall "

@@ -41,7 +41,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -166,10 +165,7 @@ def profile(step_fn, steps, log_dir):
   """Runs `steps` calls of `step_fn()` under jax.profiler; (share, busy ms,
   wall ms per step, where)."""
   with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      step_fn()
-    wall = time.perf_counter() - t0
+    wall = timing.mean_seconds(step_fn, steps) * steps
   share, busy_ms, where = busy_share(_load_trace(log_dir), wall * 1e6)
   return {"busy_share": share, "busy_ms_per_step": round(busy_ms / steps, 1),
           "wall_ms_per_step": round(wall * 1e3 / steps, 1),
@@ -273,14 +269,14 @@ def main():
             "cpus": os.cpu_count(), "batch_size": args.batch_size,
             "size": args.size, "quick": args.quick,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "dtypes": {}}
-  t0 = time.time()
+  watch = timing.Stopwatch()
   for dtype in args.dtypes.split(","):
     print(f"{dtype}:", flush=True)
     r = {"train_step": train_step_figures(args, dtype, mesh, out_dir)}
     r["device_peak_mib"] = device_peak_mib()
     r["models"] = model_figures(args, dtype, bench_models)
     result["dtypes"][dtype] = r
-  result["seconds"] = round(time.time() - t0, 1)
+  result["seconds"] = round(watch.seconds(), 1)
   with open(os.path.join(out_dir, "gpu_check.json"), "w") as f:
     json.dump(result, f, indent=1)
   table = markdown(result)

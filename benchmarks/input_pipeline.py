@@ -20,15 +20,16 @@ import os
 import platform
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [ROOT, HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 
 import jax  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -44,16 +45,14 @@ def synthetic_builder(data_dir):
 
 
 def rate(iterator, warmup, num_batches, consume=None):
-  for _ in range(warmup):
+  """Batches/s of `num_batches` batches after `warmup` (each one consumed)."""
+
+  def one_batch():
     batch = next(iterator)
     if consume:
       jax.block_until_ready(consume(batch))
-  t0 = time.perf_counter()
-  for _ in range(num_batches):
-    batch = next(iterator)
-    if consume:
-      jax.block_until_ready(consume(batch))
-  return num_batches / (time.perf_counter() - t0)
+
+  return 1 / timing.mean_seconds(one_batch, num_batches, warmup)
 
 
 def main():
@@ -81,9 +80,8 @@ def main():
     builder = tfds.builder_from_directory(args.data_dir)
   else:
     tmp = tempfile.TemporaryDirectory()
-    t0 = time.perf_counter()
-    builder = synthetic_builder(tmp.name)
-    print(f"prepared the synthetic data in {time.perf_counter() - t0:.1f} s")
+    builder, prepare_s = timing.timed(lambda: synthetic_builder(tmp.name))
+    print(f"prepared the synthetic data in {prepare_s:.1f} s")
   spe = input_pipeline.steps_per_epoch(builder, args.batch_size, args.split)
 
   def make(start_step=0):
@@ -91,17 +89,18 @@ def main():
         builder, config, args.batch_size, seed=0, start_step=start_step,
         split=args.split)
 
-  t0 = time.perf_counter()
-  it = make()
-  next(it)
-  first_s = time.perf_counter() - t0
+  def started(start_step=0):
+    """An iterator whose first batch has been taken."""
+    it = make(start_step)
+    next(it)
+    return it
+
+  it, first_s = timing.timed(started)
   batches_per_s = rate(it, args.warmup, args.num_batches)
   mesh = sharding.make_mesh()
   sharded_per_s = rate(make(), args.warmup, args.num_batches,
                        lambda b: sharding.shard_batch(b, mesh))
-  t0 = time.perf_counter()
-  next(make(start_step=3 * spe + spe // 2))
-  resume_s = time.perf_counter() - t0
+  _, resume_s = timing.timed(lambda: started(3 * spe + spe // 2))
 
   result = {
       "benchmark": "input_pipeline",

@@ -27,16 +27,16 @@ import os
 import platform
 import resource
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import
 
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
-import numpy as np
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
@@ -45,17 +45,11 @@ from coarseseg_jax.models import deformable
 
 def _time(fn, args, steps, warmup=1):
   """(compile s, median run s, compiled) of ``jax.jit(fn)`` on ``args``."""
-  t0 = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  for _ in range(warmup):
-    jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return compile_s, float(np.median(times)), compiled
+  compiled, compile_s = timing.timed(lambda: jax.jit(fn).lower(*args).compile())
+  run_s = timing.median_seconds(
+      {"run": lambda: jax.block_until_ready(compiled(*args))}, steps,
+      warmup)["run"]
+  return compile_s, run_s, compiled
 
 
 def _memory_mib(compiled):

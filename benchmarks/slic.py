@@ -18,11 +18,12 @@ import json
 import os
 import platform
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import numpy as np  # pylint: disable=g-import-not-at-top
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax.datasets import base  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.datasets import coarse
@@ -35,18 +36,19 @@ KERNELS = (1, 5, 10, 15, 20, 25)
 def _rate(fn, items, workers):
   """Images/s of fn over items: in-process, or on a warmed process pool."""
   if workers <= 1:
-    tic = time.perf_counter()
-    list(slic.parallel_map(fn, items, 1))
-    return len(items) / (time.perf_counter() - tic), 0.0
-  tic = time.perf_counter()
-  pool = slic.make_pool(workers)
-  list(slic.parallel_map(fn, items[:workers], workers, executor=pool))
-  startup = time.perf_counter() - tic
-  tic = time.perf_counter()
-  list(slic.parallel_map(fn, items, workers, executor=pool))
-  rate = len(items) / (time.perf_counter() - tic)
+    _, seconds = timing.timed(lambda: list(slic.parallel_map(fn, items, 1)))
+    return len(items) / seconds, 0.0
+
+  def warm_pool():
+    pool = slic.make_pool(workers)
+    list(slic.parallel_map(fn, items[:workers], workers, executor=pool))
+    return pool
+
+  pool, startup = timing.timed(warm_pool)
+  _, seconds = timing.timed(lambda: list(
+      slic.parallel_map(fn, items, workers, executor=pool)))
   pool.shutdown()
-  return rate, startup
+  return len(items) / seconds, startup
 
 
 def coarse_fractions(num_images, size):

@@ -31,7 +31,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 COMPILED = re.compile(r"Finished XLA compilation of (\S+) in ([0-9.]+) sec")
 HIT = re.compile(r"Persistent compilation cache hit for '([^']+)'")
 
@@ -50,16 +54,16 @@ def timed(command, env, metrics_path, poll_s=0.05):
   # Output to files, not pipes: a full pipe would stall the command.
   with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile(
       "w+") as err_f:
-    t0 = time.time()
+    launched = timing.Stopwatch()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out_f,
                             stderr=err_f, text=True)
     first = {}
     while proc.poll() is None:
       for r in _records(metrics_path)[before:]:
         kind = "step" if r["split"] == "train" else "eval"
-        first.setdefault(kind, time.time() - t0)
+        first.setdefault(kind, launched.seconds())
       time.sleep(poll_s)
-    total = time.time() - t0
+    total = launched.seconds()
     for r in _records(metrics_path)[before:]:  # Written as it ended.
       first.setdefault("step" if r["split"] == "train" else "eval", total)
     out_f.seek(0)

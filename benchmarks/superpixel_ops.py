@@ -26,16 +26,17 @@ import json
 import os
 import platform
 import sys
-import time
 from unittest import mock
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax import losses  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import superpixels
@@ -129,25 +130,15 @@ def dense_slic_map_loss(slic, assignments, num_segments):
 def compile_fn(fn, args):
   """Returns the compiled `fn` and its compile time (process CPU seconds, so
   other processes on the machine do not count)."""
-  lowered = jax.jit(fn).lower(*args)
-  t0 = time.process_time()
-  compiled = lowered.compile()
-  return compiled, time.process_time() - t0
+  return timing.timed(jax.jit(fn).lower(*args).compile, clock="cpu")
 
 
 def time_interleaved(compiled, args, repeats, warmup=1):
   """Median wall time of each compiled function; the runs are interleaved so
   that a burst of load from other processes hits all of them alike."""
-  for fn in compiled.values():
-    for _ in range(warmup):
-      jax.block_until_ready(fn(*args))
-  times = {name: [] for name in compiled}
-  for _ in range(repeats):
-    for name, fn in compiled.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[name].append(time.perf_counter() - t0)
-  return {name: float(np.median(t)) for name, t in times.items()}
+  return timing.median_seconds(
+      {name: lambda fn=fn: jax.block_until_ready(fn(*args))
+       for name, fn in compiled.items()}, repeats, warmup)
 
 
 def with_ops(fn, ops):

@@ -3,7 +3,7 @@ r"""Train-step throughput: fcn, hcfcn (lambda = 0) and hcfcn (lambda > 0).
   python benchmarks/train_step.py            # batch 8, 256x256, full ResNet-34
   python benchmarks/train_step.py --quick    # small, under a minute
   python benchmarks/train_step.py --dtype=bfloat16 --kappa=0.05
-  python benchmarks/train_step.py --deformable=0   # vs torch_reference.py
+  python benchmarks/train_step.py --deformable=0   # vs PyTorch: versus_torch/
 
 Prints, per variant, the compile time and the median step time of timed steps
 after compilation (images/s), then `overhead` = step time of the regularized
@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,10 +76,9 @@ def build(name, lmbda, kappa, args, mesh, compiler_options=None,
       num_segments=args.num_segments), donate_argnums=0)
   batch = sharding.shard_batch(
       make_batch(args.batch_size, args.size, args.num_segments), mesh)
-  t0 = time.perf_counter()
-  compiled = step_fn.lower(state, batch).compile(
-      compiler_options=compiler_options)
-  return compiled, state, batch, time.perf_counter() - t0
+  compiled, compile_s = timing.timed(lambda: step_fn.lower(
+      state, batch).compile(compiler_options=compiler_options))
+  return compiled, state, batch, compile_s
 
 
 def prepare(name, lmbda, kappa, args, mesh, compiler_options=None,

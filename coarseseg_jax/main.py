@@ -39,7 +39,7 @@ def _interrupted_while_starting(signum, frame) -> None:
   """SIGINT while the libraries load: nothing is written yet, exit at once.
 
   A KeyboardInterrupt raised while a run starts can be swallowed by library
-  code (benchmarks/soak_interrupt.py found a Ctrl-C about 7 s after the
+  code (benchmarks/reliability/soak_interrupt.py found a Ctrl-C about 7 s after the
   start ignored, and the run trained to the end). `main` restores
   KeyboardInterrupt once the imports are done (dataset preparation stops at
   once, nothing half-written is kept); from then on `train` turns signals

@@ -138,7 +138,7 @@ def coarseness_tables(rows: Sequence[dict],
 def similarity_tables(rows: Sequence[dict], metric: str,
                       margin: float = stats.EQUIVALENCE_MARGIN):
   """(validation summary per option, with `selected` by mean `metric`;
-  each option against `dot`, the paper's code, on validation)."""
+  each option against `dot`, the authors' similarity, on validation)."""
   summary = stats.summary_rows(rows, ("option",), METRICS + DIAGNOSTICS,
                                "validation")
   scores = np.array([r[f"{metric}_mean"] for r in summary])

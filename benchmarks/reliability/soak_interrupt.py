@@ -1,6 +1,6 @@
 r"""Soak test of interruptions: a tiny run killed many times must end equal.
 
-  python benchmarks/soak_interrupt.py [--interruptions=15 --seed=0]
+  python benchmarks/reliability/soak_interrupt.py [--interruptions=15 --seed=0]
 
 Trains the tiny test config (tests/tiny_config.py: 64 px synthetic images,
 a narrow HCFCN-16, 2 steps per epoch) for `--epochs` epochs with a checkpoint
@@ -15,8 +15,10 @@ work), the exit status and how long the process took to exit, and at the end
 whether the final parameters equal the uninterrupted run's (max abs diff).
 
 Runs on the code on PYTHONPATH, so the same file measures an old checkout
-(the "before" figures): `PYTHONPATH=/path/to/old python benchmarks/...`.
-Not part of CI (it takes 10-20 minutes on 2 cores).
+(the "before" figures):
+`PYTHONPATH=/path/to/old python benchmarks/reliability/soak_interrupt.py`.
+An opt-in reliability test, not a benchmark and not part of CI (it takes
+10-20 minutes on 2 cores).
 """
 
 import argparse
@@ -32,9 +34,12 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(BENCHMARKS)
+sys.path.insert(0, BENCHMARKS)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM,
            "SIGINT": signal.SIGINT}
 
@@ -87,10 +92,10 @@ def main():
             "--config.train.kappa=0.0"]
 
   reference = os.path.join(tmp, "reference")
-  tic = time.time()
+  watch = timing.Stopwatch()
   subprocess.run(command(reference), cwd=ROOT, env=env, check=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  print(f"reference run: {time.time() - tic:.0f} s, "
+  print(f"reference run: {watch.seconds():.0f} s, "
         f"{logged_steps(reference)} steps")
 
   workdir = os.path.join(tmp, "interrupted")
@@ -121,9 +126,9 @@ def main():
     proc = subprocess.Popen(command(workdir), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    start = time.time()
+    running = timing.Stopwatch()
     while proc.poll() is None:
-      if moment == "startup" and time.time() - start > rng.uniform(2, 8):
+      if moment == "startup" and running.seconds() > rng.uniform(2, 8):
         break
       if moment == "steps" and logged_steps(workdir) >= target:
         break
@@ -135,10 +140,10 @@ def main():
       print(f"{i}: the run finished before the {moment} interruption")
       break
     before = logged_steps(workdir)
-    sent = time.time()
+    sent = timing.Stopwatch()
     proc.send_signal(SIGNALS[name])
     _, err = proc.communicate()
-    exit_s = time.time() - sent
+    exit_s = sent.seconds()
     after = logged_steps(workdir)
     tail = [l for l in err.strip().splitlines() if l.strip()][-1:]
     rows.append({"signal": name, "moment": moment, "logged_at_signal": before,
@@ -149,7 +154,7 @@ def main():
     resumed_from = resumed_from if resumed is None else resumed
     print(json.dumps(rows[-1]))
 
-  tic = time.time()
+  watch = timing.Stopwatch()
   proc = subprocess.run(command(workdir), cwd=ROOT, env=env,
                         capture_output=True, text=True)
   rows.append({"logged_at_exit": 0})
@@ -158,7 +163,7 @@ def main():
   for row in rows:
     print(json.dumps(row))
   print(f"final run to the end: status {proc.returncode}, "
-        f"{time.time() - tic:.0f} s")
+        f"{watch.seconds():.0f} s")
   step_ref, ref = final_params(reference)
   step_int, got = final_params(workdir)
   diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))

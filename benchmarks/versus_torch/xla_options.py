@@ -1,8 +1,11 @@
 r"""The train step under several XLA options or model variants, in one process.
 
-  python benchmarks/xla_options.py --variants="base;onednn=xla_cpu_use_onednn:true"
-  python benchmarks/xla_options.py --quick --variants="base;w512=xla_cpu_prefer_vector_width:512"
-  python benchmarks/xla_options.py --variants="base;bf16=@model.dtype:bfloat16"
+  python benchmarks/versus_torch/xla_options.py \
+      --variants="base;onednn=xla_cpu_use_onednn:true"
+  python benchmarks/versus_torch/run.py --what=xla_options --quick \
+      --variants="base;w512=xla_cpu_prefer_vector_width:512"
+  python benchmarks/versus_torch/run.py --what=xla_options \
+      --variants="base;bf16=@model.dtype:bfloat16"
 
 Each variant is ``label=key:value,key:value`` (``base``: no change). A key
 that starts with ``@`` is a config override (``@model.dtype:bfloat16``), any other
@@ -29,8 +32,9 @@ import os
 import platform
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
+BENCHMARKS = os.path.dirname(HERE)  # timing.py, train_step.py
+sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 

@@ -1,9 +1,9 @@
 r"""PyTorch reference train step: the comparison point for train_step.py.
 
-  python benchmarks/torch_reference.py            # batch 8, 256x256, ResNet-34
-  python benchmarks/torch_reference.py --quick    # small, a few seconds
-  python benchmarks/torch_reference.py --models=fcn,hcfcn0,hcfcn --threads=2
-  python benchmarks/torch_reference.py --models=hcfcn --settings=authors,cl,fast
+  python benchmarks/versus_torch/torch_reference.py  # batch 8, 256x256
+  python benchmarks/versus_torch/torch_reference.py --quick  # a few seconds
+  python benchmarks/versus_torch/run.py --what=torch --models=fcn,hcfcn0,hcfcn
+  python benchmarks/versus_torch/run.py --what=torch --settings=authors,cl,fast
   python benchmarks/train_step.py --deformable=0  # the JAX side to compare with
 
 The project's `hcfcn` (HCFCN-16) with ``deformable=False`` rebuilt in PyTorch
@@ -40,8 +40,11 @@ import json
 import math
 import os
 import platform
+import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import timing  # benchmarks/timing.py: JAX-free, like this script.
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,7 @@
 r"""The stem's max-pool: `pooling.max_pool_3x3_s2` against flax's max_pool.
 
-  python benchmarks/max_pool.py            # batch 8, 128x128x64 (the stem of 256x256)
-  python benchmarks/max_pool.py --quick
+  python benchmarks/versus_torch/max_pool.py  # batch 8, 128x128x64 (256's stem)
+  python benchmarks/versus_torch/run.py --what=max_pool --quick   # the same
 
 Times the forward pass and forward + backward (``sum(pool(x) * g)``, jitted)
 of both on ReLU outputs, one run of each in turn, median of ``--repeats``;
@@ -15,9 +15,10 @@ import functools
 import json
 import os
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
+BENCHMARKS = os.path.dirname(HERE)  # timing.py
+sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 
@@ -25,6 +26,7 @@ import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax
 import jax.numpy as jnp
 import numpy as np
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax.models import pooling  # pylint: disable=g-import-not-at-top
 
@@ -55,13 +57,10 @@ def main():
   grad_diff = float(jnp.max(jnp.abs(results["flax fwd+bwd"] -
                                     results["ours fwd+bwd"])))
   assert grad_diff <= 1e-6 * float(jnp.max(jnp.abs(g))) * 4, grad_diff
-  times = {key: [] for key in fns}
-  for _ in range(args.repeats):
-    for key, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(x))
-      times[key].append(time.perf_counter() - t0)
-  ms = {key: round(1000 * float(np.median(v)), 2) for key, v in times.items()}
+  seconds = timing.median_seconds(
+      {key: lambda fn=fn: jax.block_until_ready(fn(x))
+       for key, fn in fns.items()}, args.repeats)
+  ms = {key: round(1000 * v, 2) for key, v in seconds.items()}
   for key, value in ms.items():
     print(f"{key:14s} {value:8.2f} ms")
   for kind in ("fwd", "fwd+bwd"):

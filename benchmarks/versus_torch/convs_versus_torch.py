@@ -1,7 +1,7 @@
 r"""The encoder's convolutions in JAX (XLA:CPU) and PyTorch (oneDNN), alternated.
 
-  OMP_WAIT_POLICY=PASSIVE python benchmarks/convs_versus_torch.py
-  OMP_WAIT_POLICY=PASSIVE python benchmarks/convs_versus_torch.py --quick
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/versus_torch/convs_versus_torch.py
+  python benchmarks/versus_torch/run.py --what=convs --quick   # the same
 
 Every distinct convolution of the encoder (resnet.py without DCN, batch 8,
 256x256, float32, NHWC in both: PyTorch's tensors are ``channels_last``) is
@@ -28,8 +28,9 @@ import os
 import platform
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
+BENCHMARKS = os.path.dirname(HERE)  # timing.py
+sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS, HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 

@@ -1,8 +1,8 @@
 r"""Where the train step's time goes: a measured per-op profile by category.
 
-  python benchmarks/profile_step.py            # hcfcn, no DCN, batch 8, 256x256
-  python benchmarks/profile_step.py --quick    # small, under a minute
-  python benchmarks/profile_step.py --deformable=1 --lmbda=0 --top=30
+  python benchmarks/versus_torch/profile_step.py  # hcfcn, no DCN, batch 8, 256
+  python benchmarks/versus_torch/profile_step.py --quick  # under a minute
+  python benchmarks/versus_torch/run.py --what=profile --deformable=1 --top=30
 
 Compiles the same train step as train_step.py (`train_step.build`), runs
 --warmup steps, then records --steps steps with `jax.profiler` (perfetto trace)
@@ -43,10 +43,12 @@ import os
 import re
 import sys
 import tempfile
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
+BENCHMARKS = os.path.dirname(HERE)  # timing.py, train_step.py
+sys.path.insert(0, BENCHMARKS)
 import train_step  # pylint: disable=g-bad-import-order  (sets XLA flags first)
+import timing  # pylint: disable=g-bad-import-order
 
 import jax  # pylint: disable=g-import-not-at-top
 
@@ -255,16 +257,10 @@ def main():
     mesh = sharding.make_mesh()
     compiled, state, batch, compile_s = train_step.build(
         args.model, args.lmbda, args.kappa, args, mesh)
-    for _ in range(args.warmup):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
+    step = train_step.warmed_up(compiled, state, batch, args.warmup)
     log_dir = args.trace_dir or tempfile.mkdtemp(prefix="profile_step_")
     with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready(metrics)
-      wall = (time.perf_counter() - t0) / args.steps
+      wall = timing.mean_seconds(step, args.steps)
     with open(os.path.join(log_dir, "step.hlo.txt"), "w") as f:
       f.write(compiled.as_text())
   with open(os.path.join(log_dir, "step.hlo.txt")) as f:

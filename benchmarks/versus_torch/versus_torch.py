@@ -1,8 +1,9 @@
 r"""The JAX train step against the PyTorch one, alternated in one process.
 
-  OMP_WAIT_POLICY=PASSIVE python benchmarks/versus_torch.py
-  OMP_WAIT_POLICY=PASSIVE python benchmarks/versus_torch.py --quick
-  python benchmarks/versus_torch.py --jax=hcfcn0,hcfcn --torch=hcfcn/fast
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/versus_torch/versus_torch.py
+  python benchmarks/versus_torch/run.py --what=step --quick  # sets the policy
+  python benchmarks/versus_torch/run.py --what=step --jax=hcfcn0,hcfcn \
+      --torch=hcfcn/fast
 
 Builds the JAX steps of `train_step.py` (``deformable=0``: the network
 `torch_reference.py` rebuilds, same parameter count; ``hcfcn+dcn``: with the
@@ -24,8 +25,9 @@ import os
 import platform
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
+BENCHMARKS = os.path.dirname(HERE)  # timing.py, train_step.py
+sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS, HERE]
 
 from coarseseg_jax import xla_flags  # pylint: disable=unused-import,g-bad-import-order
 
