@@ -108,6 +108,7 @@ def prepare_cli(*args):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # Builds the dataset in a subprocess.
 def test_suim_cli_builds_it_and_tfds_reads_it_back(suim_raw, tmp_path):
   raw, truth = suim_raw
   mask_file = os.path.join(str(raw), "train_val", "masks", MISMATCHED + ".bmp")
@@ -351,7 +352,7 @@ def test_cityscapes_bad_input_stops_naming_the_file(cityscapes_raw, tmp_path,
 
 # ---------------------------------------------------------------- configs --
 @pytest.mark.parametrize("name,dataset,kwargs", [
-    ("suim", "suim", {"resize": 0.5, "on_size_mismatch": "resize"}),
+    ("suim", "suim", {"size": 512, "on_size_mismatch": "resize"}),
     ("pannuke", "pannuke", {}),
     ("cityscapes", "cityscapes_coarse",
      {"image_width": 1024, "image_height": 512}),
