@@ -42,23 +42,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
 sys.path[:0] = [os.path.join(HERE, "..", "tests"), HERE]
 import authors_torch as port  # pylint: disable=wrong-import-position
 import timing  # pylint: disable=wrong-import-position
-
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+import photos  # pylint: disable=wrong-import-position
+from photos import PHOTOS  # pylint: disable=wrong-import-position
 
 
 def load_photos(size):
-  import skimage.data  # pylint: disable=g-import-not-at-top
-  import skimage.transform  # pylint: disable=g-import-not-at-top
-  out = []
-  for name in PHOTOS:
-    img = getattr(skimage.data, name)()[..., :3]
-    h, w = img.shape[:2]
-    s = min(h, w)
-    img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    img = skimage.transform.resize(img, (size, size), order=1,
-                                   anti_aliasing=True)
-    out.append(np.clip(img, 0, 1).astype(np.float32).transpose(2, 0, 1))
-  return torch.from_numpy(np.stack(out))
+  """`photos.load_photos` as an NCHW torch tensor."""
+  return torch.from_numpy(photos.load_photos(size).transpose(0, 3, 1, 2).copy())
 
 
 def out_of_grid(h, w):

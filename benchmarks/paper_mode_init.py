@@ -41,23 +41,8 @@ from coarseseg_jax import models
 from coarseseg_jax import superpixels
 from coarseseg_jax.configs import default
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-
-
-def load_photos(size: int) -> np.ndarray:
-  """(4, size, size, 3) float32 in [0, 1]: the four photos, square crops."""
-  import skimage.data  # pylint: disable=g-import-not-at-top
-  import skimage.transform  # pylint: disable=g-import-not-at-top
-  out = []
-  for name in PHOTOS:
-    img = getattr(skimage.data, name)()[..., :3]
-    h, w = img.shape[:2]
-    s = min(h, w)
-    img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    img = skimage.transform.resize(img, (size, size), order=1,
-                                   anti_aliasing=True)
-    out.append(np.clip(img, 0, 1).astype(np.float32))
-  return np.stack(out)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from photos import PHOTOS, load_photos  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def level_stats(a: jax.Array) -> dict:
