@@ -237,19 +237,19 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     errors.CheckpointError: no checkpoint in the workdir, or no
       `config.model.pretrained` for ``which="pretrained"``.
   """
-  if which == "pretrained":
-    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
-    config_validation.validate(config)  # Resolves num_classes too.
   mesh = sharding.make_mesh()
-  model = models.create_model(config.model)
   if which == "pretrained":
     if not config.model.pretrained:
       raise errors.CheckpointError(
           "--checkpoint=pretrained evaluates the weights of "
           "--config.model.pretrained=PATH (with --config.model."
           "pretrained_format=authors for the authors' SegModel): pass it.")
+    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+    config_validation.validate(config)  # Resolves num_classes too.
+    model = models.create_model(config.model)
     return (create_train_state(config, model, mesh, config.data.crop_size),
             model, mesh, 0)
+  model = models.create_model(config.model)
   root = workdir_lib.path(workdir)
   order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
   for sub in order:
