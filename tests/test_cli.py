@@ -201,6 +201,19 @@ def test_command_line_mistakes_are_one_line(override, message):
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def _lock_held_by(workdir, pid):
+  """Takes the workdir's lock, then rewrites lock.json to name `pid` as its
+  holder (this host); returns the lock object that took it."""
+  lock = workdir_lib.WorkdirLock(workdir)
+  lock.acquire()
+  path = os.path.join(workdir, "lock.json")
+  data = json.loads(open(path).read())
+  data["pid"] = pid
+  with open(path, "w") as f:
+    json.dump(data, f)
+  return lock
+
+
 def test_workdir_lock(tmp_path, caplog):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
@@ -216,12 +229,7 @@ def test_workdir_lock(tmp_path, caplog):
   dead.wait()
   with workdir_lib.WorkdirLock(workdir):
     pass
-  holder = workdir_lib.WorkdirLock(workdir)
-  holder.acquire()
-  data = json.loads(open(os.path.join(workdir, "lock.json")).read())
-  data["pid"] = dead.pid
-  with open(os.path.join(workdir, "lock.json"), "w") as f:
-    json.dump(data, f)
+  holder = _lock_held_by(workdir, dead.pid)
   with caplog.at_level("WARNING"):
     taker = workdir_lib.WorkdirLock(workdir)
     taker.acquire()
@@ -263,12 +271,7 @@ def test_workdir_lock_of_a_zombie_is_taken_over(tmp_path, caplog):
       break
     time.sleep(0.05)
   assert workdir_lib._is_zombie(zombie.pid)  # pylint: disable=protected-access
-  holder = workdir_lib.WorkdirLock(workdir)
-  holder.acquire()
-  data = json.loads(open(os.path.join(workdir, "lock.json")).read())
-  data["pid"] = zombie.pid
-  with open(os.path.join(workdir, "lock.json"), "w") as f:
-    json.dump(data, f)
+  _lock_held_by(workdir, zombie.pid)
   with caplog.at_level("WARNING"):
     with workdir_lib.WorkdirLock(workdir) as lock:
       assert lock.held
