@@ -11,10 +11,13 @@ import ml_collections
 
 from coarseseg_jax import datasets
 from coarseseg_jax import evaluate
+from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
+from coarseseg_jax.datasets import refined
 from coarseseg_jax.errors import ConfigError
 
+TRAIN_LABELS = ("coarse", "fine", "slic_propagated", "refined")
 # Models whose decoder produces superpixel assignments (needed by lmbda/kappa).
 SUPERPIXEL_MODELS = ("hcfcn",)
 # Selection metrics that coarse validation labels can score (no boundaries).
@@ -36,10 +39,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.data.eval_center_crop={d.eval_center_crop} must be a "
         "multiple of 16.")
-  if d.train_labels not in ("coarse", "fine", "slic_propagated"):
+  if d.train_labels not in TRAIN_LABELS:
     raise ConfigError(
-        f"config.data.train_labels={d.train_labels!r}: use 'coarse', 'fine' "
-        "or 'slic_propagated'.")
+        f"config.data.train_labels={d.train_labels!r}: use one of "
+        f"{', '.join(TRAIN_LABELS)}.")
+  resolve_refined(d)
   if d.dataset not in datasets.DATASETS:
     raise ConfigError(
         f"config.data.dataset={d.dataset!r} is unknown; choose one of "
@@ -120,6 +124,24 @@ def _validate_training_options(config) -> None:
         f"{', '.join(models.PRETRAINED_FORMATS)}.")
 
 
+def resolve_refined(d) -> None:
+  """Checks `data.refined_dir` against `train_labels` (`d` = config.data);
+  sets `refined_from` from the refine report, what config.json records of
+  the labels' source (ConfigError if the report is missing)."""
+  if d.train_labels != "refined":
+    if d.refined_dir:
+      raise ConfigError(
+          f"config.data.refined_dir={d.refined_dir!r} is read only with "
+          "config.data.train_labels='refined'; unset it or set train_labels.")
+    d.refined_from = ""
+    return
+  if not d.refined_dir:
+    raise ConfigError(
+        "config.data.train_labels='refined' needs config.data.refined_dir: "
+        f"the --output_dir of `--mode=refine --split={d.train_split}`.")
+  d.refined_from = refined.provenance(d.refined_dir, d.train_split, d.dataset)
+
+
 def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
   """Sets `config.model.num_classes` to the dataset's when it is None.
 
@@ -145,10 +167,16 @@ def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
 
 
 def check_dataset(config: ml_collections.ConfigDict, builder) -> None:
-  """Checks the config against the prepared dataset (number of classes)."""
+  """Checks the config against the prepared dataset: the number of classes,
+  and with `train_labels='refined'` a refined label of the right size for
+  every training example (`errors.DatasetError` otherwise)."""
   n = datasets.num_classes(builder)
   if n is not None and n != config.model.num_classes:
     raise ConfigError(
         f"config.model.num_classes={config.model.num_classes} but dataset "
         f"{config.data.dataset!r} has {n} classes; set "
         f"--config.model.num_classes={n}.")
+  d = config.data
+  if d.train_labels == "refined":
+    refined.check_split(input_pipeline.example_shapes(builder, d.train_split),
+                        d.train_split, d.refined_dir)

@@ -26,7 +26,6 @@ validation labels (no fine labels needed; tables `<dataset>_coarseval_*`);
 import dataclasses
 import logging
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -40,12 +39,10 @@ from ml_collections import config_flags
 import tqdm
 
 from coarseseg_jax import cli
-from coarseseg_jax import config_validation
 from coarseseg_jax import errors
 from coarseseg_jax import methods
 from coarseseg_jax import report
 from coarseseg_jax import stats
-from coarseseg_jax import train
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
 from coarseseg_jax.configs import synthetic
@@ -75,15 +72,21 @@ class Runner:
     return os.path.join(self.root, method, methods.param_name(params),
                         f"seed{seed}")
 
-  def run(self, method: str, params: dict, seed: int) -> dict:
-    """results.json of the run, training it first unless it is finished."""
-    delta = methods.run_delta(method, params, seed)
+  def run(self, method: str, params: dict, seed: int,
+          extra: Optional[methods.Delta] = None) -> dict:
+    """results.json of the run, training it first unless it is finished.
+    `extra`: more dotted overrides (a refined method's data.refined_dir)."""
+    delta = {**methods.run_delta(method, params, seed), **(extra or {})}
     config = methods.apply(self.base, delta)
     workdir, tic = self.workdir(method, params, seed), time.time()
     command = methods.command_line(self.config_file, self.base_overrides,
                                    delta, workdir)
     results_path = workdir_lib.path(workdir) / "results.json"
+    # TensorFlow loads here, not at import: flag errors stay one fast line.
+    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+    from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
     if results_path.exists():
+      config_validation.resolve_refined(config.data)  # As training does.
       workdir_lib.check_config(workdir, config)  # Refuses another config.
       status, results = "skipped", workdir_lib.read_json(results_path)
     else:
@@ -96,6 +99,31 @@ class Runner:
                          "command": command})
     self.bar.update(1)
     return results
+
+
+def refined_labels(runner: Runner, method: str, params: dict, seed: int
+                   ) -> str:
+  """The train split refined by `method`'s run (`params`, `seed`), written
+  into its workdir unless it is there (`--mode=refine`); returns the dir."""
+  from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
+  source = runner.workdir(method, params, seed)
+  out = os.path.join(source, methods.REFINED_SUBDIR)
+  split = runner.base.data.train_split
+  command = (f"python -m coarseseg_jax.main --workdir={source} --mode=refine"
+             f" --split={split} --output_dir={out}")
+  status, tic = "skipped", time.time()
+  if not workdir_lib.path(refined_data.report_path(out, split)).exists():
+    status = "refined"
+    log.info("refining %s\n  = %s", source, command)
+    config = methods.apply(runner.base,
+                           methods.run_delta(method, params, seed))
+    report = refine.run(config, source, out, split=split)
+    log.info("%s", report["line"])
+  runner.records.append({"workdir": out, "status": status,
+                         "seconds": round(time.time() - tic, 1),
+                         "command": command})
+  return out
 
 
 def sweep(runner: Runner, method: str, key: str, grid: Sequence[float],
@@ -165,7 +193,10 @@ def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
     for key in methods.SWEPT.get(method, ()):
       source = "hcfcn_slicmap" if key == "kappa" else "hcfcn_slic"
       chosen[method][key] = chosen[source][key]
-    results[method] = [runner.run(method, chosen[method], s) for s in seeds]
+    source = methods.REFINED_FROM.get(method)
+    results[method] = [runner.run(method, chosen[method], s, None if (
+        source is None) else {"data.refined_dir": refined_labels(
+            runner, source, chosen[source], s)}) for s in seeds]
   labels = runner.base.data.validation_labels
   seed_rows = [report.seed_row(m, chosen[m], s, r, labels)
                for m in names for s, r in zip(seeds, results[m])]
@@ -259,6 +290,7 @@ _CACHE = flags.DEFINE_string(
 
 def _base_config():
   """(base config, its config file, its overrides, dataset tag)."""
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   if _CONFIG.value is None:
     config_file = "configs/synthetic.py"
     overrides = dict(methods.QUICK_SYNTHETIC if _QUICK.value
@@ -295,6 +327,7 @@ def _setup() -> methods.Setup:
 
 
 def _run(experiment: str) -> None:
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   base, config_file, overrides, tag = _base_config()
   setup = _setup()
   names = methods.select_methods(_METHODS.value)
@@ -364,9 +397,7 @@ def _run(experiment: str) -> None:
         f"{_OUT.value} ({tag}_*)")
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main() -> None:
   writers.setup_logging()
   cache = _CACHE.value
   if cache is None:
@@ -381,27 +412,20 @@ def main(argv) -> None:
                if f.value is not None]
   if _OPTIONS.value and experiment != "similarity":
     main_only.append("--options")
+  if experiment != "main" and main_only:
+    raise app.UsageError(
+        f"{', '.join(main_only)}: only for --experiment=main (--options: "
+        "--experiment=similarity; the coarseness sweep: "
+        "--coarseness_lambda).")
   try:
-    if experiment != "main" and main_only:
-      raise app.UsageError(
-          f"{', '.join(main_only)}: only for --experiment=main (--options: "
-          "--experiment=similarity; the coarseness sweep: "
-          "--coarseness_lambda).")
-    try:
-      methods.select_methods(_METHODS.value)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
-    _run(experiment)
-  except app.UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(cli.USAGE_EXIT)
-  except errors.Interrupted as e:  # The run in flight saved a checkpoint.
-    print(f"{e} (The runner skips finished runs.)", file=sys.stderr)
-    sys.exit(e.exit_status)
-  except errors.USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    methods.select_methods(_METHODS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  _run(experiment)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main, on_stop=" (The runner skips finished runs.)", on_ctrl_c=(
+      "interrupted; finished runs are kept and skipped next time, the run "
+      "in flight resumes from its last checkpoint: run the same command to "
+      "go on."))

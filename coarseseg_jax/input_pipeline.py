@@ -3,7 +3,8 @@
 Batches (process-local NumPy dicts; `b` = global batch // process count):
   image       float32 (b, H, W, 3) in [0, 1] (normalisation is the model's).
   label       int32   (b, H, W) the training labels (`data.train_labels`:
-              coarse, fine or slic_propagated); 255 = unlabelled or padding.
+              coarse, fine, slic_propagated or refined); 255 = unlabelled or
+              padding.
   label_fine  int32   (b, H, W) fine labels, 255 = unlabelled or padding.
   slic        int32   (b, H, W) SLIC ids, -1 = ignored or padding.
   mask        float32 (b,) 1 for real examples, 0 for padding examples.
@@ -19,12 +20,14 @@ image, both labels and the SLIC map. With `data.train_labels =
 unlabelled (255) coarse pixel takes the majority coarse label of its SLIC
 superpixel, counted over the superpixel's labelled pixels (ties: the smaller
 class id); superpixels without labelled pixels stay 255 and labelled pixels
-never change (`propagate_labels`, TF ops). SLIC ids of a crop are relabelled to
+never change (`propagate_labels`, TF ops). With `refined`, the label of
+each example is the PNG that `--mode=refine` wrote for its id
+(`datasets/refined.py`; `data.refined_dir`). SLIC ids of a crop are relabelled to
 0..k-1 in raster order of first appearance, ids >= `data.slic_num_segments`
 set to -1 (the loss one-hots them into `slic_num_segments` slots).
 
 Evaluation (`create_eval_iterator`): no augmentation, no propagation (`label`
-is the coarse label for slic_propagated); whole images, or the
+is the coarse label for slic_propagated and refined); whole images, or the
 centre `data.eval_center_crop` crop (the paper's protocol), padded
 bottom/right to ONE fixed size per split: the largest height and width of the
 split (crop-clipped) rounded up to 16 (image 0, labels 255, slic -1). One size
@@ -60,12 +63,13 @@ import tensorflow_datasets as tfds
 
 from coarseseg_jax.label_ops import IGNORE_LABEL, IGNORE_SLIC  # pylint: disable=g-multiple-import
 from coarseseg_jax.label_ops import propagate_labels, relabel_slic  # pylint: disable=g-multiple-import
+from coarseseg_jax.datasets import refined
 
 _ALIGN = 16
 _HEAVY = ("image", "label_fine", "label_coarse", "slic")
 # data.train_labels -> the stored label feature it reads.
 _LABEL_KEYS = {"coarse": "label_coarse", "fine": "label_fine",
-               "slic_propagated": "label_coarse"}
+               "slic_propagated": "label_coarse", "refined": "label_coarse"}
 _size_cache: Dict[Tuple[str, str], Tuple[int, int]] = {}
 
 
@@ -125,6 +129,33 @@ def _decode(builder, record, label_key: str,
   image = features["image"].decode_example(record["image"])
   return {"image": image, "id": record["id"],
           "labels": tf.stack([label, fine, slic])}
+
+
+def example_shapes(builder, split: str) -> Iterator[Tuple[str, int, int]]:
+  """(example id, height, width) of every example of `split`, in file
+  order, from the stored SLIC shapes (nothing is decoded)."""
+  shapes = _read(builder, split).map(lambda r: (r["id"], r["slic"]["shape"]))
+  for ident, shape in shapes.as_numpy_iterator():
+    yield ident.decode("utf-8", "replace"), int(shape[0]), int(shape[1])
+
+
+def _refined_reader(data_config):
+  """(id, coarse label) -> int32 (H, W) label, as TF ops: the refined label
+  of `data.refined_dir` for the train split's examples, the coarse label
+  for others (the validation images added by fine-tuning)."""
+  files = refined.manifest(data_config.refined_dir, data_config.train_split)
+  ids = sorted(files)
+  table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+      tf.constant(ids, tf.string),
+      tf.constant([files[i][0] for i in ids], tf.string)), default_value="")
+
+  def read(ident, coarse):
+    path = table.lookup(ident)
+    return tf.cond(path == "", lambda: coarse, lambda: tf.cast(
+        tf.io.decode_png(tf.io.read_file(path), channels=1,
+                         dtype=tf.uint8), tf.int32)[..., 0])
+
+  return read
 
 
 def _label_key(data_config) -> str:
@@ -241,6 +272,8 @@ def create_train_iterator(
   start_epoch, skip = divmod(int(start_step), spe)
   label_key = _label_key(data_config)
   propagate = data_config.train_labels == "slic_propagated"
+  read_refined = (_refined_reader(data_config)
+                  if data_config.train_labels == "refined" else None)
   records = _read(builder, tfds.even_splits(split, count)[index])
   key = tf.random.experimental.stateless_fold_in(
       tf.constant([seed % 2**31, seed // 2**31 % 2**31], tf.int64), index)
@@ -261,6 +294,9 @@ def create_train_iterator(
     labels = decoded["labels"]
     if propagate:  # Before augmentation: whole-image SLIC segments.
       labels = tf.concat([propagate_labels(labels[0], labels[2])[None],
+                          labels[1:]], axis=0)
+    if read_refined is not None:  # Of the stored size (`refined.check_split`).
+      labels = tf.concat([read_refined(decoded["id"], labels[0])[None],
                           labels[1:]], axis=0)
     ex_key = tf.random.experimental.stateless_fold_in(
         tf.random.experimental.stateless_fold_in(key, epoch), pos + 1)
@@ -348,7 +384,7 @@ def create_eval_iterator(
   Args:
     builder: a prepared TFDS builder with `segmentation_features()`.
     data_config: `config.data` (train_labels, eval_center_crop); `label` is
-      the coarse label for train_labels = slic_propagated.
+      the coarse label for train_labels = slic_propagated or refined.
     split: TFDS split expression.
     batch_size: GLOBAL eval batch; must divide by the number of processes.
     process_index, process_count: default to JAX's; explicit for tests.

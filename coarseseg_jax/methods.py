@@ -13,7 +13,7 @@ keeps, e.g.
 
 `FULL_SYNTHETIC` sizes the default experiment (the synthetic dataset, 160
 px, a half-width encoder, 25 epochs: about 5 min a run on 2 CPU cores, so
-6-7 h for the main table's 50 reported and 16 sweep runs); with `--config`
+6-7 h for the main table's 55 reported and 16 sweep runs); with `--config`
 the sizes are the config's. `QUICK` shrinks any
 config for the tests (a tiny model, 1 epoch; tiny synthetic data).
 """
@@ -40,6 +40,10 @@ METHODS: Dict[str, Delta] = {
     "fcn": {"model.name": "fcn"},
     "hcfcn": {},
     "hcfcn_slic": {},                       # + lmbda
+    # Self-training: hcfcn_slic on the train labels that the same seed's
+    # hcfcn_slic run refined (`--mode=refine`; the runner adds
+    # data.refined_dir, REFINED_FROM).
+    "hcfcn_slic_refined": {"data.train_labels": "refined"},  # + lmbda
     "unet": {"model.name": "unet"},
     "hcfcn_fine": {"data.train_labels": "fine"},
     "hcfcn_slic_propagated": {"data.train_labels": "slic_propagated"},
@@ -53,12 +57,18 @@ REFERENCE = "hcfcn"  # The t-tests compare every method with this one...
 SECOND_REFERENCE = "fcn"  # ... and with FCN-16.
 # What each swept method takes from the sweeps: param name -> method swept.
 SWEPT = {"hcfcn_slic": ("lmbda",), "hcfcn_slicmap": ("kappa",),
+         "hcfcn_slic_refined": ("lmbda",),
          "hcfcn_slicmap_slic": ("kappa", "lmbda"),
          "hcfcn_dot_slic": ("lmbda",)}
+# Methods trained on labels another method's run of the same seed refined:
+# method -> that method (its chosen params; the refined dir lies in its
+# workdir, REFINED_SUBDIR). Compared with it too (`report.main_tables`).
+REFINED_FROM = {"hcfcn_slic_refined": "hcfcn_slic"}
+REFINED_SUBDIR = "refined_train"
 PARAM_KEYS = {"lmbda": "train.lmbda", "kappa": "train.kappa",
               "kernel": "data.coarse_kernel"}
 
-# Similarity options of HCFCN-16's assignments (issue 15), run by
+# Similarity options of HCFCN-16's assignments, run by
 # `--experiment=similarity` with the regularizer, chosen on validation.
 SIMILARITY_OPTIONS: Dict[str, Delta] = {
     "dot": {"model.similarity": "dot", "model.tau": 0.07},
@@ -71,8 +81,6 @@ SIMILARITY_OPTIONS: Dict[str, Delta] = {
                      "model.assign_init": "zero", "model.parent_bias": 2.0},
     "hcformer": {"model.similarity": "hcformer", "model.tau": 0.05},
 }
-_SIMILARITY_KEYS = ("model.similarity", "model.tau", "model.assign_init",
-                    "model.parent_bias")
 
 
 # Seeds: reported runs use 0, 1, ... (`report_seeds`); every selection (the
@@ -235,17 +243,6 @@ def run_delta(method: str, params: Mapping[str, Any], seed: int) -> Delta:
   return delta
 
 
-def similarity_delta(config: ml_collections.ConfigDict) -> Delta:
-  """The base config's similarity settings (what `hcfcn` runs use)."""
-  out = {}
-  for key in _SIMILARITY_KEYS:
-    node = config
-    for part in key.split("."):
-      node = node.get(part) if hasattr(node, "get") else None
-    out[key] = node
-  return out
-
-
 def _flag_value(value: Any) -> str:
   if isinstance(value, (tuple, list)):
     return "'(" + ",".join(str(v) for v in value) + ("," if len(value) == 1
@@ -279,6 +276,9 @@ def select_methods(names: Sequence[str]) -> Tuple[str, ...]:
                                             "hcfcn_slicmap"} <= set(names):
     raise ValueError("hcfcn_slicmap_slic needs hcfcn_slic and hcfcn_slicmap, "
                      "whose lambda and kappa it uses.")
-  if "hcfcn_dot_slic" in names and "hcfcn_slic" not in names:
-    raise ValueError("hcfcn_dot_slic needs hcfcn_slic, whose lambda it uses.")
+  for method, needs in (("hcfcn_dot_slic", "its lambda"),
+                        ("hcfcn_slic_refined", "its lambda and its runs' "
+                         "refined train labels")):
+    if method in names and "hcfcn_slic" not in names:
+      raise ValueError(f"{method} needs hcfcn_slic ({needs}).")
   return tuple(m for m in MAIN_METHODS if m in names or m == REFERENCE)

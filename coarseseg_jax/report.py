@@ -113,13 +113,18 @@ def main_tables(rows: Sequence[dict],
   """(summary rows, comparisons) of the main table from its seed rows.
 
   Every method against `methods.REFERENCE` and against
-  `methods.SECOND_REFERENCE` (each pair of methods once) in `TESTED`.
+  `methods.SECOND_REFERENCE` (each pair of methods once), and each refined
+  method against the method whose labels it learned from
+  (`methods.REFINED_FROM`: the second round against the first), in `TESTED`.
   """
   by = {k[0]: v for k, v in stats.groups(rows, ("method",)).items()}
   refs = (methods.REFERENCE, methods.SECOND_REFERENCE)
   pairs = [({"method": m, "reference": ref}, runs, by[ref])
            for m, runs in by.items() for ref in refs
            if ref in by and m != ref and (m, ref) != refs]
+  pairs += [({"method": m, "reference": ref}, by[m], by[ref])
+            for m, ref in methods.REFINED_FROM.items()
+            if m in by and ref in by and ref not in refs]
   return (stats.summary_rows(rows, ("method", "param"), METRICS),
           stats.comparison_rows(pairs, TESTED, margin))
 
@@ -317,7 +322,9 @@ def write_main(out: str, runner, setup, chosen: Dict[str, dict],
     write_csv(f"{out}_coarse_sweep.csv", sweep_rows, list(sweep_rows[0]))
   rows, comps = main_tables(seed_rows, margin)
   note = (setup_note(runner.base, seeds, os.path.basename(out))
-          + " Trained on coarse labels (hcfcn_fine: fine), tested on fine "
+          + " Trained on coarse labels (hcfcn_fine: fine; "
+          "hcfcn_slic_refined: the train labels its seed's hcfcn_slic run "
+          "refined, `--mode=refine`), tested on fine "
           "labels; mean ± sample std over seeds of each run's mean over test "
           "images." + sweep_note(sweep_infos, metric, select_seeds))
   _write_tables(out, "coarse", rows, comps, [("method", "method"),

@@ -62,6 +62,7 @@ ADDED_DEFAULTS = {
     "train.grad_clip_norm": None, "train.class_weights": None,
     "train.num_validation_images": 3, "train.profile_steps": 0,
     "data.validation_labels": "fine",
+    "data.refined_dir": "", "data.refined_from": "",
 }
 PathLike = Union[str, os.PathLike]
 

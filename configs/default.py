@@ -38,7 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   data.dataset = "synthetic"   # synthetic | folder | suim | pannuke | cityscapes_coarse
   data.data_dir = "data"       # TFDS data dir (prepared TFRecords land here).
   data.manual_dir = placeholder(str)  # Raw download / your folder (folder, suim..).
-  data.train_labels = "coarse"  # coarse | fine | slic_propagated (SLIC vote).
+  data.train_labels = "coarse"  # coarse | fine | slic_propagated (SLIC vote) | refined.
+  # train_labels=refined: the --mode=refine output of the train split to train
+  # on; refined_from is filled in from its report (workdir and step).
+  data.refined_dir = ""
+  data.refined_from = ""
   data.train_split = "train"
   data.eval_split = "validation"  # Model selection split.
   data.test_split = "test"        # Final results split.

@@ -71,8 +71,8 @@ def _png(path):
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
 
 
-MAIN_SUBSET = ("fcn", "hcfcn_slic", "hcfcn_slicmap", "hcfcn_slicmap_slic",
-               "hcfcn_dot_slic")
+MAIN_SUBSET = ("fcn", "hcfcn_slic", "hcfcn_slic_refined", "hcfcn_slicmap",
+               "hcfcn_slicmap_slic", "hcfcn_dot_slic")
 # A lambda sweep of two values, no widening; kappa fixed (no sweep runs).
 LAMBDAS = (0.05, 0.1)
 MAIN_FLAGS = ("--methods=" + ",".join(MAIN_SUBSET),
@@ -112,17 +112,19 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert len(quick.kappas) == 1
   runs = _run(tmp_path, "main", *MAIN_FLAGS)
   names = methods.select_methods(MAIN_SUBSET)
-  assert names == ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slicmap",
-                   "hcfcn_slicmap_slic", "hcfcn_dot_slic")
+  assert names == ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slic_refined",
+                   "hcfcn_slicmap", "hcfcn_slicmap_slic", "hcfcn_dot_slic")
   reported = methods.report_seeds(quick.seeds)
   select = methods.selection_seeds(quick.sweep_seeds)
   assert not set(reported) & set(select)
   assert runs["seeds"] == list(reported)
   assert runs["selection_seeds"] == list(select)
   sweep_runs = len(LAMBDAS) * len(select)
-  assert runs["trained"] == len(runs["runs"]) == (
+  refines = [r for r in runs["runs"] if r["status"] == "refined"]
+  assert runs["trained"] == len(runs["runs"]) - len(refines) == (
       len(names) * len(reported) + sweep_runs)
-  assert {r["status"] for r in runs["runs"]} == {"trained"}
+  assert len(refines) == len(reported)  # One per seed of hcfcn_slic.
+  assert {r["status"] for r in runs["runs"]} == {"trained", "refined"}
   out = tmp_path / "out"
   header, rows = _csv(out / "synthetic_coarse.csv")
   assert header == report.MAIN_COLUMNS == ["method", "param", "n_seeds"] + STATS
@@ -136,7 +138,8 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert header == ["method", "reference"] + report.COMPARISON_COLUMNS
   pairs = {(r["method"], r["reference"]) for r in tests}
   assert ("fcn", "hcfcn") in pairs and ("hcfcn", "fcn") not in pairs
-  assert len(tests) == len(report.TESTED) * (2 * len(names) - 3)
+  assert ("hcfcn_slic_refined", "hcfcn_slic") in pairs  # 2nd round vs 1st.
+  assert len(tests) == len(report.TESTED) * (2 * len(names) - 3 + 1)
   assert {int(r["n_pairs"]) for r in tests} == {quick.seeds}
   _check_comparisons(tests)
 
@@ -194,6 +197,17 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert config["data"]["validation_labels"] == "fine"
   seeds_run = {int(p.name[4:]) for p in (root / "hcfcn_slic" / lam).iterdir()}
   assert seeds_run == set(select) | set(reported)
+  # The second round trained on the labels its seed's first round refined.
+  with open(root / "hcfcn_slic_refined" / lam / "seed1" / "config.json") as f:
+    data = json.load(f)["data"]
+  source = str(root / "hcfcn_slic" / lam / "seed1")
+  assert data["train_labels"] == "refined"
+  assert data["refined_dir"] == os.path.join(source, methods.REFINED_SUBDIR)
+  assert data["refined_from"].startswith(f"{source} step ")
+  assert os.path.exists(os.path.join(data["refined_dir"],
+                                     "refine_train.json"))
+  assert f"--mode=refine --split=train --output_dir={data['refined_dir']}" in (
+      refines[1]["command"])
   kappa = root / "hcfcn_slicmap" / f"kappa{quick.kappas[0]:g}"
   assert {p.name for p in kappa.iterdir()} == {f"seed{s}" for s in reported}
 
@@ -317,13 +331,16 @@ def test_select_methods():
     methods.select_methods(["hcfcn_slicmap_slic", "hcfcn_slic"])
   with pytest.raises(ValueError, match="hcfcn_dot_slic needs hcfcn_slic"):
     methods.select_methods(["hcfcn_dot_slic"])
+  with pytest.raises(ValueError, match="hcfcn_slic_refined needs hcfcn_slic"):
+    methods.select_methods(["hcfcn_slic_refined"])
 
 
 def test_methods_are_config_deltas():
   base = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
   expect = {"fcn": ("fcn", "coarse"), "unet": ("unet", "coarse"),
             "hcfcn": ("hcfcn", "coarse"), "hcfcn_fine": ("hcfcn", "fine"),
-            "hcfcn_slic_propagated": ("hcfcn", "slic_propagated")}
+            "hcfcn_slic_propagated": ("hcfcn", "slic_propagated"),
+            "hcfcn_slic_refined": ("hcfcn", "refined")}
   for method, (model, labels) in expect.items():
     config = methods.apply(base, methods.run_delta(method, {}, seed=3))
     assert (config.model.name, config.data.train_labels) == (model, labels)

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -16,6 +17,7 @@ from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
+from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
 from coarseseg_jax import models
 from coarseseg_jax import refine
@@ -298,6 +300,87 @@ def test_an_error_after_the_start_leaves_no_output(untrained, tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["empty_workdir"]
   with pytest.raises(errors.DatasetError, match="no split 'tset'"):
     refine.run(config, str(empty), str(tmp_path / "out"), split="tset")
+
+
+# ------------------------------------- self-training on refined labels
+def _refined_config(config, refined_dir, **data):
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.train_labels, config.data.refined_dir = "refined", refined_dir
+  config.data.update(data)
+  return config
+
+
+def test_training_reads_the_refined_labels_and_records_their_source(
+    untrained, tmp_path):
+  """train_labels=refined: config.json's refined_from names the refining
+  workdir and step; every training label is one of the refined PNGs (no
+  augmentation here), so none keeps the coarse band."""
+  config, workdir = untrained
+  out = str(tmp_path / "refined")
+  refine.run(config, workdir, out, split="train")
+  second = _refined_config(config, out, scale_range=(1.0, 1.0), hflip=False)
+  config_validation.validate(second)
+  assert second.data.refined_from == f"{workdir} step 0 min_confidence 0.0"
+  builder = datasets.get_builder(second.data, second.model.num_classes)
+  config_validation.check_dataset(second, builder)
+  refined = [np.asarray(Image.open(os.path.join(out, f)))
+             for f in sorted(os.listdir(out))
+             if f.endswith(".png") and not f.endswith("_overlay.png")]
+  assert len(refined) == 16 and all((r != U).all() for r in refined)
+  plain = ml_collections.ConfigDict(second.data.to_dict())
+  plain.update(train_labels="coarse", refined_dir="")
+  coarse_it = input_pipeline.create_train_iterator(
+      builder, plain, 8, seed=0, process_index=0, process_count=1)
+  refined_it = input_pipeline.create_train_iterator(
+      builder, second.data, 8, seed=0, process_index=0, process_count=1)
+  for _ in range(2):
+    coarse_batch, batch = next(coarse_it), next(refined_it)
+    assert (coarse_batch["label"] == U).any() and not (batch["label"] == U).any()
+    for label, coarse in zip(batch["label"], coarse_batch["label"]):
+      assert any(np.array_equal(label, r) for r in refined)
+      known = coarse != U  # The same example: coarse labels kept.
+      np.testing.assert_array_equal(label[known], coarse[known])
+    np.testing.assert_array_equal(batch["label_fine"],
+                                  coarse_batch["label_fine"])
+  # config.json records the source, and a resumed run must match it.
+  wd = str(tmp_path / "second")
+  workdir_lib.record_config(wd, second)
+  with open(os.path.join(wd, "config.json")) as f:
+    assert json.load(f)["data"]["refined_from"] == second.data.refined_from
+
+
+def test_refined_labels_bad_input_is_one_line(untrained, tmp_path):
+  config, workdir = untrained
+  with pytest.raises(errors.ConfigError, match="needs config.data.refined_dir"):
+    config_validation.validate(_refined_config(config, ""))
+  missing = str(tmp_path / "nothing")
+  with pytest.raises(errors.ConfigError,
+                     match=r"refine_train\.json: not found.*--mode=refine "
+                     r"--split=train"):
+    config_validation.validate(_refined_config(config, missing))
+  coarse = ml_collections.ConfigDict(config.to_dict())
+  coarse.data.refined_dir = missing
+  with pytest.raises(errors.ConfigError, match="read only with"):
+    config_validation.validate(coarse)
+  # A report of another split, and a train split with an image missing.
+  out = str(tmp_path / "val")
+  refine.run(config, workdir, out, split="validation")
+  os.rename(os.path.join(out, "refine_validation.json"),
+            os.path.join(out, "refine_train.json"))
+  with pytest.raises(errors.ConfigError, match="refines synthetic/validation"):
+    config_validation.validate(_refined_config(config, out))
+  out = str(tmp_path / "train")
+  refine.run(config, workdir, out, split="train")
+  path = os.path.join(out, "refine_train.csv")
+  with open(path) as f:
+    lines = f.readlines()
+  with open(path, "w") as f:
+    f.writelines(lines[:-1])
+  second = _refined_config(config, out)
+  config_validation.validate(second)
+  builder = datasets.get_builder(second.data, second.model.num_classes)
+  with pytest.raises(errors.DatasetError, match="no refined label for example"):
+    config_validation.check_dataset(second, builder)
 
 
 # ------------------------------------------------- the README, as written
