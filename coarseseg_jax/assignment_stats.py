@@ -1,4 +1,4 @@
-"""Diagnostics of soft superpixel assignments (pure, jit-able; issue 15).
+"""Diagnostics of soft superpixel assignments (pure, jit-able).
 
 Three numbers per assignment level tell whether the learned superpixels are
 healthy, e.g. at initialisation or during training:

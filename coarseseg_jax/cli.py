@@ -1,4 +1,13 @@
-"""Command-line plumbing shared by `main` and `experiments`.
+"""Command-line plumbing shared by the entry points (`main`, `experiments`,
+`datasets.prepare`).
+
+* `run`: THE way an entry point runs its body: flags parsed by
+  `parse_flags`, then one line and an exit status for every way it can fail
+  that the user can act on: 2 for the command line (flag errors,
+  `app.UsageError`), 1 for a user error (`errors.Error`: config values, data,
+  checkpoints), 128 + signal for a stopped run (`errors.Interrupted`, whose
+  checkpoint is saved) and 130 for Ctrl-C anywhere else. Anything else is a
+  bug and keeps its traceback.
 
 * `resolve_config_path`: `--config` names a config file by path (relative to
   the current folder, or absolute), or one of the configs shipped with the
@@ -15,10 +24,13 @@ import importlib.resources
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
+from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from coarseseg_jax import errors
 
 PACKAGE_CONFIGS = "coarseseg_jax.configs"
 USAGE_EXIT = 2
@@ -134,3 +146,41 @@ def config_overrides(flag_name: str = "config") -> Dict[str, object]:
   """The `--<flag_name>.*` values of the command line, by dotted key."""
   flag = flags.FLAGS[flag_name]
   return dict(config_flags.get_override_values(flag)) if flag.present else {}
+
+
+def main_function(body: Callable[[], None], *, on_ctrl_c: str,
+                  on_stop: str = "") -> Callable[[Sequence[str]], None]:
+  """The absl `main` that runs `body()` with `run`'s exits.
+
+  Args:
+    body: the entry point's work; it reads its flags itself.
+    on_ctrl_c: the line printed for a KeyboardInterrupt that escapes `body`
+      (say what was kept and how to go on).
+    on_stop: appended to an `errors.Interrupted` message.
+  """
+
+  def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+      _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+      body()
+    except app.UsageError as e:
+      _usage_error(str(e))
+    except errors.Interrupted as e:  # Before Error: it is one.
+      print(f"{e}{on_stop}", file=sys.stderr)
+      sys.exit(e.exit_status)
+    except KeyboardInterrupt:
+      print(on_ctrl_c, file=sys.stderr)
+      sys.exit(130)
+    except errors.USER_ERRORS as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  return main
+
+
+def run(body: Callable[[], None], *, on_ctrl_c: str,
+        on_stop: str = "") -> None:
+  """Parses the flags and runs `body` (see the module docstring)."""
+  app.run(main_function(body, on_ctrl_c=on_ctrl_c, on_stop=on_stop),
+          flags_parser=parse_flags)

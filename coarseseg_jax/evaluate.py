@@ -23,7 +23,8 @@ select_metric` is validated against `SELECTABLE`).
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
+                    Tuple)
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +158,17 @@ class EvalResult:
   samples: List[Dict[str, np.ndarray]]  # A few images with predictions.
   confusion: Optional[np.ndarray]    # (C, C) int64, rows = true class.
   per_class: Dict[str, Dict[str, float]]  # Class name -> iou, accuracy.
+  class_names: List[str] = dataclasses.field(default_factory=list)
+
+  def to_json(self, name: str) -> Dict[str, Any]:
+    """The result under ONE naming rule, for results.json (`name` = "test")
+    and eval_<split>.json (`name` = the split): `<name>` (the summary),
+    `<name>_per_class`, `<name>_confusion`, `<name>_per_image`,
+    `class_names`. The samples (images) are not serialised."""
+    return {name: self.summary, f"{name}_per_class": self.per_class,
+            f"{name}_confusion": (None if self.confusion is None
+                                  else self.confusion.tolist()),
+            f"{name}_per_image": self.rows, "class_names": self.class_names}
 
 
 class Evaluator:
@@ -229,7 +241,23 @@ class Evaluator:
     per_class = per_class_results(confusion, self.class_names)
     summary = summarize(rows, confusion if rows else None, loss_sum,
                         loss_pixels)
-    return EvalResult(summary, rows, samples, confusion, per_class)
+    return EvalResult(summary, rows, samples, confusion, per_class,
+                      list(self.class_names))
+
+  def evaluate_split(self, variables: Any, builder, data_config, split: str,
+                     *, targets: str = "fine", **kwargs) -> EvalResult:
+    """THE evaluation of a prepared split (training's validation and test,
+    `--mode=eval`): its eval batches (`input_pipeline.create_eval_iterator`
+    with `data_config`, against its `targets` labels, fine | coarse) through
+    `run` (`kwargs`: full, num_samples, should_stop, train_mode), with a
+    progress bar titled by the split."""
+    # Here, not at the top: the reports import this module without TF.
+    from coarseseg_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+    size = data_config.eval_batch_size
+    batches = input_pipeline.create_eval_iterator(builder, data_config, split,
+                                                  size, targets=targets)
+    total = input_pipeline.num_eval_batches(builder, split, size)
+    return self.run(variables, batches, desc=split, total=total, **kwargs)
 
   def _row(self, out: Dict[str, np.ndarray], i: int) -> dict:
     row = {name: float(out[name][i]) for name in PER_IMAGE_METRICS
@@ -240,13 +268,12 @@ class Evaluator:
     return row
 
 
-def per_class_results(confusion: np.ndarray, class_names: Sequence[str]
-                      ) -> Dict[str, Dict[str, float]]:
-  """Per class: IoU, accuracy (recall of the class) and pixel count.
-
-  NaN where the class has no pixel in the union (IoU) or none labelled
-  (accuracy).
-  """
+def _class_rates(confusion: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(IoU, accuracy, labelled pixels) per class of a (C, C) confusion
+  matrix (rows = true class), in NumPy on the host: `metrics.mean_iou`'s
+  per-class terms. NaN where the union (IoU) or the labelled pixels
+  (accuracy) are empty."""
   cm = np.asarray(confusion, np.float64)
   inter = np.diag(cm)
   truth, predicted = cm.sum(axis=1), cm.sum(axis=0)
@@ -254,6 +281,17 @@ def per_class_results(confusion: np.ndarray, class_names: Sequence[str]
   with np.errstate(invalid="ignore", divide="ignore"):
     iou = np.where(union > 0, inter / union, np.nan)
     acc = np.where(truth > 0, inter / truth, np.nan)
+  return iou, acc, truth
+
+
+def per_class_results(confusion: np.ndarray, class_names: Sequence[str]
+                      ) -> Dict[str, Dict[str, float]]:
+  """Per class: IoU, accuracy (recall of the class) and pixel count.
+
+  NaN where the class has no pixel in the union (IoU) or none labelled
+  (accuracy).
+  """
+  iou, acc, truth = _class_rates(confusion)
   return {name: {"iou": float(iou[c]), "accuracy": float(acc[c]),
                  "pixels": int(truth[c])}
           for c, name in enumerate(class_names)}
@@ -269,11 +307,9 @@ def summarize(rows: List[dict], confusion: Optional[np.ndarray],
       summary[f"{name}_mean"] = float(np.nanmean(values))
       summary[f"{name}_std"] = float(np.nanstd(values))
   if confusion is not None:  # metrics.mean_iou, in NumPy on the host.
-    cm = np.asarray(confusion, np.float64)
-    inter = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - inter
-    summary["miou_dataset"] = (float(np.mean(inter[union > 0] /
-                                             union[union > 0]))
-                               if (union > 0).any() else float("nan"))
+    iou = _class_rates(confusion)[0]
+    defined = ~np.isnan(iou)
+    summary["miou_dataset"] = (float(np.mean(iou[defined])) if defined.any()
+                               else float("nan"))
   summary["loss"] = loss_sum / max(loss_pixels, 1)
   return summary

@@ -26,7 +26,6 @@ from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures
-from coarseseg_jax import input_pipeline
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.datasets import items
@@ -37,21 +36,17 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 def evaluate_checkpoint(config, workdir: str, split: str,
                         which: str = "best") -> dict:
-  """Evaluates a checkpoint on `split`; writes `workdir/eval_<split>.json`."""
+  """Evaluates a checkpoint on `split`; writes `workdir/eval_<split>.json`:
+  `split`, `step` and the result under results.json's key names with the
+  split's name for "test" (`EvalResult.to_json`)."""
   state, model, mesh, step = state_lib.restore_for_inference(config, workdir,
                                                             which)
   builder = datasets.get_builder(config.data, config.model.num_classes)
   evaluator = evaluate.Evaluator(model, config.model.num_classes, mesh,
                                  datasets.class_names(builder))
-  d = config.data
-  result = evaluator.run(
-      state_lib.variables(state),
-      input_pipeline.create_eval_iterator(builder, d, split, d.eval_batch_size),
-      full=True, desc=split,
-      total=input_pipeline.num_eval_batches(builder, split, d.eval_batch_size))
-  out = {"split": split, "step": step, "summary": result.summary,
-         "per_class": result.per_class, "confusion": result.confusion.tolist(),
-         "class_names": evaluator.class_names, "per_image": result.rows}
+  result = evaluator.evaluate_split(state_lib.variables(state), builder,
+                                    config.data, split, full=True)
+  out = {"split": split, "step": step, **result.to_json(split)}
   if jax.process_index() == 0:
     workdir_lib.write_json(workdir_lib.path(workdir) / f"eval_{split}.json",
                            out)

@@ -53,9 +53,7 @@ def _interrupted_while_starting(signum, frame) -> None:
 
 if __name__ == "__main__":  # The command line only, not an import.
   signal.signal(signal.SIGINT, _interrupted_while_starting)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO.
-
-from coarseseg_jax import xla_flags  # Sets XLA CPU flags before JAX starts.
+from coarseseg_jax import xla_flags  # Before JAX and TensorFlow start.
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -160,7 +158,7 @@ def _run(config, workdir: str) -> None:
   elif mode == "eval":
     result = inference.evaluate_checkpoint(config, workdir, _SPLIT.value,
                                            _CHECKPOINT.value)
-    print({k: round(v, 4) for k, v in result["summary"].items()})
+    print({k: round(v, 4) for k, v in result[_SPLIT.value].items()})
   elif mode == "predict":
     if not _INPUT_DIR.value or not _OUTPUT_DIR.value:
       raise app.UsageError("--mode=predict needs --input_dir and --output_dir.")
@@ -186,29 +184,13 @@ def _run(config, workdir: str) -> None:
                      min_confidence=_MIN_CONFIDENCE.value)["line"])
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main() -> None:
   signal.signal(signal.SIGINT, signal.default_int_handler)  # Imports done.
   writers.setup_logging()
-  try:
-    config, workdir = _config_and_workdir()
-    _run(config, workdir)
-  except app.UsageError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(cli.USAGE_EXIT)
-  except errors.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint is saved.
-    print(str(e), file=sys.stderr)
-    sys.exit(e.exit_status)
-  except KeyboardInterrupt:  # Ctrl-C outside the training loop.
-    print("interrupted before training started (or while preparing the "
-          "dataset); nothing half-written is kept: run the same command to "
-          "start again.", file=sys.stderr)
-    sys.exit(130)
-  except errors.USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  _run(*_config_and_workdir())
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main, on_ctrl_c=(
+      "interrupted before training started (or while preparing the dataset);"
+      " nothing half-written is kept: run the same command to start again."))

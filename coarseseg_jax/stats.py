@@ -28,7 +28,7 @@ ALPHA = 0.05  # Significance level of every test and claim in the tables.
 LEVEL = 0.95  # Confidence level of the intervals.
 # Two methods are called equivalent in a metric only when a TOST shows
 # their mean paired difference within +-EQUIVALENCE_MARGIN (absolute, the
-# metrics lie in [0, 1]). Fixed before any result was seen (issue 23): about
+# metrics lie in [0, 1]). Fixed before any result was seen: about
 # the smallest difference in accuracy or boundary recall worth a sentence.
 EQUIVALENCE_MARGIN = 0.02
 

@@ -150,14 +150,10 @@ class _Run:
   def eval_split(self, state, split, targets: str = "fine",
                  **kwargs) -> evaluate.EvalResult:
     """Evaluates on `split` against its `targets` labels (fine | coarse)."""
-    d = self.config.data
-    batches = input_pipeline.create_eval_iterator(
-        self.builder, d, split, d.eval_batch_size, targets=targets)
-    total = input_pipeline.num_eval_batches(self.builder, split,
-                                            d.eval_batch_size)
     stop = (self.stop.requested if jax.process_count() == 1 else None)
-    return self.evaluator.run(state_lib.variables(state), batches, desc=split,
-                              total=total, should_stop=stop, **kwargs)
+    return self.evaluator.evaluate_split(
+        state_lib.variables(state), self.builder, self.config.data, split,
+        targets=targets, should_stop=stop, **kwargs)
 
 
 def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
@@ -330,11 +326,8 @@ def _test_and_write(run: _Run, state, ps) -> dict:
                         num_samples=config.train.num_figures)
   step = int(jax.device_get(state.step))
   run.writer.write(step, "test", test.summary)
-  results = {"test": test.summary, "test_per_class": test.per_class,
-             "test_confusion": test.confusion.tolist(),
-             "class_names": run.evaluator.class_names,
-             "validation": ps.best_validation,
-             "test_per_image": test.rows, "selected_step": step,
+  results = {**test.to_json("test"), "validation": ps.best_validation,
+             "selected_step": step,
              "best_validation": ps.best_metric,
              "dataset": run.builder.info.full_name,
              "config": config.to_dict()}

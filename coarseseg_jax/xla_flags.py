@@ -1,20 +1,17 @@
-"""XLA flags for the CPU backend, set before JAX initialises its backends.
+"""Backend settings made before JAX and TensorFlow start: XLA's CPU flags.
 
-Imported first by `coarseseg_jax.main` and the benchmarks. The flags are only
-added when no GPU or TPU plugin for JAX is installed (an XLA build that does
-not know a flag aborts), and flags the user already put in `XLA_FLAGS` win: a
-flag is only added when its name is absent. Set `COARSESEG_NO_XLA_FLAGS=1` to
-add none.
+Imported first by the entry points (`main`, `experiments`) and the
+benchmarks. The flags are only added when no GPU or TPU plugin for JAX is
+installed (an XLA build that does not know a flag aborts), and flags the user
+already put in `XLA_FLAGS` win: a flag is only added when its name is absent.
+Set `COARSESEG_NO_XLA_FLAGS=1` to add none. TensorFlow's C++ INFO logging is
+turned off (`TF_CPP_MIN_LOG_LEVEL=1` unless set): the input pipeline's
+TensorFlow would otherwise print to the terminal of every command.
 
 `xla_cpu_experimental_ynn_fusion_type=-individual_convolution` keeps XLA:CPU
-from handing each convolution to its YNNPACK fusion path on its own, which on
-jax 0.10 made the batch-8 256x256 HCFCN-16 train step 1.23 s -> 1.03 s on the
-2-core development machine; without the deformable convs it took 0.83 s with
-the flag and 0.98 s with YNNPACK fusions off entirely. The other XLA:CPU
-options tried (oneDNN, YNNPACK convolutions, vector width, schedulers) did
-not make it faster, and it remains 1.14-1.22x a careful PyTorch eager step:
-XLA:CPU's convolution kernels (Eigen's) are 1.04-2.5x oneDNN's, 1.28x summed
-over the encoder's (benchmarks/README.md, issue 17).
+from handing each convolution to its YNNPACK fusion path on its own, which
+makes the HCFCN-16 train step faster on the CPU; the other XLA:CPU options
+tried did not (measurements: benchmarks/README.md, "Findings (dated)").
 """
 
 import importlib.util
@@ -48,4 +45,5 @@ def apply(flags=None) -> str:
   return os.environ.get("XLA_FLAGS", "")
 
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO.
 apply()

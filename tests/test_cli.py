@@ -10,6 +10,7 @@ import time
 import sys
 import zipfile
 
+from absl import app
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
@@ -199,6 +200,47 @@ def test_command_line_mistakes_are_one_line(override, message):
   assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
   assert message in proc.stderr and "Traceback" not in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("module", ["coarseseg_jax.main",
+                                    "coarseseg_jax.experiments",
+                                    "coarseseg_jax.datasets.prepare"])
+@pytest.mark.parametrize("args,message", [
+    (["--no_such_flag=1"], "error: Unknown command line flag 'no_such_flag'"),
+    (["stray"], "error: unexpected arguments: stray"),
+])
+def test_every_entry_point_reports_flag_errors_in_one_line(module, args,
+                                                           message):
+  """One runner (`cli.run`): the same line and exit status 2 everywhere."""
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [message], proc.stderr[-2000:]
+
+
+def test_the_runner_maps_each_failure_to_one_line_and_a_status(capsys):
+  def raising(exc):
+    def body():
+      raise exc
+    return cli.main_function(body, on_ctrl_c="stopped; run again.",
+                             on_stop=" (resumes.)")
+
+  cases = [(app.UsageError("--x: bad"), 2, "error: --x: bad"),
+           (errors.DatasetError("a.png: broken"), 1, "error: a.png: broken"),
+           (errors.Interrupted(15, 7, saved=True), 143, None),
+           (KeyboardInterrupt(), 130, "stopped; run again.")]
+  for exc, status, line in cases:
+    with pytest.raises(SystemExit) as exit_info:
+      raising(exc)(["prog"])
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    if line:
+      assert err[0] == line
+    else:
+      assert err[0] == f"{exc} (resumes.)"
+  with pytest.raises(RuntimeError):  # A bug keeps its traceback.
+    raising(RuntimeError("bug"))(["prog"])
 
 
 def _lock_held_by(workdir, pid):

@@ -212,7 +212,7 @@ def test_eval_scores_an_authors_checkpoint(tmp_path):
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.load(open(tmp_path / "w" / "eval_test.json"))
-  assert result["step"] == 0 and result["summary"]["num_images"] == 4
+  assert result["step"] == 0 and result["test"]["num_images"] == 4
   # A state dict of another model: one line naming what does not fit.
   bad = tmp_path / "bad.npz"
   sd = _authors_state_dict(config.model)

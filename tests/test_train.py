@@ -170,7 +170,7 @@ def test_train_interrupted_by_kill_resumes_like_uninterrupted(data_dir,
   evaluated = inference.evaluate_checkpoint(config, workdir, "test")
   assert evaluated["step"] == results["selected_step"]
   for key in ("accuracy_mean", "boundary_recall_mean", "miou_dataset"):
-    assert evaluated["summary"][key] == pytest.approx(results["test"][key])
+    assert evaluated["test"][key] == pytest.approx(results["test"][key])
   assert os.path.exists(os.path.join(workdir, "eval_test.json"))
 
   # --mode=predict: label PNGs of each image's own size, and overlays.

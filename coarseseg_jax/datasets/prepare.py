@@ -21,13 +21,12 @@ The last line printed on success tells how to load the dataset with
 
 import ast
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from coarseseg_jax import cli
 from coarseseg_jax import errors
 
 _DATASET = flags.DEFINE_string(
@@ -154,21 +153,11 @@ def run(data_config, num_classes, num_workers, beam_pipeline_options=None
           f"data_dir={datasets.data_dir_of(data_config)!r})")
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    summary = run(data_config_from_flags(), _NUM_CLASSES.value,
-                  _NUM_WORKERS.value, _BEAM_PIPELINE_OPTIONS.value)
-  except errors.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  except KeyboardInterrupt:
-    print("error: interrupted; nothing was kept, run again to start over.",
-          file=sys.stderr)
-    sys.exit(130)
-  print(summary)
+def main() -> None:
+  print(run(data_config_from_flags(), _NUM_CLASSES.value, _NUM_WORKERS.value,
+            _BEAM_PIPELINE_OPTIONS.value))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, on_ctrl_c="error: interrupted; nothing was kept, run again "
+          "to start over.")

@@ -2,17 +2,16 @@
 
 `max_pool_3x3_s2` computes exactly ``flax.linen.max_pool(x, (3, 3), (2, 2),
 padding=((1, 1), (1, 1)))``, values and gradients, but differentiated in a
-form XLA:CPU runs about 4x faster forward + backward
-(``benchmarks/versus_torch/max_pool.py``; issue 17). Not differentiated (evaluation), it
-is XLA's own reduce-window.
+form XLA:CPU runs faster forward + backward
+(``benchmarks/versus_torch/max_pool.py`` measures it; figures in
+benchmarks/README.md). Not differentiated (evaluation), it is XLA's own
+reduce-window.
 
 Why: XLA differentiates ``reduce_window(max)`` with a variadic reduce-window
 that carries four int32 index arrays of the full input size through the
-forward pass, then a select-and-scatter. In the batch-8 256x256 HCFCN-16
-train step on the 2-core CPU (``benchmarks/versus_torch/profile_step.py``) the pool and
-its index arrays took about 125 ms of a 1.7 s step, against about 18 ms for
-PyTorch's ``max_pool2d_with_indices`` and its backward; this pool makes the
-step 2.5-7 % faster (benchmarks/README.md).
+forward pass, then a select-and-scatter: on the CPU a noticeable share of
+the HCFCN-16 train step, where PyTorch's ``max_pool2d_with_indices`` costs
+little.
 
 How: each output cell's 9 candidates are strided slices of the input padded
 with -inf. The forward pass keeps the running maximum and, as int8, the index
