@@ -7,13 +7,13 @@ r"""HCFCN-16's soft assignments per similarity option: at init, then trained.
 
 Issue 15: the paper's code (``similarity="dot"``, tau 0.07) saturates the
 assignment softmax of an untrained model. For every option in `OPTIONS`:
-the similarity experiment's (`coarseseg_jax.methods.SIMILARITY_OPTIONS`,
+the similarity experiment's (`coarseseg_jax.experiments.methods.SIMILARITY_OPTIONS`,
 which `--experiment=similarity` runs) and two diagnostics of issue 15 built
 on them, `dot_zero` (``dot`` with the fine projection zero-initialised) and
 `hcformer_pb2` (``hcformer`` with a learnable parent bias from 2):
 
 1. **At initialisation**, for the experiments' model
-   (`coarseseg_jax.methods.FULL_SYNTHETIC`: width 32, stage_blocks
+   (`coarseseg_jax.experiments.methods.FULL_SYNTHETIC`: width 32, stage_blocks
    (3, 4, 6), 160 px)
    and the default model (``configs/synthetic.py``: width 64, 256 px), on
    ``--images`` synthetic training images (`synthetic.generate`, no dataset
@@ -61,7 +61,7 @@ import timing  # benchmarks/timing.py
 from coarseseg_jax import assignment_stats
 from coarseseg_jax import config_validation
 from coarseseg_jax import losses
-from coarseseg_jax import methods
+from coarseseg_jax.experiments import methods
 from coarseseg_jax import metrics
 from coarseseg_jax import models
 from coarseseg_jax.datasets import coarse

@@ -30,6 +30,7 @@ import numpy as np
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
@@ -72,8 +73,9 @@ def build(name, lmbda, kappa, args, mesh, compiler_options=None,
   model = models.create_model(config.model)
   state = state_lib.create_train_state(config, model, mesh, args.size)
   step_fn = jax.jit(functools.partial(
-      train.train_step, lmbda=lmbda, m=0.0, kappa=kappa,
-      num_segments=args.num_segments), donate_argnums=0)
+      train.train_step, settings=losses.LossSettings(
+          lmbda=lmbda, m=0.0, kappa=kappa, num_segments=args.num_segments)),
+                    donate_argnums=0)
   batch = sharding.shard_batch(
       make_batch(args.batch_size, args.size, args.num_segments), mesh)
   compiled, compile_s = timing.timed(lambda: step_fn.lower(

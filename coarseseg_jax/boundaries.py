@@ -30,6 +30,8 @@ from typing import Optional, Tuple, Union
 import jax
 import jax.numpy as jnp
 
+from coarseseg_jax.labels import IGNORE_LABEL
+
 Radius = Union[int, jax.Array]
 # The paper's radius round(diagonal / 400) changes at diagonals 400k + 200;
 # the table covers diagonals up to 400 * _MAX_RADIUS px.
@@ -116,7 +118,8 @@ def _radius(radius: Optional[Radius], shape, size) -> Radius:
   return jnp.broadcast_to(jnp.asarray(radius, jnp.int32), shape[:1])
 
 
-def paper_boundary(x: jax.Array, thickness: Radius, ignore_index: int = 255,
+def paper_boundary(x: jax.Array, thickness: Radius,
+                   ignore_index: int = IGNORE_LABEL,
                    size: Optional[jax.Array] = None) -> jax.Array:
   """The paper's boundary of a map at a given thickness.
 
@@ -154,7 +157,8 @@ def paper_boundary(x: jax.Array, thickness: Radius, ignore_index: int = 255,
   return out if inside is None else out & inside
 
 
-def boundary_recall(pred: jax.Array, label: jax.Array, ignore_index: int = 255,
+def boundary_recall(pred: jax.Array, label: jax.Array,
+                    ignore_index: int = IGNORE_LABEL,
                     radius: Optional[Radius] = None,
                     size: Optional[jax.Array] = None) -> jax.Array:
   """Boundary recall exactly as defined by de Jong & Holenderski.
@@ -216,7 +220,7 @@ def four_neighbour_boundary(x: jax.Array, valid: jax.Array) -> jax.Array:
 
 def boundary_precision_recall_f1(
     pred: jax.Array, label: jax.Array, tolerance: Optional[Radius] = None,
-    ignore_index: int = 255, size: Optional[jax.Array] = None
+    ignore_index: int = IGNORE_LABEL, size: Optional[jax.Array] = None
 ) -> Tuple[jax.Array, jax.Array, jax.Array]:
   """Boundary precision, recall and F1 of the superpixel benchmark literature.
 

@@ -29,7 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from coarseseg_jax import errors
-from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax import filesystem
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Checkpointer:
   def __init__(self, directory: Union[str, os.PathLike], keep: int):
     # Local paths absolute; URLs (gs://...) as they are: orbax writes them
     # with TensorStore's own drivers.
-    self.directory: epath.Path = workdir_lib.path(directory)
+    self.directory: epath.Path = filesystem.path(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

@@ -165,9 +165,9 @@ def setup(config, workdir: Optional[str], mode: str = "train"
 def _exists(workdir: Optional[str]) -> bool:
   if not workdir:
     return False
-  from coarseseg_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax import filesystem  # pylint: disable=g-import-not-at-top
   try:
-    return workdir_lib.path(workdir).exists()
+    return filesystem.path(workdir).exists()
   except Exception:  # pylint: disable=broad-except
     return False  # An unreachable URL: no cache for a summary.
 

@@ -14,6 +14,7 @@ from coarseseg_jax import evaluate
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
+from coarseseg_jax import state
 from coarseseg_jax.datasets import refined
 from coarseseg_jax.errors import ConfigError
 
@@ -95,9 +96,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _validate_training_options(config) -> None:
   t, n = config.train, config.model.num_classes
-  if t.lr_schedule not in ("constant", "warmup_cosine"):
-    raise ConfigError(f"config.train.lr_schedule={t.lr_schedule!r}: use "
-                      "'constant' or 'warmup_cosine'.")
+  if t.lr_schedule not in state.LR_SCHEDULES:
+    raise ConfigError(f"config.train.lr_schedule={t.lr_schedule!r}: use one "
+                      f"of {', '.join(state.LR_SCHEDULES)}.")
   if t.warmup_steps < 0:
     raise ConfigError("config.train.warmup_steps must be >= 0.")
   if t.grad_clip_norm is not None and not t.grad_clip_norm > 0:

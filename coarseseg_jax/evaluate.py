@@ -38,6 +38,7 @@ from coarseseg_jax import losses
 from coarseseg_jax import metrics
 from coarseseg_jax import sharding
 from coarseseg_jax import superpixels
+from coarseseg_jax.labels import IGNORE_LABEL
 
 # Per-image metrics of every evaluation, in table order (superpixel_asa: the
 # hard ASA of the learned superpixels).
@@ -114,7 +115,7 @@ def make_eval_step(model, num_classes: int,
         "confusion": confusion,
         "miou": metrics.mean_iou(confusion),
         "loss": per_image_ce,
-        "loss_pixels": jnp.sum(batch["label"] != 255, axis=(1, 2)),
+        "loss_pixels": jnp.sum(batch["label"] != IGNORE_LABEL, axis=(1, 2)),
     }
     if assignments:
       out["asa"] = metrics.achievable_segmentation_accuracy(

@@ -23,16 +23,15 @@ from matplotlib.patches import Patch
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax import filesystem
 
-IGNORE = 255
 
 
 def save_figure(fig: Figure, path, dpi: int = 100) -> None:
   """Writes `fig` as PNG to `path` (local or gs://, atomically)."""
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=dpi)
-  workdir_lib.write_bytes(path, buffer.getvalue())
+  filesystem.write_bytes(path, buffer.getvalue())
 
 
 def colorize(label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -139,7 +138,7 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
       ax.axis("off")
     class_legend(fig, num_classes, class_names)
     fig.tight_layout(rect=(0, 0.08 * rows, 1, 1))
-    path = workdir_lib.path(out_dir) / f"sample_{i}.png"
+    path = filesystem.path(out_dir) / f"sample_{i}.png"
     save_figure(fig, path)
     paths.append(str(path))
   return paths
@@ -203,12 +202,12 @@ def save_sample_arrays(samples: Sequence[Dict[str, np.ndarray]], path) -> None:
             for k, v in s.items()}
   buffer = io.BytesIO()
   np.savez_compressed(buffer, num_samples=len(samples), **arrays)
-  workdir_lib.write_bytes(path, buffer.getvalue())
+  filesystem.write_bytes(path, buffer.getvalue())
 
 
 def load_sample_arrays(path) -> List[Dict[str, np.ndarray]]:
   """What `save_sample_arrays` wrote."""
-  with workdir_lib.path(path).open("rb") as f:
+  with filesystem.path(path).open("rb") as f:
     z = dict(np.load(io.BytesIO(f.read())))
   out = [{} for _ in range(int(z.pop("num_samples")))]
   for key, value in z.items():
@@ -221,7 +220,7 @@ def save_all(workdir: str, samples, records, num_classes: int,
              class_names: Optional[Sequence[str]] = None,
              confusion: Optional[np.ndarray] = None) -> None:
   """Every figure of a finished run into `workdir/figures/`."""
-  out_dir = workdir_lib.path(workdir) / "figures"
+  out_dir = filesystem.path(workdir) / "figures"
   names = list(class_names or [str(c) for c in range(num_classes)])
   save_samples(samples, out_dir, num_classes, names)
   save_curves(records, out_dir / "curves.png")

@@ -26,8 +26,8 @@ from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures
+from coarseseg_jax import filesystem
 from coarseseg_jax import state as state_lib
-from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.datasets import items
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def evaluate_checkpoint(config, workdir: str, split: str,
                                     config.data, split, full=True)
   out = {"split": split, "step": step, **result.to_json(split)}
   if jax.process_index() == 0:
-    workdir_lib.write_json(workdir_lib.path(workdir) / f"eval_{split}.json",
+    filesystem.write_json(filesystem.path(workdir) / f"eval_{split}.json",
                            out)
   return out
 
@@ -79,7 +79,7 @@ class PredictReport:
 
 
 def _list_inputs(input_dir: str, report: PredictReport) -> List[str]:
-  root = workdir_lib.path(input_dir)
+  root = filesystem.path(input_dir)
   if not root.is_dir():
     raise errors.DatasetError(f"{input_dir}: input folder not found.")
   paths = []
@@ -135,7 +135,7 @@ def predict_folder(config, workdir: str, input_dir: str,
     return model_predict(variables, images)[0]
 
   batch_size = int(config.data.eval_batch_size)
-  out_root = workdir_lib.path(output_dir)
+  out_root = filesystem.path(output_dir)
   names = _out_names(paths)
   num_classes = config.model.num_classes
   pending: Dict[Tuple[int, int], List[Tuple[str, np.ndarray]]] = {}
@@ -150,11 +150,11 @@ def predict_folder(config, workdir: str, input_dir: str,
       h, w = image.shape[:2]
       label = pred[:h, :w]
       stem = names[path]
-      workdir_lib.write_bytes(out_root / f"{stem}.png",
+      filesystem.write_bytes(out_root / f"{stem}.png",
                               items.encode_png(label))
       overlay = 0.5 * image / 255.0 + 0.5 * figures.colorize(label,
                                                              num_classes)
-      workdir_lib.write_bytes(
+      filesystem.write_bytes(
           out_root / f"{stem}_overlay.png",
           items.encode_png((np.clip(overlay, 0, 1) * 255).astype(np.uint8)))
       report.written.append(path)

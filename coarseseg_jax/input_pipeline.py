@@ -61,9 +61,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from coarseseg_jax.label_ops import IGNORE_LABEL, IGNORE_SLIC  # pylint: disable=g-multiple-import
-from coarseseg_jax.label_ops import propagate_labels, relabel_slic  # pylint: disable=g-multiple-import
 from coarseseg_jax.datasets import refined
+from coarseseg_jax.datasets.label_ops import propagate_labels, relabel_slic  # pylint: disable=g-multiple-import
+from coarseseg_jax.labels import IGNORE_LABEL, IGNORE_SLIC  # pylint: disable=g-multiple-import
 
 _ALIGN = 16
 _HEAVY = ("image", "label_fine", "label_coarse", "slic")

@@ -81,7 +81,3 @@ class StopRequest:
   def interrupted(self, step: Optional[int], saved: bool) -> errors.Interrupted:
     """The exception that ends the run (see errors.Interrupted)."""
     return errors.Interrupted(self.signum or signal.SIGTERM, step, saved)
-
-
-NO_STOP = StopRequest()  # Never requested (not entered): for code paths
-                         # that run outside the training loop.

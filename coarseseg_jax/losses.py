@@ -7,7 +7,8 @@ for constant images. Images are NHWC; assignments follow the conventions of
 HCFCN-16).
 """
 
-from typing import Optional, Sequence
+import dataclasses
+from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -15,10 +16,11 @@ import numpy as np
 
 from coarseseg_jax import color
 from coarseseg_jax import superpixels
+from coarseseg_jax.labels import IGNORE_LABEL
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  ignore_index: int = 255,
+                  ignore_index: int = IGNORE_LABEL,
                   class_weights: Optional[jax.Array] = None) -> jax.Array:
   """Mean softmax cross-entropy over the labelled pixels.
 
@@ -269,7 +271,7 @@ def _is_static_zero(weight) -> bool:
 
 def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
                      assignments: Sequence[jax.Array], *, lmbda: float,
-                     m: float, ignore_index: int = 255,
+                     m: float, ignore_index: int = IGNORE_LABEL,
                      slic: Optional[jax.Array] = None, kappa: float = 0.0,
                      num_segments: Optional[int] = None,
                      class_weights: Optional[jax.Array] = None,
@@ -334,3 +336,44 @@ def regularized_loss(logits: jax.Array, labels: jax.Array, image: jax.Array,
   if return_terms:
     return total, terms
   return total
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+  """The loss of a training step: `regularized_loss`'s settings, frozen and
+  hashable (a static argument of `jax.jit`). `from_config` reads them from a
+  config (`train.lmbda`, `m`, `kappa`, `class_weights`, `slic_resize`,
+  `slic_position_norm`; `data.slic_num_segments`)."""
+  lmbda: float = 0.0
+  m: float = 0.0
+  kappa: float = 0.0
+  num_segments: Optional[int] = None
+  class_weights: Optional[Tuple[float, ...]] = None
+  slic_resize: str = "block_mean"
+  slic_position_norm: str = "cell_side"
+
+  @classmethod
+  def from_config(cls, config) -> "LossSettings":
+    t = config.train
+    weights = t.class_weights
+    return cls(lmbda=t.lmbda, m=t.m, kappa=t.kappa,
+               num_segments=config.data.slic_num_segments,
+               class_weights=None if weights is None else tuple(
+                   float(w) for w in weights),
+               slic_resize=t.slic_resize,
+               slic_position_norm=t.slic_position_norm)
+
+  def loss(self, logits: jax.Array, labels: jax.Array, image: jax.Array,
+           assignments: Sequence[jax.Array],
+           slic: Optional[jax.Array] = None, return_terms: bool = False):
+    """`regularized_loss` with these settings (`slic` and `num_segments`
+    are used only when kappa is nonzero)."""
+    weights = (None if self.class_weights is None
+               else jnp.asarray(self.class_weights, jnp.float32))
+    return regularized_loss(
+        logits, labels, image, assignments, lmbda=self.lmbda, m=self.m,
+        slic=slic if self.kappa else None, kappa=self.kappa,
+        num_segments=self.num_segments if self.kappa else None,
+        class_weights=weights, slic_resize=self.slic_resize,
+        slic_position_norm=self.slic_position_norm,
+        return_terms=return_terms)

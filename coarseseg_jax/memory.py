@@ -29,8 +29,6 @@ takes about a minute on 2 CPU cores.
 """
 
 import dataclasses
-import functools
-import inspect
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -101,34 +99,6 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
         f"config.train.batch_size={t.batch_size} must be a positive multiple "
         f"of the number of devices ({num_devices}); batches are sharded over "
         "all devices.")
-
-
-def make_train_step(config: ml_collections.ConfigDict):
-  """The jitted train step of `config`, as training (`train._Run`) builds it.
-
-  `train.train_step` with its keyword settings bound from the config:
-  `num_segments` from `data.slic_num_segments`, `class_weights` as a float32
-  array, every other keyword of the step's signature from the `config.train`
-  key of the same name (lmbda, m, kappa, ...; keys the config lacks keep the
-  step's defaults); the state (argument 0) donated. Imports the trainer
-  lazily.
-  """
-  from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
-  t = config.train
-  kwargs = {}
-  for name, param in inspect.signature(train.train_step).parameters.items():
-    if param.kind != inspect.Parameter.KEYWORD_ONLY:
-      continue  # state, batch.
-    if name == "num_segments":
-      kwargs[name] = config.data.slic_num_segments
-    elif name == "class_weights":
-      weights = t.get("class_weights")
-      kwargs[name] = None if weights is None else jnp.asarray(weights,
-                                                               jnp.float32)
-    elif name in t:
-      kwargs[name] = t[name]
-  return jax.jit(functools.partial(train.train_step, **kwargs),
-                 donate_argnums=0)
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, mesh: Mesh,
@@ -217,11 +187,12 @@ def train_step_memory(config: ml_collections.ConfigDict,
       a model / loss option the model or the loss refuses (one line).
     RuntimeError: the backend has no memory analysis.
   """
+  from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh() if mesh is None else mesh
   state, batch = abstract_train_inputs(config, mesh)
   t0 = time.perf_counter()
   try:
-    lowered = make_train_step(config).lower(state, batch)
+    lowered = train.make_train_step(config).lower(state, batch)
   except ValueError as e:  # The models' and losses' one-line config errors.
     raise errors.ConfigError(
         f"the train step of this config cannot be built: {e}") from None

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from coarseseg_jax import superpixels
+from coarseseg_jax.labels import IGNORE_LABEL
 # pylint: disable=unused-import
 from coarseseg_jax.boundaries import (  # Re-exported: metrics.boundary_recall.
     boundary_precision_recall_f1, boundary_recall, default_radius,
@@ -47,7 +48,7 @@ def _safe_div(num, den):
 
 
 def pixel_accuracy(pred: jax.Array, label: jax.Array,
-                   ignore_index: int = 255) -> jax.Array:
+                   ignore_index: int = IGNORE_LABEL) -> jax.Array:
   """Fraction of labelled pixels whose prediction equals the label.
 
   Args:
@@ -79,7 +80,8 @@ def _resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
 
 def achievable_segmentation_accuracy(assignments: Sequence[jax.Array],
                                      label: jax.Array, num_classes: int,
-                                     ignore_index: int = 255) -> jax.Array:
+                                     ignore_index: int = IGNORE_LABEL
+                                     ) -> jax.Array:
   """The paper's (soft) achievable segmentation accuracy of learned superpixels.
 
   The one-hot label (ignored pixels all zero) is resized bilinearly to the
@@ -140,7 +142,7 @@ def _num_segments_of(segments) -> int:
 
 def segment_asa(segments: jax.Array, label: jax.Array,
                 num_segments: Optional[int] = None, num_classes: int = 256,
-                ignore_index: int = 255) -> jax.Array:
+                ignore_index: int = IGNORE_LABEL) -> jax.Array:
   """Hard achievable segmentation accuracy of any segmentation.
 
   Each segment takes its majority label over the labelled pixels it covers;
@@ -205,7 +207,7 @@ def segment_asa(segments: jax.Array, label: jax.Array,
 
 
 def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
-                     ignore_index: int = 255) -> jax.Array:
+                     ignore_index: int = IGNORE_LABEL) -> jax.Array:
   """Per-image confusion matrices.
 
   Args:

@@ -47,16 +47,16 @@ from coarseseg_jax import evaluate
 from coarseseg_jax import figures as figures_lib
 from coarseseg_jax import inference
 from coarseseg_jax import input_pipeline
-from coarseseg_jax import label_ops
 from coarseseg_jax import metrics
 from coarseseg_jax import refine_report
 from coarseseg_jax import state as state_lib
 from coarseseg_jax.datasets import folder
 from coarseseg_jax.datasets import items
+from coarseseg_jax.datasets import label_ops
 from coarseseg_jax.datasets import slic as slic_lib
+from coarseseg_jax.labels import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
-IGNORE = 255
 METHODS = refine_report.METHODS
 
 
@@ -79,8 +79,8 @@ def fill_with_model(coarse: np.ndarray, pred: np.ndarray,
   """
   coarse = np.asarray(coarse)
   confident = np.asarray(confidence) >= min_confidence
-  filled = np.where(confident, np.asarray(pred), IGNORE)
-  return np.where(coarse != IGNORE, coarse, filled).astype(np.uint8)
+  filled = np.where(confident, np.asarray(pred), IGNORE_LABEL)
+  return np.where(coarse != IGNORE_LABEL, coarse, filled).astype(np.uint8)
 
 
 def slic_propagation(coarse: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ def nearest_labelled(coarse: np.ndarray) -> np.ndarray:
     (H, W) uint8.
   """
   coarse = np.asarray(coarse)
-  unlabelled = coarse == IGNORE
+  unlabelled = coarse == IGNORE_LABEL
   if unlabelled.all() or not unlabelled.any():
     return coarse.astype(np.uint8)
   rows, cols = ndimage.distance_transform_edt(
@@ -156,13 +156,13 @@ def mask_metrics(refined: jax.Array, coarse: jax.Array, fine: jax.Array,
   """
   refined, coarse, fine = (jnp.asarray(x, jnp.int32)
                            for x in (refined, coarse, fine))
-  band = coarse == IGNORE
-  filled = band & (refined != IGNORE)
-  fine_filled = jnp.where(filled, fine, IGNORE)
+  band = coarse == IGNORE_LABEL
+  filled = band & (refined != IGNORE_LABEL)
+  fine_filled = jnp.where(filled, fine, IGNORE_LABEL)
   out = {
       "band_accuracy": metrics.pixel_accuracy(refined, fine_filled),
       "band_correct": metrics.pixel_accuracy(
-          jnp.where(filled, refined, -1), jnp.where(band, fine, IGNORE)),
+          jnp.where(filled, refined, -1), jnp.where(band, fine, IGNORE_LABEL)),
       "boundary_recall": metrics.boundary_recall(refined, fine, size=size),
       "boundary_f1": metrics.boundary_precision_recall_f1(
           refined, fine, size=size)[2],
@@ -174,7 +174,7 @@ def mask_metrics(refined: jax.Array, coarse: jax.Array, fine: jax.Array,
 
   def binary(x):  # (B, H, W) -> (B * C, H, W): 1 = class c, 255 kept.
     one = (x[:, None] == classes).astype(jnp.int32)
-    return jnp.where(x[:, None] == IGNORE, IGNORE, one).reshape(
+    return jnp.where(x[:, None] == IGNORE_LABEL, IGNORE_LABEL, one).reshape(
         b * num_classes, h, w)
 
   csize = None if size is None else jnp.repeat(jnp.asarray(size, jnp.int32),
@@ -185,7 +185,7 @@ def mask_metrics(refined: jax.Array, coarse: jax.Array, fine: jax.Array,
   out["class_boundary_f1"] = metrics.boundary_precision_recall_f1(
       bin_pred, bin_fine, size=csize)[2].reshape(b, num_classes)
   is_c = fine[:, None] == classes
-  other = ~is_c & (fine[:, None] != IGNORE)
+  other = ~is_c & (fine[:, None] != IGNORE_LABEL)
   out["class_present"] = is_c.any(axis=(2, 3)) & other.any(axis=(2, 3))
   return out
 
@@ -245,7 +245,7 @@ def split_examples(config, split: str
         image = np.round(batch["image"][i, :h, :w] * 255).astype(np.uint8)
         coarse = batch["label"][i, :h, :w]
         bad = np.unique(coarse[(coarse >= config.model.num_classes)
-                               & (coarse != IGNORE)])
+                               & (coarse != IGNORE_LABEL)])
         if bad.size:
           raise errors.DatasetError(
               f"{ident} ({split}): coarse label values {bad[:5].tolist()} "
@@ -365,7 +365,7 @@ def _figures(masks: Dict[str, np.ndarray], ex: Example,
   h, w = ex.coarse.shape
   hb, wb = inference.bucket_shape(h, w)
   pad = lambda x: np.pad(x, ((0, hb - h), (0, wb - w)),
-                         constant_values=IGNORE)[None]
+                         constant_values=IGNORE_LABEL)[None]
   fn = _mask_metrics_fn(num_classes)
   size = np.array([[h, w]], np.int32)
   out = {}

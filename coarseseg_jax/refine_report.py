@@ -46,8 +46,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from coarseseg_jax import errors
+from coarseseg_jax.labels import IGNORE_LABEL
 
-IGNORE = 255
 METHODS = ("model", "slic_propagation", "nearest_labelled")
 METHOD_NAMES = {"model": "model", "slic_propagation": "SLIC propagation",
                 "nearest_labelled": "nearest labelled pixel"}
@@ -100,8 +100,8 @@ class Accumulator:
     """One image: (H, W) coarse (and fine) labels, each method's (H, W)
     refined mask, and its `refine.mask_metrics` (one image's slices) or
     None without fine labels."""
-    band = coarse == IGNORE
-    band_fine = int(np.count_nonzero(band & (fine != IGNORE))) if (
+    band = coarse == IGNORE_LABEL
+    band_fine = int(np.count_nonzero(band & (fine != IGNORE_LABEL))) if (
         fine is not None) else 0
     counts = {"total": coarse.size, "labelled": int(np.count_nonzero(~band)),
               "band": int(np.count_nonzero(band)), "band_fine": band_fine}
@@ -113,7 +113,7 @@ class Accumulator:
            "labelled_share": counts["labelled"] / coarse.size}
     for m in self.methods:
       acc = self._m[m]
-      filled = int(np.count_nonzero(band & (masks[m] != IGNORE)))
+      filled = int(np.count_nonzero(band & (masks[m] != IGNORE_LABEL)))
       acc["filled"] += filled
       acc["left"] += counts["band"] - filled
       row[f"{m}_filled_share"] = filled / coarse.size

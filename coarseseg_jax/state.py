@@ -25,9 +25,9 @@ import optax
 
 from coarseseg_jax import checkpoints
 from coarseseg_jax import errors
+from coarseseg_jax import filesystem
 from coarseseg_jax import models
 from coarseseg_jax import sharding
-from coarseseg_jax import workdir as workdir_lib
 
 
 class TrainState(train_state.TrainState):
@@ -40,6 +40,9 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
   rng: Any = None
   nonfinite_step: Any = None
+
+
+LR_SCHEDULES = ("constant", "warmup_cosine")
 
 
 def learning_rate(train_config: ml_collections.ConfigDict,
@@ -60,8 +63,8 @@ def learning_rate(train_config: ml_collections.ConfigDict,
     return optax.warmup_cosine_decay_schedule(
         0.0, t.learning_rate, int(t.warmup_steps),
         max(int(total_steps), int(t.warmup_steps) + 1))
-  raise ValueError(f"unknown train.lr_schedule {schedule!r} (constant, "
-                   "warmup_cosine).")
+  raise ValueError(f"unknown train.lr_schedule {schedule!r} "
+                   f"({', '.join(LR_SCHEDULES)}).")
 
 
 def create_optimizer(train_config: ml_collections.ConfigDict,
@@ -173,6 +176,9 @@ def variables(state: TrainState) -> Dict[str, Any]:
 class PhaseState:
   """The loop's state between steps and phases (saved with checkpoints).
 
+  The training loop mutates the one instance of a run in place; no function
+  returns it.
+
   Attributes:
     phase: "train" (model selection on validation) or "finetune".
     best_metric, best_step: the best validation score so far and its step.
@@ -226,6 +232,35 @@ class PhaseState:
     return cls(**data)
 
 
+PHASES = ("train", "finetune")
+
+
+def optimizer_for_phase(train_config: ml_collections.ConfigDict, phase: str,
+                        total_steps: Optional[int] = None
+                        ) -> optax.GradientTransformation:
+  """THE optimizer of a phase: "train" uses the configured learning-rate
+  schedule over `total_steps` (`create_optimizer`); "finetune" starts a
+  fresh Adam at the constant learning rate (the paper's fine-tuning).
+
+  `total_steps=None` is for restoring a state to evaluate it, where only the
+  optimizer state's structure matters (a schedule's length does not change
+  it): a schedule that needs a length gets the shortest valid one.
+  """
+  if phase == "finetune":
+    return create_optimizer(train_config, constant=True)
+  if phase != "train":
+    raise ValueError(f"phase={phase!r} is not one of {PHASES}.")
+  if total_steps is None:
+    total_steps = int(train_config.warmup_steps) + 1
+  return create_optimizer(train_config, total_steps=total_steps)
+
+
+def data_seed(seed: int, phase: str) -> int:
+  """The seed of a phase's data order and augmentation: fine-tuning draws
+  another order than training (the run's seed + 1)."""
+  return seed + (1 if phase == "finetune" else 0)
+
+
 def restore_for_inference(config, workdir: str, which: str = "best"):
   """Restores the `best` (falling back to `latest`) or `latest` state, or
   (``which="pretrained"``) the weights `config.model.pretrained` names, e.g.
@@ -250,16 +285,14 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     return (create_train_state(config, model, mesh, config.data.crop_size),
             model, mesh, 0)
   model = models.create_model(config.model)
-  root = workdir_lib.path(workdir)
+  root = filesystem.path(workdir)
   order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
   for sub in order:
     ckpt = checkpoints.Checkpointer(root / sub, 1)
     step = ckpt.latest_step()
     if step is not None:
       phase = PhaseState.from_json(ckpt.read_meta(step), str(root / sub))
-      tx = create_optimizer(config.train, constant=True) if (
-          phase.phase == "finetune") else create_optimizer(
-              config.train, total_steps=1_000_000)
+      tx = optimizer_for_phase(config.train, phase.phase)
       like = create_train_state(config, model, mesh, config.data.crop_size,
                                 tx=tx)
       state, _ = ckpt.restore(like, step)

@@ -39,6 +39,7 @@ from coarseseg_jax import config_validation
 from coarseseg_jax import datasets
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures
+from coarseseg_jax import filesystem
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import interruption
 from coarseseg_jax import losses
@@ -48,15 +49,14 @@ from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
+from coarseseg_jax.labels import IGNORE_LABEL
 from coarseseg_jax.models import hcfcn
 
 log = logging.getLogger(__name__)
 
 
-def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
-               m: float, kappa: float, num_segments: int,
-               class_weights=None, slic_resize: str = "block_mean",
-               slic_position_norm: str = "cell_side"):
+def train_step(state: state_lib.TrainState, batch: dict,
+               settings: losses.LossSettings):
   """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
 
   Args:
@@ -64,8 +64,7 @@ def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
     batch: `image` (B, H, W, 3) float32 in [0, 1], `label` (B, H, W) int32
       training labels (255 = ignored), `slic` (B, H, W) int32 (used when
       kappa > 0).
-    lmbda, m, kappa, num_segments, class_weights, slic_resize,
-      slic_position_norm: loss settings, see `losses.regularized_loss`;
+    settings: the loss (`losses.LossSettings`, static under jit);
       lmbda = kappa = 0 is plain cross-entropy.
   Returns:
     the new state and a dict of scalar metrics: the loss and its terms,
@@ -79,13 +78,10 @@ def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
     (logits, assignments), new_vars = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, batch["image"],
         train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-    total, terms = losses.regularized_loss(
-        logits, batch["label"], batch["image"], assignments, lmbda=lmbda, m=m,
-        slic=batch["slic"] if kappa else None, kappa=kappa,
-        num_segments=num_segments if kappa else None,
-        class_weights=class_weights, slic_resize=slic_resize,
-        slic_position_norm=slic_position_norm, return_terms=True)
-    labelled = batch["label"] != 255
+    total, terms = settings.loss(logits, batch["label"], batch["image"],
+                                 assignments, slic=batch["slic"],
+                                 return_terms=True)
+    labelled = batch["label"] != IGNORE_LABEL
     correct = (jnp.argmax(logits, -1) == batch["label"]) & labelled
     terms["accuracy"] = correct.sum() / jnp.maximum(labelled.sum(), 1)
     if assignments:
@@ -113,34 +109,35 @@ def train_step(state: state_lib.TrainState, batch: dict, *, lmbda: float,
   return new_state, metrics
 
 
+def make_train_step(config: ml_collections.ConfigDict):
+  """The jitted `train_step` of `config` (its `losses.LossSettings`), the
+  state (argument 0) donated: what training runs and `memory` measures."""
+  return jax.jit(functools.partial(
+      train_step, settings=losses.LossSettings.from_config(config)),
+                 donate_argnums=0)
+
+
 class _Run:
   """What the loop needs across phases (plain holder, no logic)."""
 
-  def __init__(self, config, workdir, num_steps: int):
-    self.config, self.workdir = config, workdir
+  def __init__(self, config, workdir, num_steps: int,
+               stop: interruption.StopRequest):
+    self.config, self.workdir, self.stop = config, workdir, stop
     self.builder = datasets.get_builder(config.data, config.model.num_classes)
     self.mesh = sharding.make_mesh()
     self.model = models.create_model(config.model)
     self.writer = writers.MetricWriter(workdir)
-    root = workdir_lib.path(workdir)
+    root = filesystem.path(workdir)
     self.latest = checkpoints.Checkpointer(
         root / "checkpoints", config.train.keep_checkpoints)
     self.best = checkpoints.Checkpointer(root / "best", 1)
     self.evaluator = evaluate.Evaluator(
         self.model, config.model.num_classes, self.mesh,
         datasets.class_names(self.builder))
-    t = config.train
-    self.tx = state_lib.create_optimizer(t, total_steps=num_steps)
-    self.finetune_tx = state_lib.create_optimizer(t, constant=True)
-    weights = t.class_weights
-    self.train_step = jax.jit(functools.partial(
-        train_step, lmbda=t.lmbda, m=t.m, kappa=t.kappa,
-        num_segments=config.data.slic_num_segments,
-        class_weights=None if weights is None else jnp.asarray(
-            weights, jnp.float32), slic_resize=t.slic_resize,
-        slic_position_norm=t.slic_position_norm), donate_argnums=0)
-
-  stop = interruption.NO_STOP
+    self.txs = {phase: state_lib.optimizer_for_phase(config.train, phase,
+                                                     num_steps)
+                for phase in state_lib.PHASES}
+    self.train_step = make_train_step(config)
 
   def close(self) -> None:
     self.writer.close()
@@ -156,14 +153,15 @@ class _Run:
         targets=targets, should_stop=stop, **kwargs)
 
 
-def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
+def _log_scalars(run: _Run, history, *, tic: float, step: int,
+                 ps: state_lib.PhaseState, bar) -> float:
   """Writes the mean of the steps since the last log; returns a new tic."""
   t = run.config.train
   scalars = {k: float(np.mean([float(h[k]) for h in history]))
              for k in history[0]}
   scalars["images_per_second"] = (
       len(history) * t.batch_size / max(time.time() - tic, 1e-9))
-  run.writer.write(step, phase, scalars)
+  run.writer.write(step, ps.phase, scalars)
   # Cross-entropy only: the validation loss has no regularizer terms.
   ps.epoch_losses.append(scalars["cross_entropy"])
   bar.set_postfix(loss=f"{scalars['loss']:.4f}",
@@ -172,13 +170,14 @@ def _log_scalars(run: _Run, history, tic, step, phase, ps, bar):
   return time.time()
 
 
-def _validate(run: _Run, state, step, epoch, phase, ps, steps_per_epoch):
+def _validate(run: _Run, state, *, step: int, epoch: int,
+              ps: state_lib.PhaseState, steps_per_epoch: int) -> bool:
   """Validation at an epoch end; returns whether fine-tuning should stop.
 
   Writes the summary, per-class IoU and accuracy (by class name) and a few
   validation images (image, prediction, learned and SLIC superpixels).
   """
-  t = run.config.train
+  t, phase = run.config.train, ps.phase
   result = run.eval_split(state, run.config.data.eval_split,
                           run.config.data.validation_labels,
                           num_samples=t.num_validation_images,
@@ -204,7 +203,8 @@ def _validate(run: _Run, state, step, epoch, phase, ps, steps_per_epoch):
 
 def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
                  first_step: int, num_steps: int, steps_per_epoch: int):
-  """Trains steps [resumed step, first_step + num_steps) of `ps.phase`.
+  """Trains steps [resumed step, first_step + num_steps) of `ps.phase`;
+  returns the state (`ps` is updated in place).
 
   `ps.phase` is "train" (model selection on validation) or "finetune" (stops
   early once the validation cross-entropy is no higher than
@@ -215,16 +215,16 @@ def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
   config, t, phase = run.config, run.config.train, ps.phase
   step = int(jax.device_get(state.step))
   it = input_pipeline.create_train_iterator(
-      run.builder, config.data, t.batch_size, seed=config.seed + (
-          1 if phase == "finetune" else 0), start_step=step - first_step,
-      split=split)
+      run.builder, config.data, t.batch_size,
+      seed=state_lib.data_seed(config.seed, phase),
+      start_step=step - first_step, split=split)
   if ps.pending_validation == step:  # An interruption cut it short.
     ps.pending_validation = None
     ps.finetune_done = ps.finetune_done or _validate(
-        run, state, step, (step - first_step) // steps_per_epoch, phase, ps,
-        steps_per_epoch)
+        run, state, step=step, epoch=(step - first_step) // steps_per_epoch,
+        ps=ps, steps_per_epoch=steps_per_epoch)
     if ps.finetune_done and phase == "finetune":
-      return state, ps
+      return state
   bar = tqdm.tqdm(total=first_step + num_steps, initial=step, desc=phase,
                   mininterval=5, disable=jax.process_index() != 0)
   try:
@@ -234,7 +234,7 @@ def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
   finally:
     bar.close()
   run.latest.wait()
-  return state, ps
+  return state
 
 
 def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
@@ -244,7 +244,7 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
   step = int(jax.device_get(state.step))
   history, tic = [], time.time()
   profiler = profiling.StepProfiler(
-      str(workdir_lib.path(run.workdir) / "tensorboard" / "profile"),
+      str(filesystem.path(run.workdir) / "tensorboard" / "profile"),
       t.profile_steps)
   while step < end:
     batch = sharding.shard_batch(next(it), run.mesh)
@@ -256,13 +256,14 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
     epoch_end = (step - first_step) % steps_per_epoch == 0
     if step % t.log_every_steps == 0 or epoch_end or step == end:
       state_lib.check_finite(state, run.latest.latest_step())
-      tic = _log_scalars(run, history, tic, step, phase, ps, bar)
+      tic = _log_scalars(run, history, tic=tic, step=step, ps=ps, bar=bar)
       history = []
     epoch = (step - first_step) // steps_per_epoch
     stop = False
     if epoch_end and (epoch % t.eval_every_epochs == 0 or step == end):
       try:
-        stop = _validate(run, state, step, epoch, phase, ps, steps_per_epoch)
+        stop = _validate(run, state, step=step, epoch=epoch, ps=ps,
+                         steps_per_epoch=steps_per_epoch)
       except interruption.EvalStopped:
         ps.pending_validation = step
         _save_and_stop(run, state, ps, step)
@@ -290,12 +291,12 @@ def _restore(run: _Run, state, checkpointer):
   """(state, PhaseState) of the newest checkpoint of `checkpointer` that
   restores (damaged ones are set aside), or (state, None) if there is none.
   """
-  def like(meta):
+  def like(meta):  # The state of the checkpoint's phase, its optimizer.
     ps = state_lib.PhaseState.from_json(meta, str(checkpointer.directory))
-    if ps.phase == "finetune":
-      return state.replace(tx=run.finetune_tx, opt_state=jax.jit(
-          run.finetune_tx.init)(state.params))
-    return state
+    tx = run.txs[ps.phase]
+    if tx is state.tx:
+      return state
+    return state.replace(tx=tx, opt_state=jax.jit(tx.init)(state.params))
 
   found = checkpointer.restore_newest(like)
   if found is None:
@@ -304,19 +305,21 @@ def _restore(run: _Run, state, checkpointer):
   return restored, state_lib.PhaseState.from_json(meta)
 
 
-def _start_finetune(run: _Run, state, ps, num_steps: int):
-  """The best state with a fresh (constant) Adam; the step counter goes on
-  from the end of training (the best state may be older), so logs and
-  checkpoints of the two phases never mix."""
+def _start_finetune(run: _Run, state, ps: state_lib.PhaseState,
+                    num_steps: int):
+  """The best state with fine-tuning's optimizer (`optimizer_for_phase`);
+  the step counter goes on from the end of training (the best state may be
+  older), so logs and checkpoints of the two phases never mix. Updates `ps`
+  in place; returns the state."""
   state, _ = _restore(run, state, run.best)
+  tx = run.txs["finetune"]
   state = state.replace(
       step=state_lib.replicate(np.asarray(num_steps, np.int32), run.mesh),
-      tx=run.finetune_tx,
-      opt_state=jax.jit(run.finetune_tx.init)(state.params))
+      tx=tx, opt_state=jax.jit(tx.init)(state.params))
   ps.phase, ps.target_loss, ps.finetune_start = "finetune", ps.train_loss, (
       num_steps)
   ps.epoch_losses = []
-  return state, ps
+  return state
 
 
 def _test_and_write(run: _Run, state, ps) -> dict:
@@ -332,8 +335,8 @@ def _test_and_write(run: _Run, state, ps) -> dict:
              "dataset": run.builder.info.full_name,
              "config": config.to_dict()}
   if jax.process_index() == 0:
-    root = workdir_lib.path(run.workdir)
-    workdir_lib.write_json(root / "results.json", results)
+    root = filesystem.path(run.workdir)
+    filesystem.write_json(root / "results.json", results)
     figures.save_all(run.workdir, test.samples,
                      writers.read_metrics(run.workdir),
                      config.model.num_classes, run.evaluator.class_names,
@@ -369,8 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       num_steps = spe * t.num_epochs
       if t.max_steps:
         num_steps = min(num_steps, t.max_steps)
-      run = _Run(config, workdir, num_steps)
-      run.stop = stop
+      run = _Run(config, workdir, num_steps, stop)
       try:
         return _train_and_test(run, num_steps, spe)
       finally:
@@ -381,7 +383,8 @@ def _train_and_test(run: _Run, num_steps: int, spe: int) -> dict:
   """The phases of `train_and_evaluate`, from the newest checkpoint on."""
   config, t = run.config, run.config.train
   state = state_lib.create_train_state(config, run.model, run.mesh,
-                                       config.data.crop_size, tx=run.tx)
+                                       config.data.crop_size,
+                                       tx=run.txs["train"])
   state, ps = _restore(run, state, run.latest)
   if ps is None:
     ps = state_lib.PhaseState()
@@ -392,15 +395,15 @@ def _train_and_test(run: _Run, num_steps: int, spe: int) -> dict:
   if run.stop.requested():  # While starting: nothing new to save.
     raise run.stop.interrupted(None, saved=False)
   if ps.phase == "train":
-    state, ps = _train_phase(run, state, ps, split=config.data.train_split,
-                             first_step=0, num_steps=num_steps,
-                             steps_per_epoch=spe)
+    state = _train_phase(run, state, ps, split=config.data.train_split,
+                         first_step=0, num_steps=num_steps,
+                         steps_per_epoch=spe)
   if t.finetune and not ps.finetune_done:
     if ps.phase != "finetune":
-      state, ps = _start_finetune(run, state, ps, num_steps)
+      state = _start_finetune(run, state, ps, num_steps)
     split = f"{config.data.train_split}+{config.data.eval_split}"
     ft_spe = input_pipeline.steps_per_epoch(run.builder, t.batch_size, split)
-    state, ps = _train_phase(
+    state = _train_phase(
         run, state, ps, split=split, first_step=ps.finetune_start,
         num_steps=ft_spe * t.finetune_max_epochs, steps_per_epoch=ft_spe)
   elif run.best.latest_step() is not None:

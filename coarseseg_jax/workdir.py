@@ -1,12 +1,6 @@
-"""The workdir: one path abstraction for a run's files, and its config.json.
+"""The workdir's claim on a run: its config.json and its lock.
 
-Every file a run writes or reads in its workdir or data_dir (checkpoints,
-metrics.jsonl, TensorBoard events, results.json, figures, predictions) goes
-through `etils.epath` (`path`), which understands local paths and URLs such
-as gs://bucket/run (through TensorFlow's gfile, as TFDS and orbax do), so a
-TPU pod can train into a bucket. Whole files are written atomically
-(`write_bytes`: a temporary name, then a rename), so nothing half-written is
-ever read back.
+Its files are read and written through `filesystem` (local or gs://).
 
 A workdir remembers its config: `record_config` writes `config.json` at the
 start of a run; started again, `check_config` refuses a config that would
@@ -30,12 +24,14 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from etils import epath
 import ml_collections
 
 from coarseseg_jax import errors
+from coarseseg_jax import filesystem
+from coarseseg_jax.filesystem import PathLike
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
@@ -64,45 +60,9 @@ ADDED_DEFAULTS = {
     "data.validation_labels": "fine",
     "data.refined_dir": "", "data.refined_from": "",
 }
-PathLike = Union[str, os.PathLike]
-
-
-def is_url(p: PathLike) -> bool:
-  """Whether `p` names a non-local file system (gs://..., s3://...)."""
-  return "://" in os.fspath(p)
-
-
-def path(p: PathLike) -> epath.Path:
-  """`p` as an epath.Path: local paths made absolute, URLs left as they are."""
-  p = os.fspath(p)
-  if not is_url(p):
-    p = os.path.abspath(os.path.expanduser(p))
-  return epath.Path(p)
-
-
-def write_bytes(p: PathLike, data: Union[bytes, str]) -> None:
-  """Writes a whole file atomically: to `<name>.tmp`, then renamed."""
-  p = path(p)
-  p.parent.mkdir(parents=True, exist_ok=True)
-  tmp = p.parent / (p.name + ".tmp")
-  if isinstance(data, str):
-    tmp.write_text(data)
-  else:
-    tmp.write_bytes(data)
-  tmp.replace(p)
-
-
-def write_json(p: PathLike, obj: Any) -> None:
-  write_bytes(p, json.dumps(obj, indent=1, default=str) + "\n")
-
-
-def read_json(p: PathLike) -> Any:
-  return json.loads(path(p).read_text())
-
-
 def ensure_writable(workdir: PathLike) -> epath.Path:
   """Creates the workdir; one-line ConfigError if it cannot be written."""
-  p = path(workdir)
+  p = filesystem.path(workdir)
   probe = p / ".write_test"
   try:
     p.mkdir(parents=True, exist_ok=True)
@@ -158,11 +118,11 @@ def describe(diffs, limit: int = 4) -> str:
 
 def load_config(workdir: PathLike) -> Optional[Dict[str, Any]]:
   """The workdir's recorded config as JSON data, or None if it has none."""
-  p = path(workdir) / CONFIG_FILE
+  p = filesystem.path(workdir) / CONFIG_FILE
   if not p.exists():
     return None
   try:
-    return read_json(p)
+    return filesystem.read_json(p)
   except (ValueError, OSError) as e:
     raise errors.ConfigError(
         f"{p} is not a readable config ({e}); restore it, or remove the "
@@ -193,7 +153,8 @@ def check_config(workdir: PathLike, config: ml_collections.ConfigDict) -> bool:
 
 def record_config(workdir: PathLike, config: ml_collections.ConfigDict) -> None:
   """Writes `config.json` (the config the run's results are labelled with)."""
-  write_json(path(workdir) / CONFIG_FILE, config_as_json(config))
+  filesystem.write_json(filesystem.path(workdir) / CONFIG_FILE,
+                        config_as_json(config))
 
 
 def config_from_json(data: Dict[str, Any]) -> ml_collections.ConfigDict:
@@ -240,7 +201,7 @@ class WorkdirLock:
 
   def __init__(self, workdir: PathLike):
     self.workdir = os.fspath(workdir)
-    self.path = path(workdir) / LOCK_FILE
+    self.path = filesystem.path(workdir) / LOCK_FILE
     self.token = uuid.uuid4().hex
     self.held = False
 
@@ -258,7 +219,7 @@ class WorkdirLock:
   def _create(self) -> bool:
     """Writes the lock unless one exists; whether it was written."""
     data = json.dumps(self._info())
-    if is_url(self.path):
+    if filesystem.is_url(self.path):
       if self.path.exists():
         return False
       self.path.write_text(data)
@@ -293,7 +254,7 @@ class WorkdirLock:
                 "unreadable lock" if holder is None else
                 f"pid {holder.get('pid')} on {holder.get('host')}, started "
                 f"{holder.get('started')}")
-    write_bytes(self.path, json.dumps(self._info()))
+    filesystem.write_bytes(self.path, json.dumps(self._info()))
     self.held = True
 
   def release(self) -> None:

@@ -21,7 +21,7 @@ from absl import logging as absl_logging
 import jax
 import numpy as np
 
-from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax import filesystem
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -42,7 +42,7 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self._active = jax.process_index() == 0
     self._tb = {}
-    self._root = workdir_lib.path(workdir)
+    self._root = filesystem.path(workdir)
     self._lines: List[str] = []
     if self._active:
       self._root.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ class MetricWriter:
     kept = [l for l in self._lines if json.loads(l)["step"] <= step]
     if len(kept) != len(self._lines):
       self._lines = kept
-      workdir_lib.write_bytes(self._root / METRICS_FILE,
+      filesystem.write_bytes(self._root / METRICS_FILE,
                               "".join(l + "\n" for l in kept))
 
   def _writer(self, split: str):
@@ -80,7 +80,7 @@ class MetricWriter:
           tf.summary.scalar(tag_name(name), record[name], step=int(step))
     writer.flush()
     self._lines.append(json.dumps(record))
-    workdir_lib.write_bytes(self._root / METRICS_FILE,
+    filesystem.write_bytes(self._root / METRICS_FILE,
                             "\n".join(self._lines) + "\n")
 
   def write_images(self, step: int, split: str, images: Mapping[str, Any]
@@ -108,7 +108,7 @@ def read_metrics(workdir: str) -> list:
   A resumed run logs the steps after its last checkpoint a second time; the
   last record of each (split, step) wins.
   """
-  path = workdir_lib.path(workdir) / METRICS_FILE
+  path = filesystem.path(workdir) / METRICS_FILE
   if not path.exists():
     return []
   records = {}

@@ -15,15 +15,16 @@ from skimage import io as skio
 
 from coarseseg_jax import config_validation
 from coarseseg_jax import errors
-from coarseseg_jax import experiments
 from coarseseg_jax import input_pipeline as ip
-from coarseseg_jax import methods
 from coarseseg_jax import metrics
-from coarseseg_jax import report
 from coarseseg_jax import stats
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.configs import default
 from coarseseg_jax.configs import synthetic
+from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import report
+from coarseseg_jax.experiments import runner as runner_lib
+from coarseseg_jax.experiments import tables
 
 import pipeline_fixtures as fixtures  # pylint: disable=g-bad-import-order
 
@@ -127,7 +128,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert {r["status"] for r in runs["runs"]} == {"trained", "refined"}
   out = tmp_path / "out"
   header, rows = _csv(out / "synthetic_coarse.csv")
-  assert header == report.MAIN_COLUMNS == ["method", "param", "n_seeds"] + STATS
+  assert header == tables.MAIN_COLUMNS == ["method", "param", "n_seeds"] + STATS
   assert [r["method"] for r in rows] == list(names)
   for row in rows:
     assert int(row["n_seeds"]) == quick.seeds
@@ -135,26 +136,26 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
 
   # Paired comparisons: each method against hcfcn and fcn, each pair once.
   header, tests = _csv(out / "synthetic_coarse_tests.csv")
-  assert header == ["method", "reference"] + report.COMPARISON_COLUMNS
+  assert header == ["method", "reference"] + tables.COMPARISON_COLUMNS
   pairs = {(r["method"], r["reference"]) for r in tests}
   assert ("fcn", "hcfcn") in pairs and ("hcfcn", "fcn") not in pairs
   assert ("hcfcn_slic_refined", "hcfcn_slic") in pairs  # 2nd round vs 1st.
-  assert len(tests) == len(report.TESTED) * (2 * len(names) - 3 + 1)
+  assert len(tests) == len(tables.TESTED) * (2 * len(names) - 3 + 1)
   assert {int(r["n_pairs"]) for r in tests} == {quick.seeds}
   _check_comparisons(tests)
 
   # Per-seed data: reported seeds only; the tables recompute from it.
-  seed_rows = report.read_seeds(out / "synthetic_main_seeds.csv")
+  seed_rows = tables.read_seeds(out / "synthetic_main_seeds.csv")
   assert {r["seed"] for r in seed_rows} == set(reported)
   assert len(seed_rows) == len(names) * len(reported)
   assert {r["validation_labels"] for r in seed_rows} == {"fine"}
-  for metric in report.TEST_METRICS:
+  for metric in tables.TEST_METRICS:
     assert f"test_{metric}" in seed_rows[0]
-  summary, comparisons = report.main_tables(seed_rows)
-  assert report.csv_text(summary, report.MAIN_COLUMNS) == (
+  summary, comparisons = tables.main_tables(seed_rows)
+  assert tables.csv_text(summary, tables.MAIN_COLUMNS) == (
       out / "synthetic_coarse.csv").read_text()
-  assert report.csv_text(comparisons, ["method", "reference"]
-                         + report.COMPARISON_COLUMNS) == (
+  assert tables.csv_text(comparisons, ["method", "reference"]
+                         + tables.COMPARISON_COLUMNS) == (
                              out / "synthetic_coarse_tests.csv").read_text()
   by_method = {r["method"]: r for r in rows}
   hcfcn = [r["test_accuracy"] for r in seed_rows if r["method"] == "hcfcn"]
@@ -215,14 +216,14 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   results = glob.glob(str(root / "**" / "results.json"), recursive=True)
   assert len(results) == runs["trained"]
   mtimes = {p: os.stat(p).st_mtime_ns for p in results}
-  tables = {name: (out / name).read_text() for name in (
+  written = {name: (out / name).read_text() for name in (
       "synthetic_coarse.csv", "synthetic_coarse_tests.csv",
       "synthetic_main_seeds.csv", "synthetic_coarse_sweep.csv")}
   runs = _run(tmp_path, "main", *MAIN_FLAGS)
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
-  assert {name: (out / name).read_text() for name in tables} == tables
+  assert {name: (out / name).read_text() for name in written} == written
 
 
 @pytest.mark.slow
@@ -251,13 +252,13 @@ def test_coarse_validation_selects_on_coarse_labels(tmp_path):
           fine["validation"]["accuracy_mean"], abs=1e-6)
   assert differs == len(names) * len(seeds)
   out = tmp_path / "out"
-  coarse_rows = report.read_seeds(out / "synthetic_coarseval_main_seeds.csv")
+  coarse_rows = tables.read_seeds(out / "synthetic_coarseval_main_seeds.csv")
   assert {r["validation_labels"] for r in coarse_rows} == {"coarse"}
   assert (out / "synthetic_coarseval_coarse.md").exists()
   header, cost = _csv(out / "synthetic_validation_labels.csv")
   assert header[:3] == ["method", "param_coarse", "param_fine"]
   assert [r["method"] for r in cost] == [m for m in names
-                                         for _ in report.TESTED]
+                                         for _ in tables.TESTED]
   _check_comparisons(cost)
   for row in cost:  # Identical test figures: a zero difference, equivalent.
     assert float(row["mean_diff"]) == pytest.approx(0.0, abs=1e-6)
@@ -426,9 +427,9 @@ def _seed_rows(values_by_method, metric="accuracy"):
   for method, values in values_by_method.items():
     for seed, v in enumerate(values):
       results = {"test": {f"{m}_mean": v / (1 + (m != metric))
-                          for m in report.METRICS},
+                          for m in tables.METRICS},
                  "validation": {"accuracy_mean": v}}
-      rows.append(report.seed_row(method, {}, seed, results))
+      rows.append(tables.seed_row(method, {}, seed, results))
   return rows
 
 
@@ -437,7 +438,7 @@ def test_tables_from_seed_rows_pair_by_seed_and_round_trip(tmp_path):
   rows = _seed_rows({"fcn": [0.40, 0.52, 0.61], "hcfcn": hcfcn,
                      "unet": [v + 0.001 for v in hcfcn]})
   assert rows[0]["test_miou_dataset"] != rows[0]["test_miou_dataset"]  # NaN.
-  summary, comparisons = report.main_tables(rows)
+  summary, comparisons = tables.main_tables(rows)
   assert [r["method"] for r in summary] == ["fcn", "hcfcn", "unet"]
   assert summary[1]["accuracy_mean"] == pytest.approx(np.mean(hcfcn))
   assert summary[1]["accuracy_std"] == pytest.approx(np.std(hcfcn, ddof=1))
@@ -456,21 +457,21 @@ def test_tables_from_seed_rows_pair_by_seed_and_round_trip(tmp_path):
   assert [r["p_paired_holm"] for r in comparisons] == pytest.approx(
       stats.holm([r["p_paired"] for r in comparisons]))
   # Exact CSV: the tables recompute bit for bit from the file.
-  report.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
-  back = report.read_seeds(tmp_path / "s.csv")
+  tables.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
+  back = tables.read_seeds(tmp_path / "s.csv")
   assert back[0]["seed"] == 0 and back[0]["lmbda"] == ""
-  again = report.main_tables(back)
-  columns = ["method", "reference"] + report.COMPARISON_COLUMNS
-  assert report.csv_text(again[1], columns) == report.csv_text(
+  again = tables.main_tables(back)
+  columns = ["method", "reference"] + tables.COMPARISON_COLUMNS
+  assert tables.csv_text(again[1], columns) == tables.csv_text(
       comparisons, columns)
-  assert report.csv_text(again[0], report.MAIN_COLUMNS) == report.csv_text(
-      summary, report.MAIN_COLUMNS)
+  assert tables.csv_text(again[0], tables.MAIN_COLUMNS) == tables.csv_text(
+      summary, tables.MAIN_COLUMNS)
 
 
 def test_validation_cost_compares_the_same_seeds():
   fine = _seed_rows({"fcn": [0.40, 0.50], "hcfcn": [0.60, 0.70]})
   coarse = _seed_rows({"fcn": [0.38, 0.49], "hcfcn": [0.60, 0.70]})
-  rows = report.validation_cost(fine, coarse)
+  rows = tables.validation_cost(fine, coarse)
   by = {(r["method"], r["metric"]): r for r in rows}
   assert by[("fcn", "accuracy")]["mean_diff"] == pytest.approx(-0.015)
   assert by[("hcfcn", "accuracy")]["verdict"].startswith("equivalent")
@@ -493,7 +494,7 @@ class FakeRunner:
 def test_sweep_selects_on_selection_seeds_then_runs_the_reported_ones():
   score = lambda p, s: {0.1: 0.5, 0.2: 0.7, 0.3: 0.7}[p["lmbda"]] + 0.01 * s
   runner = FakeRunner(score)
-  params, results, rows, info = experiments.sweep(
+  params, results, rows, info = runner_lib.sweep(
       runner, "hcfcn_slic", "lmbda", (0.3, 0.1, 0.2), select_seeds=[100],
       seeds=[0, 1, 2], metric="accuracy", widen_limit=2)
   assert params == {"lmbda": 0.2}  # Tie with 0.3: the smaller value.
@@ -511,7 +512,7 @@ def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
   # Validation accuracy peaks at lambda 0.05: below the grid (0.1, 0.2).
   score = lambda p, s: 1.0 - abs(math.log(p["lmbda"] / 0.05))
   runner = FakeRunner(score)
-  params, _, rows, info = experiments.sweep(
+  params, _, rows, info = runner_lib.sweep(
       runner, "hcfcn_slic", "lmbda", (0.1, 0.2), [100, 101], [0], "accuracy",
       widen_limit=3)
   assert params == {"lmbda": 0.05} and info["added"] == [0.05, 0.025]
@@ -520,7 +521,7 @@ def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
       0.025: 1, 0.05: 1, 0.1: 0, 0.2: 0}
   assert len(rows) == 4 * 2  # Every value on both selection seeds.
   # A limit: the winner stays at the edge, and the note says why.
-  _, _, _, info = experiments.sweep(
+  _, _, _, info = runner_lib.sweep(
       FakeRunner(lambda p, s: -p["lmbda"]), "hcfcn_slic", "lmbda",
       (0.1, 0.2), [100], [0], "accuracy", widen_limit=1)
   assert info["added"] == [0.05] and info["edge"] == "low"
@@ -531,7 +532,7 @@ def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
 
 def test_sweep_of_one_value_runs_no_selection():
   runner = FakeRunner(lambda p, s: 0.5)
-  params, results, rows, info = experiments.sweep(
+  params, results, rows, info = runner_lib.sweep(
       runner, "hcfcn_slicmap", "kappa", (0.05,), [100, 101], [0, 1],
       "accuracy", widen_limit=2)
   assert params == {"kappa": 0.05} and rows == [] and info["edge"] is None
@@ -546,7 +547,7 @@ def test_sweep_of_one_value_runs_no_selection():
 def test_read_seeds_refuses_other_files_in_one_line(tmp_path):
   (tmp_path / "a.csv").write_text("x,y\n1,2\n")
   with pytest.raises(ValueError, match="a.csv is no _seeds.csv"):
-    report.read_seeds(tmp_path / "a.csv")
+    tables.read_seeds(tmp_path / "a.csv")
   (tmp_path / "b.csv").write_text("method,seed,test_accuracy\nfcn,0,high\n")
   with pytest.raises(ValueError, match=r"line 2: test_accuracy='high' is not"):
-    report.read_seeds(tmp_path / "b.csv")
+    tables.read_seeds(tmp_path / "b.csv")

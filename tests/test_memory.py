@@ -18,8 +18,10 @@ import pytest
 
 from coarseseg_jax import compilation_cache
 from coarseseg_jax import errors
+from coarseseg_jax import losses
 from coarseseg_jax import memory
 from coarseseg_jax import models
+from coarseseg_jax import train
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.configs import default
 
@@ -120,11 +122,12 @@ def test_make_train_step_binds_the_configs_loss_settings():
   config = _tiny()
   config.train.lmbda, config.train.kappa = 0.25, 0.5
   config.train.class_weights = (1.0, 2.0, 1.0, 1.0, 1.0, 1.0)
-  bound = memory.make_train_step(config).__wrapped__.keywords
-  assert bound["lmbda"] == 0.25 and bound["kappa"] == 0.5
-  assert bound["num_segments"] == config.data.slic_num_segments
-  np.testing.assert_array_equal(bound["class_weights"],
+  settings = train.make_train_step(config).__wrapped__.keywords["settings"]
+  assert settings.lmbda == 0.25 and settings.kappa == 0.5
+  assert settings.num_segments == config.data.slic_num_segments
+  np.testing.assert_array_equal(settings.class_weights,
                                 np.float32([1, 2, 1, 1, 1, 1]))
+  assert hash(settings) == hash(losses.LossSettings.from_config(config))
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from PIL import Image
 import pytest
 
 import paper_fixtures
-from coarseseg_jax import methods
+from coarseseg_jax.experiments import methods
 from coarseseg_jax.datasets import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

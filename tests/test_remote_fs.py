@@ -29,9 +29,9 @@ import tensorflow as tf
 
 from coarseseg_jax import checkpoints
 from coarseseg_jax import datasets
+from coarseseg_jax import filesystem
 from coarseseg_jax import inference
 from coarseseg_jax import train
-from coarseseg_jax import workdir as workdir_lib
 
 import test_train  # pylint: disable=g-bad-import-order
 
@@ -54,7 +54,7 @@ class MemoryCheckpointer:
   stores = {}
 
   def __init__(self, directory, keep):
-    self.directory = str(workdir_lib.path(directory))
+    self.directory = str(filesystem.path(directory))
     self.keep = keep
     self._steps = MemoryCheckpointer.stores.setdefault(self.directory, {})
 
@@ -105,10 +105,10 @@ def _copy_tree(src, dst):
 
 
 def test_workdir_urls_stay_urls():
-  assert str(workdir_lib.path("gs://bucket/runs/cs")) == "gs://bucket/runs/cs"
-  assert str(workdir_lib.path("gs://bucket/runs/cs") / "checkpoints") == (
+  assert str(filesystem.path("gs://bucket/runs/cs")) == "gs://bucket/runs/cs"
+  assert str(filesystem.path("gs://bucket/runs/cs") / "checkpoints") == (
       "gs://bucket/runs/cs/checkpoints")
-  assert str(workdir_lib.path("runs/x")) == os.path.abspath("runs/x")
+  assert str(filesystem.path("runs/x")) == os.path.abspath("runs/x")
 
 
 @pytest.mark.slow

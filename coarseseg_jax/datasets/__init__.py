@@ -24,6 +24,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from coarseseg_jax import errors
+from coarseseg_jax.configs import default as default_config
 
 DATASETS = {
     "synthetic": "coarseseg_jax.datasets.synthetic:Synthetic",
@@ -33,8 +34,11 @@ DATASETS = {
     "pannuke": "coarseseg_jax.datasets.pannuke:PanNuke",
     "cityscapes_coarse": "coarseseg_jax.datasets.cityscapes:CityscapesCoarse",
 }
-_FIXED_FIELDS = {"coarse_kernel": 25, "slic_block": 16,
-                 "slic_compactness": 10.0, "slic_sigma": 1.0}
+# The builder-config fields of `config.data`; a data config without one (a
+# plain dict) takes configs/default.py's value.
+_FIXED_FIELDS = ("coarse_kernel", "slic_block", "slic_compactness",
+                 "slic_sigma")
+_DEFAULT_DATA = default_config.get_config().data
 
 
 def builder_class(name: str):
@@ -111,7 +115,7 @@ def get_builder(data_config, num_classes: Optional[int] = None, *,
   cls = builder_class(name)
   data_dir = data_dir_of(data_config)
   manual_dir = _get(data_config, "manual_dir")
-  fixed = {k: _get(data_config, k, v) for k, v in _FIXED_FIELDS.items()}
+  fixed = {k: _get(data_config, k, _DEFAULT_DATA[k]) for k in _FIXED_FIELDS}
   kwargs = _kwargs(data_config)
   class_names = None
   if hasattr(cls, "config_for_dir"):  # Number of classes from the config.

@@ -49,6 +49,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from coarseseg_jax import errors
+from coarseseg_jax.configs import default as default_config
 from coarseseg_jax.datasets import features
 from coarseseg_jax.datasets import items as items_lib
 from coarseseg_jax.datasets import slic
@@ -57,7 +58,8 @@ from coarseseg_jax.datasets.items import (  # pylint: disable=unused-import
     ItemFiles, LoadedItem, ProcessSpec, encode_png, open_image, process_item,
     read_image, validate_item)
 
-IGNORE_INDEX = features.IGNORE_INDEX
+# Builder-config defaults (coarse kernel, SLIC): configs/default.py's.
+_DEFAULT_DATA = default_config.get_config().data
 CITATION = """@article{dejong2025coarse,
   title={Semantic segmentation with coarse annotations},
   author={de Jong, Jort and Holenderski, Mike},
@@ -147,8 +149,10 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
 
   # -- configs -----------------------------------------------------------
   @classmethod
-  def make_config(cls, *, coarse_kernel: int = 25, slic_block: int = 16,
-                  slic_compactness: float = 10.0, slic_sigma: float = 1.0,
+  def make_config(cls, *, coarse_kernel: int = _DEFAULT_DATA.coarse_kernel,
+                  slic_block: int = _DEFAULT_DATA.slic_block,
+                  slic_compactness: float = _DEFAULT_DATA.slic_compactness,
+                  slic_sigma: float = _DEFAULT_DATA.slic_sigma,
                   tag: Optional[str] = None, **params) -> CoarsesegConfig:
     """A config whose name encodes every parameter (so it parses back)."""
     unknown = sorted(set(params) - set(cls.PARAMS))

@@ -43,6 +43,7 @@ import numpy as np
 from coarseseg_jax import errors
 from coarseseg_jax.datasets import base
 from coarseseg_jax.datasets import items as items_lib
+from coarseseg_jax.labels import IGNORE_LABEL
 
 CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole",
                "traffic light", "traffic sign", "vegetation", "terrain", "sky",
@@ -63,7 +64,7 @@ Item = Tuple[str, str, Optional[str], Optional[str], int, int]
 
 
 def _lut() -> np.ndarray:
-  lut = np.full(256, base.IGNORE_INDEX, np.uint8)
+  lut = np.full(256, IGNORE_LABEL, np.uint8)
   for label_id, train_id in TRAIN_ID.items():
     lut[label_id] = train_id
   return lut
@@ -82,7 +83,7 @@ def read_label_ids(path: str) -> np.ndarray:
   arr = arr.astype(np.int64)
   values = np.unique(arr)
   bad = values[((values < 0) | (values >= NUM_LABEL_IDS))
-               & (values != base.IGNORE_INDEX)]
+               & (values != IGNORE_LABEL)]
   if bad.size:
     raise errors.DatasetError(
         f"{path}: unknown label ids {bad[:5].tolist()} (Cityscapes labelIds "
@@ -214,7 +215,7 @@ class CityscapesCoarse(base.CoarsesegBuilder):
       labels.append(label)
     fine, coarse_label = labels
     if fine is None:  # train_extra: coarse labels only.
-      fine = np.full((h, w), base.IGNORE_INDEX, np.uint8)
+      fine = np.full((h, w), IGNORE_LABEL, np.uint8)
     if width and (width, height) != (w, h):
       image = items_lib.resize_image(image, width, height)
       fine = items_lib.resize_label(fine, width, height)

@@ -42,7 +42,8 @@ from skimage import draw
 from skimage import measure
 from skimage import morphology
 
-IGNORE_INDEX = 255
+from coarseseg_jax.labels import IGNORE_LABEL
+
 
 Polygon = np.ndarray  # (N, 2) float (row, col) vertices.
 
@@ -143,17 +144,17 @@ def coarse_label(
   fine2d = fine[..., 0] if squeeze else fine
   if fine2d.ndim != 2:
     raise ValueError(f"expected an (H, W) label, got shape {fine.shape}.")
-  coarse = np.full(fine2d.shape, IGNORE_INDEX, dtype=np.uint8)
+  coarse = np.full(fine2d.shape, IGNORE_LABEL, dtype=np.uint8)
   conflicts = 0
   for c in np.unique(fine2d):
-    if c == IGNORE_INDEX:
+    if c == IGNORE_LABEL:
       continue
     own = fine2d == c
     filled = fill_polygons(mask_polygons(own, kernel_size, tolerance),
                            fine2d.shape)
     coarse[filled & own] = c
     conflicts += int(np.count_nonzero(
-        filled & ~own & (fine2d != IGNORE_INDEX)))
+        filled & ~own & (fine2d != IGNORE_LABEL)))
   if squeeze:
     coarse = coarse[..., None]
   return (coarse, conflicts) if return_conflicts else coarse
@@ -162,4 +163,4 @@ def coarse_label(
 def labelled_fraction(label: np.ndarray) -> float:
   """Fraction of pixels that are not 255."""
   label = np.asarray(label)
-  return float(np.count_nonzero(label != IGNORE_INDEX)) / max(label.size, 1)
+  return float(np.count_nonzero(label != IGNORE_LABEL)) / max(label.size, 1)

@@ -12,7 +12,6 @@ Every example, whatever the dataset, holds:
 import numpy as np
 import tensorflow_datasets as tfds
 
-IGNORE_INDEX = 255
 
 
 def segmentation_features() -> tfds.features.FeaturesDict:

@@ -20,10 +20,9 @@ from PIL import Image
 
 from coarseseg_jax import errors
 from coarseseg_jax.datasets import coarse
-from coarseseg_jax.datasets import features
 from coarseseg_jax.datasets import slic
+from coarseseg_jax.labels import IGNORE_LABEL
 
-IGNORE_INDEX = features.IGNORE_INDEX
 
 
 class ItemFiles(NamedTuple):
@@ -207,7 +206,7 @@ def validate_item(item: LoadedItem, num_classes: int) -> None:
           f"{name}: {kind} size {label.shape[1]}x{label.shape[0]} (WxH) "
           f"differs from its image's {w}x{h} ({image_file}).")
     values = np.unique(label)
-    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    bad = values[(values >= num_classes) & (values != IGNORE_LABEL)]
     if bad.size:
       raise errors.DatasetError(
           f"{name}: {kind} values {bad[:5].tolist()} are outside "
@@ -232,11 +231,11 @@ def process_item(loader: Callable[[Any], Any], spec: ProcessSpec,
   else:
     label_coarse = np.asarray(loaded.label_coarse, dtype=np.uint8).reshape(
         image.shape[:2]).copy()
-    clash = ((label_coarse != fine) & (label_coarse != IGNORE_INDEX)
-             & (fine != IGNORE_INDEX))
+    clash = ((label_coarse != fine) & (label_coarse != IGNORE_LABEL)
+             & (fine != IGNORE_LABEL))
     conflicts = int(np.count_nonzero(clash))
     if spec.mask_coarse_conflicts:
-      label_coarse[clash] = IGNORE_INDEX
+      label_coarse[clash] = IGNORE_LABEL
   segments = slic.slic_map(image, block=spec.slic_block,
                            compactness=spec.slic_compactness,
                            sigma=spec.slic_sigma)
@@ -248,7 +247,7 @@ def process_item(loader: Callable[[Any], Any], spec: ProcessSpec,
       "id": str(loaded.id),
   }
   stats = {"pixels": int(fine.size), "conflicts": int(conflicts),
-           "labelled": int(np.count_nonzero(label_coarse != IGNORE_INDEX))}
+           "labelled": int(np.count_nonzero(label_coarse != IGNORE_LABEL))}
   return str(loaded.id), example, stats
 
 

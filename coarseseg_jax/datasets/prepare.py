@@ -28,12 +28,15 @@ import tensorflow_datasets as tfds
 
 from coarseseg_jax import cli
 from coarseseg_jax import errors
+from coarseseg_jax.configs import default as default_config
 
+# Defaults: configs/default.py's `config.data` (what training prepares).
+_D = default_config.get_config().data
 _DATASET = flags.DEFINE_string(
-    "dataset", "synthetic",
+    "dataset", _D.dataset,
     "synthetic | folder | suim | pannuke | cityscapes_coarse.")
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", "data", "TFDS data dir where the prepared dataset goes.")
+    "data_dir", _D.data_dir, "TFDS data dir where the prepared dataset goes.")
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "Raw files (the folder of `folder`, downloads of the "
     "paper datasets; see data/README.md).")
@@ -41,12 +44,14 @@ _NUM_CLASSES = flags.DEFINE_integer(
     "num_classes", None, "Number of classes (folder without classes.txt; "
     "synthetic: how many to generate; others: checked).")
 _COARSE_KERNEL = flags.DEFINE_integer(
-    "coarse_kernel", 25, "Erosion kernel (px) of generated coarse labels.")
+    "coarse_kernel", _D.coarse_kernel,
+    "Erosion kernel (px) of generated coarse labels.")
 _SLIC_BLOCK = flags.DEFINE_integer(
-    "slic_block", 16, "One SLIC segment per slic_block^2 pixels.")
+    "slic_block", _D.slic_block, "One SLIC segment per slic_block^2 pixels.")
 _SLIC_COMPACTNESS = flags.DEFINE_float(
-    "slic_compactness", 10.0, "SLIC compactness.")
-_SLIC_SIGMA = flags.DEFINE_float("slic_sigma", 1.0, "SLIC smoothing sigma.")
+    "slic_compactness", _D.slic_compactness, "SLIC compactness.")
+_SLIC_SIGMA = flags.DEFINE_float("slic_sigma", _D.slic_sigma,
+                                 "SLIC smoothing sigma.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Worker processes (default: all cores; 1 = none).")
 _BUILDER_KWARGS = flags.DEFINE_string(

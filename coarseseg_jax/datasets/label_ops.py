@@ -11,8 +11,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-IGNORE_LABEL = 255
-IGNORE_SLIC = -1
+from coarseseg_jax.labels import IGNORE_LABEL, IGNORE_SLIC  # pylint: disable=g-multiple-import
+
 
 
 def propagate_labels(label: tf.Tensor, slic: tf.Tensor) -> tf.Tensor:

@@ -27,43 +27,62 @@ from coarseseg_jax.configs import default as default_config
 
 Delta = Dict[str, Any]  # Dotted config key -> value.
 
-# The methods of the main table, in table order: each a delta of the base.
-# `hcfcn_slic` and `hcfcn_slicmap` sweep lambda / kappa; the combined method
-# takes both choices. The `_dot` methods are the authors' code
+# The `_dot` methods of the main table are the authors' code
 # (`configs/default.py`: AUTHORS_CODE, README "Differences from the authors'
 # code"): their model, loss and validation pass on the same data, model size
 # (`model.sim_features` stays the experiment's) and test protocol.
 _AUTHORS: Delta = {**{k: v for k, v in default_config.AUTHORS_CODE.items()
                       if k != "model.sim_features"},
                    "model.assign_init": "default", "model.parent_bias": None}
-METHODS: Dict[str, Delta] = {
-    "fcn": {"model.name": "fcn"},
-    "hcfcn": {},
-    "hcfcn_slic": {},                       # + lmbda
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A row of the main table: what it changes and what it needs.
+
+  delta: dotted config overrides of the base config.
+  sweeps: the parameter it chooses on the selection seeds ("lmbda" |
+    "kappa", `PARAM_KEYS`), or None.
+  takes: parameters it takes from the methods that sweep them.
+  refined_from: the method whose run of the same seed refines its training
+    labels (`--mode=refine`); the runner adds data.refined_dir
+    (`<that run's workdir>/REFINED_SUBDIR`), and the tables compare the two.
+  """
+  delta: Delta = dataclasses.field(default_factory=dict)
+  sweeps: Optional[str] = None
+  takes: Tuple[str, ...] = ()
+  refined_from: Optional[str] = None
+
+  def needs(self) -> Tuple[str, ...]:
+    """The methods this one cannot run without (sorted)."""
+    needed = {SWEEPER[p] for p in self.takes}
+    if self.refined_from:
+      needed.add(self.refined_from)
+    return tuple(sorted(needed))
+
+
+METHODS: Dict[str, Method] = {
+    "fcn": Method({"model.name": "fcn"}),
+    "hcfcn": Method(),
+    "hcfcn_slic": Method(sweeps="lmbda"),
     # Self-training: hcfcn_slic on the train labels that the same seed's
-    # hcfcn_slic run refined (`--mode=refine`; the runner adds
-    # data.refined_dir, REFINED_FROM).
-    "hcfcn_slic_refined": {"data.train_labels": "refined"},  # + lmbda
-    "unet": {"model.name": "unet"},
-    "hcfcn_fine": {"data.train_labels": "fine"},
-    "hcfcn_slic_propagated": {"data.train_labels": "slic_propagated"},
-    "hcfcn_slicmap": {},                    # + kappa
-    "hcfcn_slicmap_slic": {},               # + kappa and lmbda
-    "hcfcn_dot": dict(_AUTHORS),
-    "hcfcn_dot_slic": dict(_AUTHORS),       # + lmbda
+    # hcfcn_slic run refined.
+    "hcfcn_slic_refined": Method({"data.train_labels": "refined"},
+                                 takes=("lmbda",), refined_from="hcfcn_slic"),
+    "unet": Method({"model.name": "unet"}),
+    "hcfcn_fine": Method({"data.train_labels": "fine"}),
+    "hcfcn_slic_propagated": Method(
+        {"data.train_labels": "slic_propagated"}),
+    "hcfcn_slicmap": Method(sweeps="kappa"),
+    "hcfcn_slicmap_slic": Method(takes=("kappa", "lmbda")),
+    "hcfcn_dot": Method(dict(_AUTHORS)),
+    "hcfcn_dot_slic": Method(dict(_AUTHORS), takes=("lmbda",)),
 }
 MAIN_METHODS = tuple(METHODS)
+# Swept parameter -> the method that sweeps it.
+SWEEPER = {m.sweeps: name for name, m in METHODS.items() if m.sweeps}
 REFERENCE = "hcfcn"  # The t-tests compare every method with this one...
 SECOND_REFERENCE = "fcn"  # ... and with FCN-16.
-# What each swept method takes from the sweeps: param name -> method swept.
-SWEPT = {"hcfcn_slic": ("lmbda",), "hcfcn_slicmap": ("kappa",),
-         "hcfcn_slic_refined": ("lmbda",),
-         "hcfcn_slicmap_slic": ("kappa", "lmbda"),
-         "hcfcn_dot_slic": ("lmbda",)}
-# Methods trained on labels another method's run of the same seed refined:
-# method -> that method (its chosen params; the refined dir lies in its
-# workdir, REFINED_SUBDIR). Compared with it too (`report.main_tables`).
-REFINED_FROM = {"hcfcn_slic_refined": "hcfcn_slic"}
 REFINED_SUBDIR = "refined_train"
 PARAM_KEYS = {"lmbda": "train.lmbda", "kappa": "train.kappa",
               "kernel": "data.coarse_kernel"}
@@ -207,13 +226,18 @@ def widen(grid: Sequence[float], side: str, digits: int = 3
   return value
 
 
+def grid(setup: Setup, param: str) -> Tuple[float, ...]:
+  """The setup's grid of a swept parameter ("lmbda" | "kappa")."""
+  return {"lmbda": setup.lambdas, "kappa": setup.kappas}[param]
+
+
 def num_runs(experiment: str, setup: Setup, names: Sequence[str], seeds: int,
              options: int) -> int:
   """Runs of one pass of `experiment` (main: sweeps without widening)."""
   if experiment == "main":
-    swept = sum(len(g) for m, g in (("hcfcn_slic", setup.lambdas),
-                                    ("hcfcn_slicmap", setup.kappas))
-                if m in names and len(g) > 1)
+    grids = [grid(setup, METHODS[m].sweeps) for m in names
+             if METHODS[m].sweeps]
+    swept = sum(len(g) for g in grids if len(g) > 1)
     return len(names) * seeds + swept * setup.sweep_seeds
   return seeds * (2 * len(setup.kernels) if experiment == "coarseness"
                   else options)
@@ -233,7 +257,7 @@ def run_delta(method: str, params: Mapping[str, Any], seed: int) -> Delta:
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; choose from {MAIN_METHODS}.")
   delta: Delta = {"train.lmbda": 0.0, "train.kappa": 0.0}
-  delta.update(METHODS[method])
+  delta.update(METHODS[method].delta)
   for name, value in params.items():
     if name == "option":
       delta.update(SIMILARITY_OPTIONS[value])
@@ -265,20 +289,16 @@ def select_methods(names: Sequence[str]) -> Tuple[str, ...]:
   """The main table's methods among `names` (None: all), in table order.
 
   `hcfcn`, the reference of the t-tests, is always included, and a method
-  that takes another's swept value needs that method.
+  needs the methods of `Method.needs` (ValueError otherwise).
   """
   if not names:
     return MAIN_METHODS
   unknown = sorted(set(names) - set(MAIN_METHODS))
   if unknown:
     raise ValueError(f"Unknown methods {unknown}; choose from {MAIN_METHODS}.")
-  if "hcfcn_slicmap_slic" in names and not {"hcfcn_slic",
-                                            "hcfcn_slicmap"} <= set(names):
-    raise ValueError("hcfcn_slicmap_slic needs hcfcn_slic and hcfcn_slicmap, "
-                     "whose lambda and kappa it uses.")
-  for method, needs in (("hcfcn_dot_slic", "its lambda"),
-                        ("hcfcn_slic_refined", "its lambda and its runs' "
-                         "refined train labels")):
-    if method in names and "hcfcn_slic" not in names:
-      raise ValueError(f"{method} needs hcfcn_slic ({needs}).")
+  for name in names:
+    needs = METHODS[name].needs()
+    if not set(needs) <= set(names):
+      raise ValueError(f"{name} needs {' and '.join(needs)} (the values "
+                       "they sweep, or the labels they refine).")
   return tuple(m for m in MAIN_METHODS if m in names or m == REFERENCE)

@@ -1,172 +1,30 @@
-"""Tables and figures of the experiments (`coarseseg_jax.experiments`).
+"""The experiments' files: tables as CSV and Markdown with their notes, and
+figures (`coarseseg_jax.experiments.runner` calls the `write_*`).
 
-Each finished run (its results.json) becomes one row of `<out>_<experiment>_
-seeds.csv` (`seed_row`, written exactly); every table is a pure function of
-those rows (`main_tables`, `coarseness_tables`, `similarity_tables`,
-`validation_cost`), so `read_seeds` and the same function recompute it from
-the CSV. Tables: mean and sample std over seeds, comparisons paired by seed
-(`stats.comparison_rows`), CSV and Markdown with their notes; figures drawn
-from each run's figures/samples.npz. Nothing here runs a model.
+The numbers come from `tables` (pure functions of the per-seed rows); this
+module formats them, says how each was made (data, model, machine, how a
+sweep chose) and draws the prediction and coarseness figures from each run's
+figures/samples.npz. Nothing here runs a model.
 """
 
-import csv
-import io
-import math
 import os
 import platform
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, TYPE_CHECKING
 
 import jax
 import numpy as np
 
-from coarseseg_jax import evaluate
 from coarseseg_jax import figures
-from coarseseg_jax import methods
+from coarseseg_jax import filesystem
 from coarseseg_jax import stats
-from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import tables
 
-METRICS = ("accuracy", "boundary_recall", "boundary_f1", "asa", "miou")
+if TYPE_CHECKING:  # The runner imports this module.
+  from coarseseg_jax.experiments.runner import Runner  # pylint: disable=g-import-not-at-top
+
 LABELS = {"accuracy": "pixel accuracy", "boundary_recall": "boundary recall",
           "boundary_f1": "boundary F1", "asa": "ASA", "miou": "mIoU"}
-# Assignment diagnostics reported by the similarity sweep (validation).
-DIAGNOSTICS = ("a4_entropy", "a8_entropy", "a4_starved_cells",
-               "a8_starved_cells")
-STATS = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-TESTED = ("boundary_recall", "accuracy")  # Metrics of the comparisons.
-KEYS = ("option", "kernel", "lmbda", "kappa")  # Swept values of a run.
-# Every test metric of results.json (means over images; mIoU of the split).
-TEST_METRICS = tuple(evaluate.PER_IMAGE_METRICS) + ("miou_dataset",)
-_TEXT = ("method", "param", "option", "validation_labels")  # String columns.
-COMPARISON_COLUMNS = [
-    "metric", "n_pairs", "mean", "reference_mean", "mean_diff", "ci_low",
-    "ci_high", "p_paired", "p_paired_holm", "p_welch", "margin", "p_tost",
-    "p_tost_holm", "verdict"]
-MAIN_COLUMNS = ["method", "param", "n_seeds"] + STATS
-
-
-def mean_of(results: dict, split: str, name: str) -> float:
-  """`name`'s mean over images on `split` in results.json (NaN if absent;
-  validation: at the checkpoint the run selected)."""
-  summary = results.get(split) or {}
-  value = summary.get(f"{name}_mean", summary.get(name))
-  return math.nan if value is None else float(value)
-
-
-def seed_row(method: str, params: dict, seed: int, results: dict,
-             validation_labels: str = "fine",
-             validation: Sequence[str] = METRICS,
-             test: Sequence[str] = TEST_METRICS) -> dict:
-  """One run as a row of `_seeds.csv`.
-
-  Columns: method, param (its workdir name), the swept values `KEYS` (''
-  where not swept), seed, validation_labels, `validation_<m>` (at the
-  checkpoint the run selected) for m in `validation` and `test_<m>` for m
-  in `test` (NaN where results.json has none).
-  """
-  row = {"method": method, "param": methods.param_name(params)}
-  row.update({k: params.get(k, "") for k in KEYS})
-  row.update(seed=int(seed), validation_labels=validation_labels)
-  for split, names in (("validation", validation), ("test", test)):
-    row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
-  return row
-
-
-def read_seeds(path) -> List[dict]:
-  """The rows of a `_seeds.csv` as `seed_row` made them (seed an int, text
-  columns strings, '' where a value was not swept, the rest floats)."""
-  def parse(line, key, text):
-    try:
-      if key == "seed":
-        return int(text)
-      return text if key in _TEXT or text == "" else float(text)
-    except (TypeError, ValueError):
-      raise ValueError(f"{path}, line {line}: {key}={text!r} is not a "
-                       "number.") from None
-  reader = csv.DictReader(io.StringIO(workdir_lib.path(path).read_text()))
-  if not {"method", "seed"} <= set(reader.fieldnames or ()):
-    raise ValueError(f"{path} is no _seeds.csv (no method and seed columns).")
-  return [{k: parse(i + 2, k, v) for k, v in row.items()}
-          for i, row in enumerate(reader)]
-
-
-def csv_text(rows: Sequence[dict], columns: Sequence[str],
-             exact: bool = False) -> str:
-  """A CSV of `columns`; floats to 6 significant digits, or `exact` (repr:
-  read back bit for bit)."""
-  buffer = io.StringIO()
-  writer = csv.writer(buffer, lineterminator="\n")
-  writer.writerow(columns)
-  for row in rows:
-    writer.writerow([(repr(float(row[c])) if exact else f"{row[c]:.6g}")
-                     if isinstance(row[c], float) else row[c]
-                     for c in columns])
-  return buffer.getvalue()
-
-
-def write_csv(path, rows: Sequence[dict], columns: Sequence[str],
-              exact: bool = False) -> None:
-  workdir_lib.write_bytes(path, csv_text(rows, columns, exact))
-
-
-def main_tables(rows: Sequence[dict],
-                margin: float = stats.EQUIVALENCE_MARGIN):
-  """(summary rows, comparisons) of the main table from its seed rows.
-
-  Every method against `methods.REFERENCE` and against
-  `methods.SECOND_REFERENCE` (each pair of methods once), and each refined
-  method against the method whose labels it learned from
-  (`methods.REFINED_FROM`: the second round against the first), in `TESTED`.
-  """
-  by = {k[0]: v for k, v in stats.groups(rows, ("method",)).items()}
-  refs = (methods.REFERENCE, methods.SECOND_REFERENCE)
-  pairs = [({"method": m, "reference": ref}, runs, by[ref])
-           for m, runs in by.items() for ref in refs
-           if ref in by and m != ref and (m, ref) != refs]
-  pairs += [({"method": m, "reference": ref}, by[m], by[ref])
-            for m, ref in methods.REFINED_FROM.items()
-            if m in by and ref in by and ref not in refs]
-  return (stats.summary_rows(rows, ("method", "param"), METRICS),
-          stats.comparison_rows(pairs, TESTED, margin))
-
-
-def coarseness_tables(rows: Sequence[dict],
-                      margin: float = stats.EQUIVALENCE_MARGIN):
-  """(summary rows, comparisons): hcfcn_slic against hcfcn per kernel."""
-  by = stats.groups(rows, ("method", "kernel"))
-  pairs = [({"kernel": k, "method": m, "reference": "hcfcn"}, runs,
-            by[("hcfcn", k)]) for (m, k), runs in by.items()
-           if m == "hcfcn_slic" and ("hcfcn", k) in by]
-  return (stats.summary_rows(rows, ("method", "kernel"), METRICS),
-          stats.comparison_rows(pairs, TESTED, margin))
-
-
-def similarity_tables(rows: Sequence[dict], metric: str,
-                      margin: float = stats.EQUIVALENCE_MARGIN):
-  """(validation summary per option, with `selected` by mean `metric`;
-  each option against `dot`, the authors' similarity, on validation)."""
-  summary = stats.summary_rows(rows, ("option",), METRICS + DIAGNOSTICS,
-                               "validation")
-  scores = np.array([r[f"{metric}_mean"] for r in summary])
-  best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
-  for i, row in enumerate(summary):
-    row["selected"] = int(i == best)
-  by = {k[0]: v for k, v in stats.groups(rows, ("option",)).items()}
-  pairs = [({"option": o, "reference": "dot"}, runs, by["dot"])
-           for o, runs in by.items() if o != "dot" and "dot" in by]
-  return summary, stats.comparison_rows(pairs, tuple(dict.fromkeys(
-      (metric,) + TESTED)), margin, split="validation")
-
-
-def validation_cost(fine: Sequence[dict], coarse: Sequence[dict],
-                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
-  """Per method, selection on coarse against fine validation labels (main
-  table seed rows of each): differences coarse - fine of the test metrics."""
-  a = {k[0]: v for k, v in stats.groups(coarse, ("method",)).items()}
-  b = {k[0]: v for k, v in stats.groups(fine, ("method",)).items()}
-  return stats.comparison_rows(
-      [({"method": m, "param_coarse": a[m][0]["param"],
-         "param_fine": runs[0]["param"]}, a[m], runs)
-       for m, runs in b.items() if m in a], TESTED, margin)
 
 
 def _fmt(mean, std) -> str:
@@ -186,7 +44,7 @@ def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def markdown_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]],
-                   metrics: Sequence[str] = METRICS) -> str:
+                   metrics: Sequence[str] = tables.METRICS) -> str:
   """Mean ± std per metric, after the `first` (key, title) columns."""
   return _table([t for _, t in first] + ["seeds"]
                 + [LABELS.get(m, m) for m in metrics],
@@ -244,7 +102,7 @@ def setup_note(base, seeds: Sequence[int], tag: str,
 
 def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
                ) -> str:
-  """How each sweep chose (`experiments.sweep`'s infos), widening included."""
+  """How each sweep chose (`runner.sweep`'s infos), widening included."""
   parts = []
   for i in infos:
     name = {"lmbda": "lambda"}.get(i["key"], i["key"])
@@ -264,7 +122,7 @@ def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
 
 
 def _samples(workdir: str, k: int) -> List[dict]:
-  path = workdir_lib.path(workdir) / "figures" / "samples.npz"
+  path = filesystem.path(workdir) / "figures" / "samples.npz"
   return figures.load_sample_arrays(path)[:k] if path.exists() else []
 
 
@@ -294,33 +152,37 @@ def predictions_figure(path, columns: Sequence[Tuple[str, List[dict]]],
 
 
 def _write_tables(out: str, name: str, rows, comps, first, comp_first,
-                  note: str, margin: float, metrics=METRICS,
+                  note: str, margin: float, metrics=tables.METRICS,
                   columns=None, shown=None) -> None:
   """`<out>_<name>.{csv,md}` and `<out>_<name>_tests.csv` (`shown`: the
   rows as the Markdown shows them, default `rows`)."""
-  write_csv(f"{out}_{name}.csv", rows, columns or [k for k, _ in first]
+  tables.write_csv(f"{out}_{name}.csv", rows,
+                   columns or [k for k, _ in first]
             + ["n_seeds"] + [f"{m}_{s}" for m in metrics
                              for s in ("mean", "std")])
-  write_csv(f"{out}_{name}_tests.csv", comps,
-            [k for k, _ in comp_first] + COMPARISON_COLUMNS)
+  tables.write_csv(f"{out}_{name}_tests.csv", comps,
+                   [k for k, _ in comp_first] + tables.COMPARISON_COLUMNS)
   text = markdown_table(rows if shown is None else shown, first, metrics)
   if comps:
     text += "\n" + comparison_table(comps, comp_first) + "\n" + (
         stats.describe(comps, margin))
-  workdir_lib.write_bytes(f"{out}_{name}.md", text + "\n" + note + "\n")
+  filesystem.write_bytes(f"{out}_{name}.md", text + "\n" + note + "\n")
 
 
-def write_main(out: str, runner, setup, chosen: Dict[str, dict],
+def write_main(out: str, runner: "Runner", setup: methods.Setup,
+               chosen: Dict[str, dict],
                seed_rows: List[dict], sweep_rows: List[dict],
                sweep_infos: List[dict], seeds: Sequence[int],
                select_seeds: Sequence[int], metric: str,
                margin: float) -> None:
   """`<out>_main_seeds.csv`, `<out>_coarse{.csv,.md,_tests.csv,_sweep.csv,
   _predictions.png}`."""
-  write_csv(f"{out}_main_seeds.csv", seed_rows, list(seed_rows[0]), True)
+  tables.write_csv(f"{out}_main_seeds.csv", seed_rows, list(seed_rows[0]),
+                   True)
   if sweep_rows:
-    write_csv(f"{out}_coarse_sweep.csv", sweep_rows, list(sweep_rows[0]))
-  rows, comps = main_tables(seed_rows, margin)
+    tables.write_csv(f"{out}_coarse_sweep.csv", sweep_rows,
+                     list(sweep_rows[0]))
+  rows, comps = tables.main_tables(seed_rows, margin)
   note = (setup_note(runner.base, seeds, os.path.basename(out))
           + " Trained on coarse labels (hcfcn_fine: fine; "
           "hcfcn_slic_refined: the train labels its seed's hcfcn_slic run "
@@ -343,12 +205,12 @@ def write_validation_cost(out: str, fine: List[dict], coarse: List[dict],
                           margin: float) -> None:
   """`<out>_validation_labels.{csv,md}`: what selecting on coarse labels
   costs (`validation_cost`)."""
-  comps = validation_cost(fine, coarse, margin)
+  comps = tables.validation_cost(fine, coarse, margin)
   first = [("method", "method"), ("param_coarse", "params (coarse)"),
            ("param_fine", "params (fine)")]
-  write_csv(f"{out}_validation_labels.csv", comps,
-            [k for k, _ in first] + COMPARISON_COLUMNS)
-  workdir_lib.write_bytes(f"{out}_validation_labels.md", comparison_table(
+  tables.write_csv(f"{out}_validation_labels.csv", comps,
+                   [k for k, _ in first] + tables.COMPARISON_COLUMNS)
+  filesystem.write_bytes(f"{out}_validation_labels.md", comparison_table(
       comps, first) + "\n" + stats.describe(comps, margin) + (
           " a: the main table's runs with checkpoints, lambda and kappa "
           "selected on COARSE validation labels; b: on fine ones; test "
@@ -377,12 +239,13 @@ def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
   figures.save_figure(fig, path)
 
 
-def write_coarseness(out: str, runner, setup, seed_rows, seeds, lmbda,
-                     margin: float) -> None:
+def write_coarseness(out: str, runner: "Runner", setup: methods.Setup,
+                     seed_rows, seeds, lmbda, margin: float) -> None:
   """`<out>_coarseness_seeds.csv`, `<out>_coarseness{.csv,.md,.png,
   _tests.csv}`."""
-  write_csv(f"{out}_coarseness_seeds.csv", seed_rows, list(seed_rows[0]), True)
-  rows, comps = coarseness_tables(seed_rows, margin)
+  tables.write_csv(f"{out}_coarseness_seeds.csv", seed_rows,
+                   list(seed_rows[0]), True)
+  rows, comps = tables.coarseness_tables(seed_rows, margin)
   note = (f"hcfcn_slic: lambda = {lmbda:g}; compared with hcfcn at the same "
           f"kernel. Coarse kernels {list(setup.kernels)}. "
           + setup_note(runner.base, seeds, os.path.basename(out)))
@@ -393,13 +256,14 @@ def write_coarseness(out: str, runner, setup, seed_rows, seeds, lmbda,
   coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels, len(seeds))
 
 
-def write_similarity(out: str, runner, setup, seed_rows, seeds, metric,
-                     margin: float) -> List[dict]:
+def write_similarity(out: str, runner: "Runner", setup: methods.Setup,
+                     seed_rows, seeds, metric, margin: float) -> List[dict]:
   """`<out>_similarity_seeds.csv`, `<out>_similarity{.csv,.md,_tests.csv}`:
   validation only (the choice's evidence); returns the summary rows."""
-  write_csv(f"{out}_similarity_seeds.csv", seed_rows, list(seed_rows[0]), True)
-  rows, comps = similarity_tables(seed_rows, metric, margin)
-  names = METRICS + DIAGNOSTICS
+  tables.write_csv(f"{out}_similarity_seeds.csv", seed_rows,
+                   list(seed_rows[0]), True)
+  rows, comps = tables.similarity_tables(seed_rows, metric, margin)
+  names = tables.METRICS + tables.DIAGNOSTICS
   shown = [dict(r, option=r["option"] + " (selected)" * r["selected"])
            for r in rows]
   note = (f"hcfcn_slic (lambda {setup.similarity_lambda:g}) with each "

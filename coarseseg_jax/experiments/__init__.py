@@ -1,0 +1,30 @@
+r"""The experiments: the main table, the coarseness sweep, the similarity sweep.
+
+  python -m coarseseg_jax.experiments --experiment=main|coarseness|similarity
+
+The package: `methods` (what runs: setups, and the method table, each method
+a config delta with what it sweeps and needs), `runner` (trains or reuses
+each run, sweeps, the three experiments), `tables` (every table as a pure
+function of per-seed rows), `report` (the files: CSV, Markdown, figures),
+`__main__` (the command line).
+
+(README, "Experiments", has the variants.) Without `--config` the runs use
+the synthetic dataset sized by `methods.FULL_SYNTHETIC`, with it the
+config's. Each run is a method of `methods.METHODS` with its swept values
+and seed, trained on coarse labels (except `hcfcn_fine`), tested on fine
+ones, in its own workdir <workdir_root>/<dataset>/<experiment>[_quick]
+[_e<n>][_coarseval]/<method>/<params>/seed<k>; `<out>/<dataset>_
+<experiment>_runs.json` lists each run's `coarseseg_jax.main` command. A
+finished run is skipped, an interrupted one resumes, a workdir of another
+config stops the runner. Each experiment writes `<dataset>_<experiment>_
+seeds.csv`, one row per reported run, and its tables (`coarseseg_jax.report`:
+main `<dataset>_coarse*`, `_coarseness*`, `_similarity*`).
+
+Reported runs use seeds 0..--seeds-1, selection never: lambda and kappa are
+swept on `methods.selection_seeds` (100, 101, ...), by a VALIDATION metric
+(--select_metric) of the checkpoint each run kept, widening a grid whose
+winner is at its edge (`sweep`); the similarity experiment runs on
+selection seeds too. --validation_labels=coarse selects on coarse
+validation labels (no fine labels needed; tables `<dataset>_coarseval_*`);
+`both` runs both, and main writes `<dataset>_validation_labels.{csv,md}`.
+"""

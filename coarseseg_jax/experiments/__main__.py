@@ -1,0 +1,224 @@
+r"""The command line of the experiments (`python -m coarseseg_jax.experiments`;
+the package docstring says what they are).
+
+Flags choose the experiment, its config (default: the synthetic FULL setup),
+seeds, grids and where runs and tables go; `main` sets up the persistent
+compilation cache, checks the flags and runs `runner.run_<experiment>` once
+per validation-label variant, then writes `<out>/<dataset>_<experiment>_
+runs.json` (every run's command, status and time).
+"""
+
+import dataclasses
+import os
+import time
+
+from coarseseg_jax import xla_flags  # pylint: disable=unused-import
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import jax
+from ml_collections import config_flags
+import tqdm
+
+from coarseseg_jax import cli
+from coarseseg_jax import filesystem
+from coarseseg_jax import stats
+from coarseseg_jax import writers
+from coarseseg_jax.configs import synthetic
+from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import report
+from coarseseg_jax.experiments import runner as runner_lib
+from coarseseg_jax.experiments import tables
+
+
+_EXPERIMENT = flags.DEFINE_enum(
+    "experiment", "main", ["main", "coarseness", "similarity"],
+    "Which experiment.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file (or shipped config's name) whose dataset "
+    "and sizes the runs use (default: the synthetic FULL setup).")
+_OUT = flags.DEFINE_string("out", "results", "Tables and figures go here.")
+_WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/experiments",
+                                    "One workdir per run under this.")
+_QUICK = flags.DEFINE_bool("quick", False, "A tiny model and 1 epoch (tests).")
+_SEEDS = flags.DEFINE_integer(
+    "seeds", None, "Number of seeds (default: setup): reported runs 0..n-1; "
+    "similarity (a selection): 100..100+n-1.")
+_SWEEP_SEEDS = flags.DEFINE_integer(
+    "sweep_seeds", None, "Selection seeds of the lambda/kappa sweeps, "
+    "100..100+n-1 (default: setup).")
+_WIDEN = flags.DEFINE_integer(
+    "widen_limit", None, "Values a sweep may add beyond its grid's edge "
+    "(default: setup).")
+_LABELS = flags.DEFINE_enum(
+    "validation_labels", None, ["fine", "coarse", "both"], "Labels of "
+    "checkpoint and sweep selection (default: the config's "
+    "data.validation_labels); both: the experiment once with each.")
+_MARGIN = flags.DEFINE_float(
+    "margin", stats.EQUIVALENCE_MARGIN, "Equivalence margin of the TOSTs "
+    "(absolute), fixed before looking at results.")
+_SELECT = flags.DEFINE_enum("select_metric", "accuracy", list(tables.METRICS),
+                            "Validation metric choosing lambda, kappa and "
+                            "the similarity option.")
+_LAMBDA = flags.DEFINE_float("coarseness_lambda", None,
+                             "lambda of hcfcn_slic in the coarseness sweep.")
+_METHODS = flags.DEFINE_list(
+    "methods", None, "main: only these methods (default all; hcfcn always).")
+_EPOCHS = flags.DEFINE_integer(
+    "num_epochs", None, "Epochs of every run instead of the setup's; the "
+    "runs go to <experiment>_e<n> workdirs.")
+_LAMBDAS = flags.DEFINE_list("lambdas", None, "main: lambda grid to sweep.")
+_KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep.")
+_OPTIONS = flags.DEFINE_list(
+    "options", None, "similarity: only these options of "
+    "methods.SIMILARITY_OPTIONS (default all).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: "
+                                "the config's, data/).")
+_CACHE = flags.DEFINE_string(
+    "jax_cache_dir", None, "Persistent compilation cache (default "
+    "$JAX_COMPILATION_CACHE_DIR if set, else <workdir_root>/jax_cache; empty "
+    "= off).")
+
+
+def _base_config():
+  """(base config, its config file, its overrides, dataset tag)."""
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  if _CONFIG.value is None:
+    config_file = "configs/synthetic.py"
+    overrides = dict(methods.QUICK_SYNTHETIC if _QUICK.value
+                     else methods.FULL_SYNTHETIC)
+    base = synthetic.get_config()
+  else:
+    config_file = cli.flag_config_file("config")
+    base = _CONFIG.value
+    overrides = dict(cli.config_overrides())
+    if _QUICK.value:
+      overrides.update(methods.QUICK_SYNTHETIC if base.data.dataset ==
+                       "synthetic" else methods.QUICK_ANY)
+  if _DATA_DIR.value:
+    overrides["data.data_dir"] = _DATA_DIR.value
+  if _EPOCHS.value:
+    overrides["train.num_epochs"] = _EPOCHS.value
+  base = methods.apply(base, overrides)
+  config_validation.resolve_num_classes(base)
+  tag = base.data.dataset
+  if base.data.manual_dir:
+    tag += "-" + os.path.basename(os.path.normpath(base.data.manual_dir))
+  return base, config_file, overrides, tag
+
+
+def _setup() -> methods.Setup:
+  setup = methods.QUICK if _QUICK.value else methods.FULL
+  for name, flag in (("lambdas", _LAMBDAS), ("kappas", _KAPPAS),
+                     ("sweep_seeds", _SWEEP_SEEDS), ("widen_limit", _WIDEN)):
+    value = flag.value
+    if value is not None:
+      setup = dataclasses.replace(setup, **{name: tuple(map(float, value)) if
+                                            isinstance(value, list) else value})
+  return setup
+
+
+def _run(experiment: str) -> None:
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  base, config_file, overrides, tag = _base_config()
+  setup = _setup()
+  names = methods.select_methods(_METHODS.value)
+  options = _OPTIONS.value or list(methods.SIMILARITY_OPTIONS)
+  unknown = sorted(set(options) - set(methods.SIMILARITY_OPTIONS))
+  if unknown:
+    raise app.UsageError(f"--options: unknown {unknown}; choose from "
+                         f"{list(methods.SIMILARITY_OPTIONS)}.")
+  n = _SEEDS.value or {
+      "main": setup.seeds, "coarseness": setup.coarseness_seeds,
+      "similarity": setup.similarity_seeds}[experiment]
+  default = base.data.validation_labels
+  variants = {"both": ["fine", "coarse"], None: [default]}.get(
+      _LABELS.value, [_LABELS.value])
+  try:
+    seeds = (methods.selection_seeds(n) if experiment == "similarity"
+             else methods.report_seeds(n))
+    select = methods.selection_seeds(setup.sweep_seeds)
+  except ValueError as e:
+    raise app.UsageError(f"--seeds / --sweep_seeds: {e}") from None
+  if not _MARGIN.value > 0:
+    raise app.UsageError(f"--margin={_MARGIN.value} must be > 0.")
+  if ("coarse" in variants
+      and _SELECT.value not in config_validation.COARSE_SELECTABLE):
+    raise app.UsageError(f"--select_metric={_SELECT.value} needs fine "
+                         "validation labels (coarse ones have no boundaries).")
+  root = experiment + ("_quick" if _QUICK.value else "") + (
+      f"_e{_EPOCHS.value}" if _EPOCHS.value else "")
+  bar = tqdm.tqdm(total=len(variants) * methods.num_runs(
+      experiment, setup, names, len(seeds), len(options)), desc="runs",
+                  unit="run")
+  tic, records, rows = time.time(), [], {}
+  for labels in variants:
+    suffix = "" if labels == "fine" else "_coarseval"
+    v_overrides = dict(overrides)
+    if labels != default:
+      v_overrides["data.validation_labels"] = labels
+    runner = runner_lib.Runner(
+        methods.apply(base, {"data.validation_labels": labels}),
+        os.path.join(_WORKDIR_ROOT.value, tag, root + suffix), config_file,
+        v_overrides, bar)
+    out = os.path.join(_OUT.value, tag + suffix)
+    if experiment == "main":
+      rows[labels] = runner_lib.run_main(runner, setup, seeds, select, out,
+                                         _SELECT.value, names, _MARGIN.value)
+    elif experiment == "coarseness":
+      runner_lib.run_coarseness(
+          runner, setup, seeds, out, setup.coarseness_lambda
+          if _LAMBDA.value is None else _LAMBDA.value, _MARGIN.value)
+    else:
+      runner_lib.run_similarity(runner, setup, seeds, out, _SELECT.value,
+                                options, _MARGIN.value)
+    records += runner.records
+  bar.close()
+  out = os.path.join(_OUT.value, tag)
+  if len(rows) == 2:
+    report.write_validation_cost(out, rows["fine"], rows["coarse"],
+                                 _MARGIN.value)
+  trained = sum(r["status"] == "trained" for r in records)
+  filesystem.write_json(f"{out}_{experiment}_runs.json", {
+      "experiment": experiment, "quick": _QUICK.value, "dataset": tag,
+      "num_epochs": base.train.num_epochs, "seeds": list(seeds),
+      "selection_seeds": list(select), "validation_labels": variants,
+      "machine": report.machine(), "seconds": round(time.time() - tic, 1),
+      "trained": trained, "runs": records})
+  print(f"{experiment}: {trained} runs trained, {len(records) - trained}"
+        f" skipped, {time.time() - tic:.0f} s; tables and figures in "
+        f"{_OUT.value} ({tag}_*)")
+
+
+def main() -> None:
+  writers.setup_logging()
+  cache = _CACHE.value
+  if cache is None:
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        _WORKDIR_ROOT.value, "jax_cache")
+  if cache:
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  experiment = _EXPERIMENT.value
+  main_only = [f"--{f.name}" for f in (_METHODS, _LAMBDAS, _KAPPAS,
+                                       _SWEEP_SEEDS, _WIDEN)
+               if f.value is not None]
+  if _OPTIONS.value and experiment != "similarity":
+    main_only.append("--options")
+  if experiment != "main" and main_only:
+    raise app.UsageError(
+        f"{', '.join(main_only)}: only for --experiment=main (--options: "
+        "--experiment=similarity; the coarseness sweep: "
+        "--coarseness_lambda).")
+  try:
+    methods.select_methods(_METHODS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  _run(experiment)
+
+
+if __name__ == "__main__":
+  cli.run(main, on_stop=" (The runner skips finished runs.)", on_ctrl_c=(
+      "interrupted; finished runs are kept and skipped next time, the run "
+      "in flight resumes from its last checkpoint: run the same command to "
+      "go on."))

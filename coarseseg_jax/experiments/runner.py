@@ -1,0 +1,213 @@
+"""Runs the experiments: each run trained once, or reused.
+
+`Runner.run` trains a run (`train.train_and_evaluate` in this process) in
+its own workdir unless it finished there (then it reads results.json, after
+checking the workdir's config is this run's); `sweep` chooses a swept value
+on the selection seeds and widens a grid whose winner is at its edge;
+`refined_labels` refines the train split with a finished run
+(`--mode=refine`) for a method that learns from it; `run_main`,
+`run_coarseness` and `run_similarity` are the three experiments, writing
+their files through `report`. Each run's `coarseseg_jax.main` command is
+recorded, so any cell of a table can be rerun alone.
+"""
+
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tqdm
+
+from coarseseg_jax import filesystem
+from coarseseg_jax import stats
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import report
+from coarseseg_jax.experiments import tables
+
+log = logging.getLogger("coarseseg_jax.experiments")
+
+
+class Runner:
+  """Runs (or skips) single runs under `root`; remembers what it did.
+
+  Args:
+    base: the base config (sizes included).
+    root: the experiment's workdir root.
+    config_file, base_overrides: how the base is made on the command line
+      (for each run's `coarseseg_jax.main` command).
+    bar: a progress bar to advance by one a run (default none).
+  """
+
+  def __init__(self, base, root: str, config_file: str = "configs/synthetic.py",
+               base_overrides: Optional[Dict] = None, bar=None):
+    self.base, self.root = base, root
+    self.config_file, self.base_overrides = config_file, base_overrides or {}
+    self.records: List[dict] = []
+    self.bar = bar or tqdm.tqdm(disable=True)
+
+  def workdir(self, method: str, params: dict, seed: int) -> str:
+    return os.path.join(self.root, method, methods.param_name(params),
+                        f"seed{seed}")
+
+  def run(self, method: str, params: dict, seed: int,
+          extra: Optional[methods.Delta] = None) -> dict:
+    """results.json of the run, training it first unless it is finished.
+    `extra`: more dotted overrides (a refined method's data.refined_dir)."""
+    delta = {**methods.run_delta(method, params, seed), **(extra or {})}
+    config = methods.apply(self.base, delta)
+    workdir, tic = self.workdir(method, params, seed), time.time()
+    command = methods.command_line(self.config_file, self.base_overrides,
+                                   delta, workdir)
+    results_path = filesystem.path(workdir) / "results.json"
+    # TensorFlow loads here, not at import: flag errors stay one fast line.
+    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+    from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
+    if results_path.exists():
+      config_validation.resolve_refined(config.data)  # As training does.
+      workdir_lib.check_config(workdir, config)  # Refuses another config.
+      status, results = "skipped", filesystem.read_json(results_path)
+    else:
+      status = "trained"
+      log.info("training %s\n  = %s", workdir, command)
+      results = train.train_and_evaluate(config, workdir)
+    log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
+    self.records.append({"workdir": workdir, "status": status,
+                         "seconds": round(time.time() - tic, 1),
+                         "command": command})
+    self.bar.update(1)
+    return results
+
+
+def refined_labels(runner: Runner, method: str, params: dict, seed: int
+                   ) -> str:
+  """The train split refined by `method`'s run (`params`, `seed`), written
+  into its workdir unless it is there (`--mode=refine`); returns the dir."""
+  from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
+  source = runner.workdir(method, params, seed)
+  out = os.path.join(source, methods.REFINED_SUBDIR)
+  split = runner.base.data.train_split
+  command = (f"python -m coarseseg_jax.main --workdir={source} --mode=refine"
+             f" --split={split} --output_dir={out}")
+  status, tic = "skipped", time.time()
+  if not filesystem.path(refined_data.report_path(out, split)).exists():
+    status = "refined"
+    log.info("refining %s\n  = %s", source, command)
+    config = methods.apply(runner.base,
+                           methods.run_delta(method, params, seed))
+    report = refine.run(config, source, out, split=split)
+    log.info("%s", report["line"])
+  runner.records.append({"workdir": out, "status": status,
+                         "seconds": round(time.time() - tic, 1),
+                         "command": command})
+  return out
+
+
+def sweep(runner: Runner, method: str, key: str, grid: Sequence[float],
+          select_seeds: Sequence[int], seeds: Sequence[int], metric: str,
+          widen_limit: int = 0):
+  """Chooses `method`'s `key` from `grid` on the selection seeds.
+
+  Each value is trained on every selection seed and scored by the mean
+  validation `metric` of its runs (ties: the smaller value). While the
+  winner is at an edge, the grid gains the next value beyond that edge
+  (`methods.widen`), trained and scored alike, up to `widen_limit` added
+  values. A one-value grid is taken as it is (no selection runs). Returns
+  (the chosen params, its results on `seeds`, one row per selection run:
+  method, param, value, seed, added, validation_<metric>, selected; an
+  info dict for `report.sweep_note`).
+  """
+  grid, added, scores, rows = sorted(float(v) for v in grid), [], {}, []
+  best, edge = grid[0], None  # One value: nothing to select, no runs.
+  while len(grid) > 1:
+    for value in [v for v in grid if v not in scores]:
+      values = [tables.mean_of(runner.run(method, {key: value}, s),
+                               "validation", metric) for s in select_seeds]
+      finite = [v for v in values if np.isfinite(v)]
+      scores[value] = float(np.mean(finite)) if finite else -np.inf
+      rows += [{"method": method, "param": methods.param_name({key: value}),
+                "value": value, "seed": s, "added": int(value in added),
+                f"validation_{metric}": v}
+               for s, v in zip(select_seeds, values)]
+    best = max(grid, key=lambda v: scores[v])  # The first (smallest) maximum.
+    edge = (None if grid[0] < best < grid[-1]
+            else "low" if best == grid[0] else "high")
+    new = (methods.widen(grid, edge) if edge and len(added) < widen_limit
+           else None)
+    if new is None:
+      break
+    added.append(new)
+    grid = sorted(grid + [new])
+  for row in rows:
+    row["selected"] = int(row["value"] == best)
+  info = {"method": method, "key": key, "grid": grid, "added": added,
+          "chosen": best, "edge": edge, "edge_note": (
+              f"the limit of {widen_limit} added values was reached"
+              if len(added) >= widen_limit else "no weight lies below 0")}
+  return ({key: best}, [runner.run(method, {key: best}, s) for s in seeds],
+          sorted(rows, key=lambda r: (r["value"], r["seed"])), info)
+
+
+def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
+             select_seeds: Sequence[int], out: str, metric: str,
+             names: Sequence[str] = methods.MAIN_METHODS,
+             margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """Trains (or reuses) every run of the main table; writes its files;
+  returns its seed rows (`tables.seed_row`)."""
+  chosen, results, sweep_rows, infos = {}, {}, [], []
+  for method in names:
+    spec = methods.METHODS[method]
+    if spec.sweeps:
+      chosen[method], results[method], rows, info = sweep(
+          runner, method, spec.sweeps, methods.grid(setup, spec.sweeps),
+          select_seeds, seeds, metric, setup.widen_limit)
+      sweep_rows += rows
+      infos.append(info)
+      continue
+    chosen[method] = {p: chosen[methods.SWEEPER[p]][p] for p in spec.takes}
+    source = spec.refined_from
+    results[method] = [runner.run(method, chosen[method], s, None if (
+        source is None) else {"data.refined_dir": refined_labels(
+            runner, source, chosen[source], s)}) for s in seeds]
+  labels = runner.base.data.validation_labels
+  seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
+               for m in names for s, r in zip(seeds, results[m])]
+  report.write_main(out, runner, setup, chosen, seed_rows, sweep_rows, infos,
+                    seeds, select_seeds, metric, margin)
+  return seed_rows
+
+
+def run_coarseness(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
+                   out: str, lmbda: float,
+                   margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """hcfcn and hcfcn_slic at every erosion kernel; writes its files."""
+  labels = runner.base.data.validation_labels
+  rows = []
+  for kernel in setup.kernels:
+    for method, params in (("hcfcn", {"kernel": kernel}),
+                           ("hcfcn_slic", {"kernel": kernel, "lmbda": lmbda})):
+      rows += [tables.seed_row(method, params, s,
+                               runner.run(method, params, s), labels)
+               for s in seeds]
+  report.write_coarseness(out, runner, setup, rows, seeds, lmbda, margin)
+  return rows
+
+
+def run_similarity(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
+                   out: str, metric: str,
+                   options: Sequence[str] = tuple(methods.SIMILARITY_OPTIONS),
+                   margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """hcfcn_slic with each similarity option on selection seeds; the table
+  on validation (no test figure is written)."""
+  labels = runner.base.data.validation_labels
+  rows = []
+  for option in options:
+    params = {"option": option, "lmbda": setup.similarity_lambda}
+    rows += [tables.seed_row("hcfcn_slic", params, s,
+                             runner.run("hcfcn_slic", params, s), labels,
+                             tables.METRICS + tables.DIAGNOSTICS, test=())
+             for s in seeds]
+  return report.write_similarity(out, runner, setup, rows, seeds, metric,
+                                 margin)

@@ -1,0 +1,166 @@
+"""The experiments' tables as pure functions of per-seed rows.
+
+Each finished run (its results.json) becomes one row of `<out>_<experiment>_
+seeds.csv` (`seed_row`, written exactly); every table is a pure function of
+those rows (`main_tables`, `coarseness_tables`, `similarity_tables`,
+`validation_cost`), so `read_seeds` and the same function recompute it from
+the CSV: mean and sample std over seeds, comparisons paired by seed
+(`stats.comparison_rows`). Writing them as Markdown, their notes and the
+figures: `report`. Nothing here runs a model or draws.
+"""
+
+import csv
+import io
+import math
+from typing import List, Sequence
+
+import numpy as np
+
+from coarseseg_jax import evaluate
+from coarseseg_jax import filesystem
+from coarseseg_jax import stats
+from coarseseg_jax.experiments import methods
+
+# The tables' metrics: evaluate.METRICS but the learned superpixels' ASA.
+METRICS = tuple(m for m in evaluate.METRICS if m != "superpixel_asa")
+# Assignment diagnostics reported by the similarity sweep (validation).
+DIAGNOSTICS = tuple(d for d in evaluate.DIAGNOSTICS
+                    if not d.endswith("parent_share"))
+STATS = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+TESTED = ("boundary_recall", "accuracy")  # Metrics of the comparisons.
+KEYS = ("option", "kernel", "lmbda", "kappa")  # Swept values of a run.
+# Every test metric of results.json (means over images; mIoU of the split).
+TEST_METRICS = tuple(evaluate.PER_IMAGE_METRICS) + ("miou_dataset",)
+_TEXT = ("method", "param", "option", "validation_labels")  # String columns.
+COMPARISON_COLUMNS = [
+    "metric", "n_pairs", "mean", "reference_mean", "mean_diff", "ci_low",
+    "ci_high", "p_paired", "p_paired_holm", "p_welch", "margin", "p_tost",
+    "p_tost_holm", "verdict"]
+MAIN_COLUMNS = ["method", "param", "n_seeds"] + STATS
+
+
+def mean_of(results: dict, split: str, name: str) -> float:
+  """`name`'s mean over images on `split` in results.json (NaN if absent;
+  validation: at the checkpoint the run selected)."""
+  summary = results.get(split) or {}
+  value = summary.get(f"{name}_mean", summary.get(name))
+  return math.nan if value is None else float(value)
+
+
+def seed_row(method: str, params: dict, seed: int, results: dict,
+             validation_labels: str = "fine",
+             validation: Sequence[str] = METRICS,
+             test: Sequence[str] = TEST_METRICS) -> dict:
+  """One run as a row of `_seeds.csv`.
+
+  Columns: method, param (its workdir name), the swept values `KEYS` (''
+  where not swept), seed, validation_labels, `validation_<m>` (at the
+  checkpoint the run selected) for m in `validation` and `test_<m>` for m
+  in `test` (NaN where results.json has none).
+  """
+  row = {"method": method, "param": methods.param_name(params)}
+  row.update({k: params.get(k, "") for k in KEYS})
+  row.update(seed=int(seed), validation_labels=validation_labels)
+  for split, names in (("validation", validation), ("test", test)):
+    row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
+  return row
+
+
+def read_seeds(path) -> List[dict]:
+  """The rows of a `_seeds.csv` as `seed_row` made them (seed an int, text
+  columns strings, '' where a value was not swept, the rest floats)."""
+  def parse(line, key, text):
+    try:
+      if key == "seed":
+        return int(text)
+      return text if key in _TEXT or text == "" else float(text)
+    except (TypeError, ValueError):
+      raise ValueError(f"{path}, line {line}: {key}={text!r} is not a "
+                       "number.") from None
+  reader = csv.DictReader(io.StringIO(filesystem.path(path).read_text()))
+  if not {"method", "seed"} <= set(reader.fieldnames or ()):
+    raise ValueError(f"{path} is no _seeds.csv (no method and seed columns).")
+  return [{k: parse(i + 2, k, v) for k, v in row.items()}
+          for i, row in enumerate(reader)]
+
+
+def csv_text(rows: Sequence[dict], columns: Sequence[str],
+             exact: bool = False) -> str:
+  """A CSV of `columns`; floats to 6 significant digits, or `exact` (repr:
+  read back bit for bit)."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(columns)
+  for row in rows:
+    writer.writerow([(repr(float(row[c])) if exact else f"{row[c]:.6g}")
+                     if isinstance(row[c], float) else row[c]
+                     for c in columns])
+  return buffer.getvalue()
+
+
+def write_csv(path, rows: Sequence[dict], columns: Sequence[str],
+              exact: bool = False) -> None:
+  filesystem.write_bytes(path, csv_text(rows, columns, exact))
+
+
+def main_tables(rows: Sequence[dict],
+                margin: float = stats.EQUIVALENCE_MARGIN):
+  """(summary rows, comparisons) of the main table from its seed rows.
+
+  Every method against `methods.REFERENCE` and against
+  `methods.SECOND_REFERENCE` (each pair of methods once), and each refined
+  method against the method whose labels it learned from
+  (`Method.refined_from`: the second round against the first), in `TESTED`.
+  """
+  by = {k[0]: v for k, v in stats.groups(rows, ("method",)).items()}
+  refs = (methods.REFERENCE, methods.SECOND_REFERENCE)
+  refined_from = {m: spec.refined_from for m, spec in methods.METHODS.items()
+                  if spec.refined_from}
+  pairs = [({"method": m, "reference": ref}, runs, by[ref])
+           for m, runs in by.items() for ref in refs
+           if ref in by and m != ref and (m, ref) != refs]
+  pairs += [({"method": m, "reference": ref}, by[m], by[ref])
+            for m, ref in refined_from.items()
+            if m in by and ref in by and ref not in refs]
+  return (stats.summary_rows(rows, ("method", "param"), METRICS),
+          stats.comparison_rows(pairs, TESTED, margin))
+
+
+def coarseness_tables(rows: Sequence[dict],
+                      margin: float = stats.EQUIVALENCE_MARGIN):
+  """(summary rows, comparisons): hcfcn_slic against hcfcn per kernel."""
+  by = stats.groups(rows, ("method", "kernel"))
+  pairs = [({"kernel": k, "method": m, "reference": "hcfcn"}, runs,
+            by[("hcfcn", k)]) for (m, k), runs in by.items()
+           if m == "hcfcn_slic" and ("hcfcn", k) in by]
+  return (stats.summary_rows(rows, ("method", "kernel"), METRICS),
+          stats.comparison_rows(pairs, TESTED, margin))
+
+
+def similarity_tables(rows: Sequence[dict], metric: str,
+                      margin: float = stats.EQUIVALENCE_MARGIN):
+  """(validation summary per option, with `selected` by mean `metric`;
+  each option against `dot`, the authors' similarity, on validation)."""
+  summary = stats.summary_rows(rows, ("option",), METRICS + DIAGNOSTICS,
+                               "validation")
+  scores = np.array([r[f"{metric}_mean"] for r in summary])
+  best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else -1
+  for i, row in enumerate(summary):
+    row["selected"] = int(i == best)
+  by = {k[0]: v for k, v in stats.groups(rows, ("option",)).items()}
+  pairs = [({"option": o, "reference": "dot"}, runs, by["dot"])
+           for o, runs in by.items() if o != "dot" and "dot" in by]
+  return summary, stats.comparison_rows(pairs, tuple(dict.fromkeys(
+      (metric,) + TESTED)), margin, split="validation")
+
+
+def validation_cost(fine: Sequence[dict], coarse: Sequence[dict],
+                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
+  """Per method, selection on coarse against fine validation labels (main
+  table seed rows of each): differences coarse - fine of the test metrics."""
+  a = {k[0]: v for k, v in stats.groups(coarse, ("method",)).items()}
+  b = {k[0]: v for k, v in stats.groups(fine, ("method",)).items()}
+  return stats.comparison_rows(
+      [({"method": m, "param_coarse": a[m][0]["param"],
+         "param_fine": runs[0]["param"]}, a[m], runs)
+       for m, runs in b.items() if m in a], TESTED, margin)
