@@ -11,7 +11,7 @@ so that tests can check the joint augmentation from the pixels alone:
   * `slic` is the block index, consecutive in raster order.
 The `bench256` config has noisy 256x256 images (a realistic PNG decode cost).
 
-Load it by path (tests/ is no package), e.g. with `importlib.util`.
+Import it by name (`import pipeline_fixtures`): pytest puts tests/ on sys.path.
 """
 
 import dataclasses

@@ -55,6 +55,7 @@ def examples(builder, split):
   return sorted(tfds.as_numpy(ds), key=lambda ex: ex["id"])
 
 
+@pytest.mark.slow  # Builds each dataset twice, once through Beam.
 @pytest.mark.parametrize("dataset", sorted(FIXTURES))
 def test_beam_build_gives_the_plain_builds_examples(dataset, tmp_path):
   write, kwargs = FIXTURES[dataset]
@@ -82,6 +83,7 @@ def test_beam_build_gives_the_plain_builds_examples(dataset, tmp_path):
     assert meta_a["size_mismatches"] == meta_b["size_mismatches"]
 
 
+@pytest.mark.slow  # A build through Beam.
 def test_beam_worker_error_stops_with_the_dataset_error(tmp_path):
   raw = tmp_path / "raw"
   pf.write_cityscapes(str(raw))

@@ -93,6 +93,7 @@ def test_config_resolves_by_name_and_from_any_folder(tmp_path, monkeypatch):
     cli.resolve_config_path("configs/nope.py")
 
 
+@pytest.mark.slow  # Two runs of the command line in a subprocess.
 def test_command_line_from_another_folder(tmp_path):
   """The config by absolute path, and by name, from outside the repo."""
   env = dict(os.environ, XLA_FLAGS="")
@@ -160,6 +161,7 @@ def test_workdir_refuses_a_changed_run_and_accepts_an_extension(tmp_path):
   assert sorted(os.listdir(workdir)) == before
 
 
+@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
 def test_refused_restart_writes_nothing(tmp_path):
   """The README's `--config.train.lmbda=0` in a used workdir: one line,
   exit 1, no file touched."""
@@ -285,6 +287,7 @@ def test_workdir_lock(tmp_path, caplog):
     assert lock.held
 
 
+@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
 def test_unwritable_workdir_is_one_line_before_any_data_work(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("x")

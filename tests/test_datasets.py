@@ -334,6 +334,7 @@ def test_read_label_rejects_colour_labels(tmp_path):
   np.testing.assert_array_equal(folder.read_label(path), 4)
 
 
+@pytest.mark.slow  # The prepare command line, in a subprocess.
 def test_cli_prints_one_line_error_without_traceback(tmp_path):
   raw = str(tmp_path / "raw")
   write_folder(raw, splits=(("train", 3), ("test", 1)), jpeg_first=False)

@@ -294,6 +294,7 @@ def test_coarse_targets_are_the_coarse_labels(tmp_path):
     ip.create_eval_iterator(builder, config, "test", 4, targets="both")
 
 
+@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
 def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "coarseseg_jax.experiments", "--quick",
@@ -306,6 +307,7 @@ def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
   assert not os.path.exists(tmp_path / "wd")
 
 
+@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
 @pytest.mark.parametrize("flags,message", [
     (("--validation_labels=coarse", "--select_metric=boundary_recall"),
      "--select_metric=boundary_recall needs fine validation labels"),

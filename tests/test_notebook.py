@@ -68,6 +68,7 @@ def test_committed_without_outputs():
           "commit notebooks/regularizer.ipynb without outputs")
 
 
+@pytest.mark.slow  # A kernel subprocess runs the notebook's descents.
 def test_regularizer_notebook_runs(kernel_name):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   client = NotebookClient(

@@ -29,6 +29,8 @@ from coarseseg_jax.configs import suim
 from coarseseg_jax.configs import synthetic
 from coarseseg_jax.models import authors
 
+import helpers  # pylint: disable=g-bad-import-order
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -186,9 +188,7 @@ def _get(tree, path):
 @pytest.mark.slow
 def test_eval_scores_an_authors_checkpoint(tmp_path):
   """`--mode=eval --checkpoint=pretrained` on an authors' state dict."""
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
-  import tiny_config  # pylint: disable=g-import-not-at-top
-  config = tiny_config.get_config("paper")
+  config = helpers.tiny_config(arg="paper")
   config.model.num_classes = 6
   weights = tmp_path / "weights_1.npz"
   np.savez(weights, **_authors_state_dict(config.model))

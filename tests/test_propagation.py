@@ -11,19 +11,12 @@ from coarseseg_jax import config_validation
 from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax.errors import ConfigError
 
-import pipeline_fixtures  # pylint: disable=g-bad-import-order
+import helpers  # pylint: disable=g-bad-import-order
+import pipeline_fixtures
 
-
-def propagate_reference(label, slic):
-  """The loop definition: majority of the segment's labelled pixels."""
-  out = label.copy()
-  for s in np.unique(slic[slic >= 0]):
-    inside = slic == s
-    votes = label[inside & (label != 255)]
-    if votes.size:
-      counts = np.bincount(votes)
-      out[inside & (label == 255)] = np.argmax(counts)  # Ties: smaller id.
-  return out
+# The loop definition: majority of the segment's labelled pixels (shared with
+# test_refine.py).
+propagate_reference = helpers.propagate_reference
 
 
 def _propagate(label, slic):

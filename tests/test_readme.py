@@ -32,50 +32,20 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import helpers
 import paper_fixtures
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.datasets import synthetic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = helpers.ROOT
 README_FILES = ("README.md", "data/README.md")
 
 # ------------------------------------------------------- reading the READMEs
 
 
-def readme_commands(relpath: str) -> List[str]:
-  """The commands of the ```bash blocks of a README, in order."""
-  with open(os.path.join(ROOT, relpath)) as f:
-    text = f.read()
-  commands = []
-  for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-    current = ""
-    for line in block.splitlines():
-      if not current and line.strip().startswith("#"):
-        continue
-      line = _strip_comment(line)
-      if line.endswith("\\"):
-        current += line[:-1] + " "
-        continue
-      current += line
-      if current.strip():
-        commands.append(" ".join(current.split()))
-      current = ""
-  return commands
-
-
-def _strip_comment(line: str) -> str:
-  """The line without a trailing `# comment` outside quotes."""
-  quote = None
-  for i, ch in enumerate(line):
-    if ch in "\"'" and quote in (None, ch):
-      quote = None if quote else ch
-    elif ch == "#" and quote is None and (i == 0 or line[i - 1].isspace()):
-      return line[:i].rstrip()
-  return line.rstrip()
-
-
 def all_commands() -> List[Tuple[str, str]]:
-  return [(f, c) for f in README_FILES for c in readme_commands(f)]
+  """(README, command) of every ```bash block (`helpers.readme_commands`)."""
+  return [(f, c) for f in README_FILES for c in helpers.readme_commands(f)]
 
 
 # ---------------------------------------------------------------- scenarios

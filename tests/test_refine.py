@@ -15,7 +15,6 @@ import pytest
 
 from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
-from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
@@ -27,11 +26,9 @@ from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.datasets import coarse as coarse_lib
 from coarseseg_jax.datasets import synthetic
 
-import test_propagation as propagation_tests  # pylint: disable=g-bad-import-order
-import test_readme as readme_tests
-import test_train as train_tests
+import helpers  # pylint: disable=g-bad-import-order
 
-ROOT = readme_tests.ROOT
+ROOT = helpers.ROOT
 U = 255
 
 
@@ -81,7 +78,7 @@ def test_slic_propagation_is_the_training_labels_propagation(seed):
   label[rng.random(label.shape) < 0.7] = U
   np.testing.assert_array_equal(
       refine.slic_propagation(label, slic),
-      propagation_tests.propagate_reference(label, slic))
+      helpers.propagate_reference(label, slic))
 
 
 def _blocks(seed, h=40, w=48):
@@ -188,7 +185,7 @@ def _env():
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
   """Through the command line: exit status 1, `error: <file>: ...`, no
   output folder and nothing beside it."""
-  config = train_tests.tiny_config(str(tmp_path / "data"))
+  config = helpers.tiny_config(str(tmp_path / "data"))
   workdir = str(tmp_path / "wd")
   workdir_lib.record_config(workdir, config)
   images, coarse = str(tmp_path / "images"), str(tmp_path / "coarse")
@@ -209,21 +206,23 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
 
 # ------------------------------------------- a tiny workdir, in-process runs
 @pytest.fixture(scope="module")
-def untrained(tmp_path_factory):
-  """(config, workdir): the tiny synthetic data prepared, config.json and a
-  checkpoint of the initial model (refine reads nothing else)."""
-  tmp = tmp_path_factory.mktemp("untrained")
-  config = train_tests.tiny_config(str(tmp / "data"))
-  datasets.prepare(config.data, config.model.num_classes)
+def untrained(shared_tmp_path, tiny_data_dir):
+  """(config, workdir): the tiny synthetic data prepared (conftest's
+  tiny_data_dir), config.json and a checkpoint of the initial model (refine
+  reads nothing else); the workdir is made once per test run."""
+  config = helpers.tiny_config(tiny_data_dir)
   config_validation.resolve_num_classes(config)  # As training does.
-  workdir = str(tmp / "wd")
-  workdir_lib.record_config(workdir, config)
-  state = state_lib.create_train_state(
-      config, models.create_model(config.model), sharding.make_mesh(), 64)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 1)
-  ckpt.save(0, state, {})
-  ckpt.close()
-  return config, workdir
+
+  def make(tmp):
+    workdir = str(tmp / "wd")
+    workdir_lib.record_config(workdir, config)
+    state = state_lib.create_train_state(
+        config, models.create_model(config.model), sharding.make_mesh(), 64)
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 1)
+    ckpt.save(0, state, {})
+    ckpt.close()
+    return workdir
+  return config, helpers.run_once(shared_tmp_path, "refine_untrained", make)
 
 
 def _split(config, split):
@@ -385,7 +384,7 @@ def test_refined_labels_bad_input_is_one_line(untrained, tmp_path):
 
 # ------------------------------------------------- the README, as written
 def _readme_refine_commands():
-  return [c for c in readme_tests.readme_commands("README.md")
+  return [c for c in helpers.readme_commands("README.md")
           if "--mode=refine" in c]
 
 

@@ -28,14 +28,13 @@ import pytest
 import tensorflow as tf
 
 from coarseseg_jax import checkpoints
-from coarseseg_jax import datasets
 from coarseseg_jax import filesystem
 from coarseseg_jax import inference
 from coarseseg_jax import train
 
-import test_train  # pylint: disable=g-bad-import-order
+import helpers  # pylint: disable=g-bad-import-order
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = helpers.ROOT
 
 
 @pytest.fixture
@@ -113,18 +112,15 @@ def test_workdir_urls_stay_urls():
 
 @pytest.mark.slow
 def test_train_eval_predict_on_a_non_local_file_system(
-    ram_fs, monkeypatch, tmp_path, tmp_path_factory):
-  # The dataset is prepared locally and copied: TensorFlow's ram:// cannot
-  # rename a directory, which TFDS does at the end of a preparation (GCS
-  # can, object by object).
-  local_data = str(tmp_path_factory.mktemp("data"))
-  config = test_train.tiny_config(local_data)
-  datasets.prepare(config.data, 6)
-  _copy_tree(local_data, "ram://bucket/data")
+    ram_fs, monkeypatch, tmp_path, tiny_data_dir):
+  # The dataset is prepared locally (conftest's tiny_data_dir) and copied:
+  # TensorFlow's ram:// cannot rename a directory, which TFDS does at the end
+  # of a preparation (GCS can, object by object).
+  _copy_tree(tiny_data_dir, "ram://bucket/data")
   monkeypatch.chdir(tmp_path)
   monkeypatch.setattr(checkpoints, "Checkpointer", MemoryCheckpointer)
   before = set(os.listdir(ROOT))
-  config = test_train.tiny_config("ram://bucket/data")
+  config = helpers.tiny_config("ram://bucket/data")
   config.train.num_epochs = 1
   config.train.kappa = 0.0
   workdir = "ram://bucket/runs/tiny"
