@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import tqdm
 
+from coarseseg_jax import config_validation
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import evaluate
@@ -39,6 +40,8 @@ def evaluate_checkpoint(config, workdir: str, split: str,
   """Evaluates a checkpoint on `split`; writes `workdir/eval_<split>.json`:
   `split`, `step` and the result under results.json's key names with the
   split's name for "test" (`EvalResult.to_json`)."""
+  if which == "pretrained" and config.model.pretrained:
+    config_validation.validate(config)  # Resolves num_classes too.
   state, model, mesh, step = state_lib.restore_for_inference(config, workdir,
                                                             which)
   builder = datasets.get_builder(config.data, config.model.num_classes)

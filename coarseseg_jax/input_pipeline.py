@@ -139,25 +139,6 @@ def example_shapes(builder, split: str) -> Iterator[Tuple[str, int, int]]:
     yield ident.decode("utf-8", "replace"), int(shape[0]), int(shape[1])
 
 
-def _refined_reader(data_config):
-  """(id, coarse label) -> int32 (H, W) label, as TF ops: the refined label
-  of `data.refined_dir` for the train split's examples, the coarse label
-  for others (the validation images added by fine-tuning)."""
-  files = refined.manifest(data_config.refined_dir, data_config.train_split)
-  ids = sorted(files)
-  table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-      tf.constant(ids, tf.string),
-      tf.constant([files[i][0] for i in ids], tf.string)), default_value="")
-
-  def read(ident, coarse):
-    path = table.lookup(ident)
-    return tf.cond(path == "", lambda: coarse, lambda: tf.cast(
-        tf.io.decode_png(tf.io.read_file(path), channels=1,
-                         dtype=tf.uint8), tf.int32)[..., 0])
-
-  return read
-
-
 def _label_key(data_config) -> str:
   if data_config.train_labels not in _LABEL_KEYS:
     raise ValueError(f"data.train_labels={data_config.train_labels!r} must be "
@@ -272,7 +253,8 @@ def create_train_iterator(
   start_epoch, skip = divmod(int(start_step), spe)
   label_key = _label_key(data_config)
   propagate = data_config.train_labels == "slic_propagated"
-  read_refined = (_refined_reader(data_config)
+  read_refined = (refined.label_reader(data_config.refined_dir,
+                                       data_config.train_split)
                   if data_config.train_labels == "refined" else None)
   records = _read(builder, tfds.even_splits(split, count)[index])
   key = tf.random.experimental.stateless_fold_in(

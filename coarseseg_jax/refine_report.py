@@ -22,16 +22,8 @@ left at 255) and, where fine labels exist, the figures of
 `refine_<name>.csv` holds one row per image. NaN (nothing to measure) is
 written as null / an empty cell. `staged_output` gives a run a temporary
 folder beside its output folder, moved into place only when the run ends
-well.
-
-  python -m coarseseg_jax.refine_report --workdir=W --refined=DIR \
-      [--refined=DIR2 ...] --split=validation --out=results/refine_synthetic
-
-writes `<out>.json` and `<out>.md` (the table of the reports that
-`--mode=refine` wrote from W into DIR, every method, and DIR2, ..., the
-model's row at their `--min_confidence`, with DIR's per-class figures) and
-`<out>.png` (image, coarse label, the two baselines, the model's refinement
-of DIR and the fine label of the split's first images).
+well. `markdown_table` and `per_class_table` format reports for the
+README (`refine_figures`).
 """
 
 import contextlib
@@ -310,85 +302,3 @@ def per_class_table(report: dict) -> str:
              f"{_fmt(v['per_class'][c]['boundary_f1'], 2)}" for c in names]
     lines.append(f"| {METHOD_NAMES[k]} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
-
-
-def save_figure(examples, refined_dir: str, num_classes: int,
-                class_names: Optional[Sequence[str]], path: str) -> None:
-  """Image, coarse label, SLIC propagation, nearest labelled pixel, the
-  model's refinement (read from `refined_dir`) and fine label of each
-  `refine.Example`, one row each."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import figures, refine  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(15, 2.5 * len(examples) + 0.7))
-  axes = fig.subplots(len(examples), 6, squeeze=False)
-  for i, (row, ex) in enumerate(zip(axes, examples)):
-    refined = np.asarray(Image.open(os.path.join(refined_dir,
-                                                 f"{ex.stem}.png")))
-    panels = [("image", ex.image / 255.0),
-              ("coarse label", figures.colorize(ex.coarse, num_classes)),
-              ("SLIC propagation", figures.colorize(
-                  refine.slic_propagation(ex.coarse, ex.slic), num_classes)),
-              ("nearest labelled pixel", figures.colorize(
-                  refine.nearest_labelled(ex.coarse), num_classes)),
-              ("model (refine)", figures.colorize(refined, num_classes)),
-              ("fine label", figures.colorize(ex.fine, num_classes))]
-    for ax, (title, img) in zip(row, panels):
-      ax.imshow(img, interpolation="nearest")
-      if i == 0:
-        ax.set_title(title, fontsize=10)
-      ax.axis("off")
-  figures.class_legend(fig, num_classes, class_names)
-  fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
-  figures.save_figure(fig, path)
-
-
-def main(argv=None) -> None:
-  """The README's table and figure from refine runs (module docstring)."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  import itertools  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True)
-  parser.add_argument("--refined", required=True, action="append",
-                      help="A refine output folder; more for the model "
-                      "rows of other --min_confidence runs.")
-  parser.add_argument("--split", default="validation")
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--num_figure_images", type=int, default=3)
-  args = parser.parse_args(argv)
-  reports = []
-  for folder in args.refined:
-    with open(os.path.join(folder, f"refine_{args.split}.json")) as f:
-      reports.append(json.load(f))
-  config = workdir_lib.config_from_json(workdir_lib.load_config(args.workdir))
-  t, first = config.train, reports[0]
-  run = (f"{config.data.dataset} data ({args.workdir}/config.json): "
-         f"{config.model.name}, lambda {t.lmbda}, batch {t.batch_size}, "
-         f"max_steps {t.get('max_steps')}, checkpoint of step "
-         f"{first['checkpoint_step']}; the {args.split} split, "
-         f"{first['num_images']} images, "
-         f"{100 * first['labelled_share']:.1f} % of pixels labelled")
-  with open(args.out + ".json", "w") as f:
-    json.dump({"run": run, "reports": args.refined,
-               "rows": [{"method": label, **{k: v for k, v in figures.items()
-                                             if k != "per_class"}}
-                        for label, figures in table_rows(reports)],
-               "per_class": {k: v["per_class"]
-                             for k, v in first["methods"].items()}},
-              f, indent=1)
-    f.write("\n")
-  table = markdown_table(reports)
-  with open(args.out + ".md", "w") as f:
-    f.write(f"Refine: {run}.\n\n{table}\nPer class (first run), band "
-            f"accuracy / boundary F1:\n\n{per_class_table(first)}")
-  _, examples, names = refine.split_examples(config, args.split)
-  picked = list(itertools.islice(examples, args.num_figure_images))
-  save_figure(picked, args.refined[0], int(config.model.num_classes), names,
-              args.out + ".png")
-  print(table, end="")
-
-
-if __name__ == "__main__":
-  main()

@@ -264,7 +264,9 @@ def data_seed(seed: int, phase: str) -> int:
 def restore_for_inference(config, workdir: str, which: str = "best"):
   """Restores the `best` (falling back to `latest`) or `latest` state, or
   (``which="pretrained"``) the weights `config.model.pretrained` names, e.g.
-  an authors' checkpoint (`pretrained_format="authors"`), at step 0.
+  an authors' checkpoint (`pretrained_format="authors"`), at step 0 (the
+  config validated by the caller: `config_validation.validate` resolves its
+  number of classes).
 
   Returns `(state, model, mesh, step)`.
 
@@ -279,8 +281,6 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
           "--checkpoint=pretrained evaluates the weights of "
           "--config.model.pretrained=PATH (with --config.model."
           "pretrained_format=authors for the authors' SegModel): pass it.")
-    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
-    config_validation.validate(config)  # Resolves num_classes too.
     model = models.create_model(config.model)
     return (create_train_state(config, model, mesh, config.data.crop_size),
             model, mesh, 0)

@@ -204,6 +204,7 @@ def test_command_line_mistakes_are_one_line(override, message):
   assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.slow  # Six command lines in subprocesses: ~5 s of imports each.
 @pytest.mark.parametrize("module", ["coarseseg_jax.main",
                                     "coarseseg_jax.experiments",
                                     "coarseseg_jax.datasets.prepare"])

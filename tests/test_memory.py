@@ -229,8 +229,8 @@ def test_setup_points_jax_at_the_cache(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_resumed_run_and_eval_load_the_compiled_programs(tmp_path):
   """A tiny run fills <workdir>/compilation_cache; resuming it and
-  evaluating it load the train and eval steps from there (cache hits, no
-  new entries)."""
+  evaluating it load the train and eval steps from there (cache hits, none
+  of its programs stored again)."""
   workdir = str(tmp_path / "run")
   cache = os.path.join(workdir, compilation_cache.SUBDIR)
   env = _env(COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"),
@@ -255,5 +255,8 @@ def test_resumed_run_and_eval_load_the_compiled_programs(tmp_path):
   evaluated = run([sys.executable, "-m", "coarseseg_jax.main",
                    f"--workdir={workdir}", "--mode=eval"])
   assert HIT + "eval_step'" in evaluated
+  # No program the first run stored was stored again. (A small program that
+  # compiled under MIN_COMPILE_TIME_SECS the first time may cross it on a
+  # busy machine and be stored now: that is no miss.)
   new = {n for n in set(os.listdir(cache)) - stored if n.endswith("-cache")}
-  assert not new, new
+  assert not {n for n in new if n.rsplit("-", 2)[0] in names}, new

@@ -15,11 +15,13 @@ import pytest
 
 from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
+from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
 from coarseseg_jax import models
 from coarseseg_jax import refine
+from coarseseg_jax import refine_figures
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
@@ -346,6 +348,30 @@ def test_training_reads_the_refined_labels_and_records_their_source(
   workdir_lib.record_config(wd, second)
   with open(os.path.join(wd, "config.json")) as f:
     assert json.load(f)["data"]["refined_from"] == second.data.refined_from
+
+
+def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
+  """`python -m coarseseg_jax.refine_figures` (in process): the table of two
+  refine runs (min_confidence 0 and 0.5), its JSON and the figure."""
+  config, workdir = untrained
+  runs = []
+  for i, confidence in enumerate((0.0, 0.5)):
+    runs.append(str(tmp_path / f"r{i}"))
+    refine.run(config, workdir, runs[-1], split="validation",
+               min_confidence=confidence)
+  out = str(tmp_path / "table")
+  refine_figures.main([f"--workdir={workdir}", f"--refined={runs[0]}",
+                       f"--refined={runs[1]}", "--split=validation",
+                       f"--out={out}", "--num_figure_images=2"])
+  with open(out + ".json") as f:
+    table = json.load(f)
+  labels = [r["method"] for r in table["rows"]]
+  assert len(labels) == 4 and sum("model" in l for l in labels) == 2, labels
+  assert set(table["per_class"]) == set(refine.METHODS)
+  text = open(out + ".md").read()
+  assert text.count("\n| ") >= 4 and "Per class" in text
+  image = np.asarray(Image.open(out + ".png"))
+  assert image.ndim == 3 and image.shape[1] > 600
 
 
 def test_refined_labels_bad_input_is_one_line(untrained, tmp_path):

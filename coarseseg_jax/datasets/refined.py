@@ -15,9 +15,9 @@ unlabelled, a second one learns from the filled labels). R holds
 `provenance` reads the report into the one-line `data.refined_from` that
 config.json records; `manifest` maps example ids to label files;
 `check_split` checks, before training, that every example of the split has a
-label file of its size. The input pipeline reads the PNGs by example id
-(`input_pipeline`), so the labels go through the same augmentation as stored
-ones. Any file system `tf.io` reads (gs:// included).
+label file of its size; `label_reader` reads the PNGs by example id as TF
+ops (the input pipeline's), so the labels go through the same augmentation
+as stored ones. Any file system `tf.io` reads (gs:// included).
 """
 
 import csv
@@ -89,6 +89,26 @@ def manifest(refined_dir: str, split: str
     raise errors.DatasetError(
         f"{path}: no per-image rows (stem, source, height, width); "
         f"{_refine_hint(refined_dir, split)}.") from None
+
+
+def label_reader(refined_dir: str, split: str):
+  """The refined labels as TF ops for the input pipeline:
+  `read(id, coarse) -> int32 (H, W)`, the refined label of a `split`
+  example (by its id, `manifest`), the `coarse` label for other examples
+  (the validation images that fine-tuning adds)."""
+  files = manifest(refined_dir, split)
+  ids = sorted(files)
+  table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+      tf.constant(ids, tf.string),
+      tf.constant([files[i][0] for i in ids], tf.string)), default_value="")
+
+  def read(ident, coarse):
+    path = table.lookup(ident)
+    return tf.cond(path == "", lambda: coarse, lambda: tf.cast(
+        tf.io.decode_png(tf.io.read_file(path), channels=1,
+                         dtype=tf.uint8), tf.int32)[..., 0])
+
+  return read
 
 
 def check_split(shapes: Iterable[Tuple[str, int, int]], split: str,

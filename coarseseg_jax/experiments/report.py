@@ -9,9 +9,10 @@ figures/samples.npz. Nothing here runs a model.
 
 import os
 import platform
-from typing import Dict, List, Sequence, Tuple, TYPE_CHECKING
+from typing import Dict, List, Sequence, Tuple
 
 import jax
+import ml_collections
 import numpy as np
 
 from coarseseg_jax import figures
@@ -19,9 +20,6 @@ from coarseseg_jax import filesystem
 from coarseseg_jax import stats
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import tables
-
-if TYPE_CHECKING:  # The runner imports this module.
-  from coarseseg_jax.experiments.runner import Runner  # pylint: disable=g-import-not-at-top
 
 LABELS = {"accuracy": "pixel accuracy", "boundary_recall": "boundary recall",
           "boundary_f1": "boundary F1", "asa": "ASA", "miou": "mIoU"}
@@ -169,21 +167,22 @@ def _write_tables(out: str, name: str, rows, comps, first, comp_first,
   filesystem.write_bytes(f"{out}_{name}.md", text + "\n" + note + "\n")
 
 
-def write_main(out: str, runner: "Runner", setup: methods.Setup,
-               chosen: Dict[str, dict],
+def write_main(out: str, base: ml_collections.ConfigDict,
+               setup: methods.Setup, figure_workdirs: Dict[str, str],
                seed_rows: List[dict], sweep_rows: List[dict],
                sweep_infos: List[dict], seeds: Sequence[int],
                select_seeds: Sequence[int], metric: str,
                margin: float) -> None:
   """`<out>_main_seeds.csv`, `<out>_coarse{.csv,.md,_tests.csv,_sweep.csv,
-  _predictions.png}`."""
+  _predictions.png}`; `base`: the runs' base config; `figure_workdirs`:
+  method -> the workdir of the run its figure column shows."""
   tables.write_csv(f"{out}_main_seeds.csv", seed_rows, list(seed_rows[0]),
                    True)
   if sweep_rows:
     tables.write_csv(f"{out}_coarse_sweep.csv", sweep_rows,
                      list(sweep_rows[0]))
   rows, comps = tables.main_tables(seed_rows, margin)
-  note = (setup_note(runner.base, seeds, os.path.basename(out))
+  note = (setup_note(base, seeds, os.path.basename(out))
           + " Trained on coarse labels (hcfcn_fine: fine; "
           "hcfcn_slic_refined: the train labels its seed's hcfcn_slic run "
           "refined, `--mode=refine`), tested on fine "
@@ -193,12 +192,12 @@ def write_main(out: str, runner: "Runner", setup: methods.Setup,
                                             ("param", "params")],
                 [("method", "a"), ("reference", "b")], note, margin)
   ref = methods.REFERENCE
-  columns = [(m, _samples(runner.workdir(m, p, seeds[0]), setup.figure_images))
-             for m, p in chosen.items()]
+  columns = [(m, _samples(w, setup.figure_images))
+             for m, w in figure_workdirs.items()]
   columns = sorted([c for c in columns if c[1]], key=lambda c: c[0] != ref)
   if columns:
     predictions_figure(f"{out}_coarse_predictions.png", columns,
-                       runner.base.model.num_classes)
+                       base.model.num_classes)
 
 
 def write_validation_cost(out: str, fine: List[dict], coarse: List[dict],
@@ -239,8 +238,9 @@ def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
   figures.save_figure(fig, path)
 
 
-def write_coarseness(out: str, runner: "Runner", setup: methods.Setup,
-                     seed_rows, seeds, lmbda, margin: float) -> None:
+def write_coarseness(out: str, base: ml_collections.ConfigDict,
+                     setup: methods.Setup, seed_rows, seeds, lmbda,
+                     margin: float) -> None:
   """`<out>_coarseness_seeds.csv`, `<out>_coarseness{.csv,.md,.png,
   _tests.csv}`."""
   tables.write_csv(f"{out}_coarseness_seeds.csv", seed_rows,
@@ -248,7 +248,7 @@ def write_coarseness(out: str, runner: "Runner", setup: methods.Setup,
   rows, comps = tables.coarseness_tables(seed_rows, margin)
   note = (f"hcfcn_slic: lambda = {lmbda:g}; compared with hcfcn at the same "
           f"kernel. Coarse kernels {list(setup.kernels)}. "
-          + setup_note(runner.base, seeds, os.path.basename(out)))
+          + setup_note(base, seeds, os.path.basename(out)))
   _write_tables(out, "coarseness", rows, comps, [("method", "method"),
                                                 ("kernel", "kernel")],
                 [("kernel", "kernel"), ("method", "a"), ("reference", "b")],
@@ -256,8 +256,9 @@ def write_coarseness(out: str, runner: "Runner", setup: methods.Setup,
   coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels, len(seeds))
 
 
-def write_similarity(out: str, runner: "Runner", setup: methods.Setup,
-                     seed_rows, seeds, metric, margin: float) -> List[dict]:
+def write_similarity(out: str, base: ml_collections.ConfigDict,
+                     setup: methods.Setup, seed_rows, seeds, metric,
+                     margin: float) -> List[dict]:
   """`<out>_similarity_seeds.csv`, `<out>_similarity{.csv,.md,_tests.csv}`:
   validation only (the choice's evidence); returns the summary rows."""
   tables.write_csv(f"{out}_similarity_seeds.csv", seed_rows,
@@ -272,7 +273,7 @@ def write_similarity(out: str, runner: "Runner", setup: methods.Setup,
           f"sample std over seeds; selected by mean validation {metric}. "
           "Entropy in nats (uniform 2.20), starved: share of coarse cells "
           "receiving less than one pixel of assignment mass. "
-          + setup_note(runner.base, seeds, os.path.basename(out),
+          + setup_note(base, seeds, os.path.basename(out),
                        similarity=False))
   _write_tables(out, "similarity", rows, comps, [("option", "option")],
                 [("option", "a"), ("reference", "b")], note, margin,

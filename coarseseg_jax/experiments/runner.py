@@ -174,8 +174,10 @@ def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
   labels = runner.base.data.validation_labels
   seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
                for m in names for s, r in zip(seeds, results[m])]
-  report.write_main(out, runner, setup, chosen, seed_rows, sweep_rows, infos,
-                    seeds, select_seeds, metric, margin)
+  figure_workdirs = {m: runner.workdir(m, p, seeds[0])
+                     for m, p in chosen.items()}
+  report.write_main(out, runner.base, setup, figure_workdirs, seed_rows,
+                    sweep_rows, infos, seeds, select_seeds, metric, margin)
   return seed_rows
 
 
@@ -191,7 +193,8 @@ def run_coarseness(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
       rows += [tables.seed_row(method, params, s,
                                runner.run(method, params, s), labels)
                for s in seeds]
-  report.write_coarseness(out, runner, setup, rows, seeds, lmbda, margin)
+  report.write_coarseness(out, runner.base, setup, rows, seeds, lmbda,
+                          margin)
   return rows
 
 
@@ -209,5 +212,5 @@ def run_similarity(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
                              runner.run("hcfcn_slic", params, s), labels,
                              tables.METRICS + tables.DIAGNOSTICS, test=())
              for s in seeds]
-  return report.write_similarity(out, runner, setup, rows, seeds, metric,
-                                 margin)
+  return report.write_similarity(out, runner.base, setup, rows, seeds,
+                                 metric, margin)
