@@ -3,7 +3,10 @@
 Each problem raises `ConfigError` with one message saying which config value
 is wrong and what would be right; `main` prints it without a traceback.
 `validate` also resolves `config.model.num_classes` when it is None (the
-dataset's number: its builder parameters, or a folder's classes.txt).
+dataset's number: its builder parameters, or a folder's classes.txt) and
+`config.data.refined_from` (the source of refined training labels, from
+their refine report); `check_dataset` checks the config against the
+prepared dataset.
 """
 
 import jax
