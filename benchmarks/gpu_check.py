@@ -33,8 +33,6 @@ dozen steps; `--variants` and `--models` trim it.
 
 import argparse
 import collections
-import glob
-import gzip
 import importlib.util
 import json
 import os
@@ -96,18 +94,6 @@ def device_peak_mib():
   return None if peak is None else round(peak / 2**20, 1)
 
 
-def _load_trace(log_dir):
-  paths = glob.glob(os.path.join(log_dir, "**", "*.trace.json.gz"),
-                    recursive=True) + glob.glob(
-                        os.path.join(log_dir, "**", "*perfetto_trace.json.gz"),
-                        recursive=True)
-  if not paths:
-    raise RuntimeError(f"no trace written under {log_dir}")
-  with gzip.open(sorted(paths, key=os.path.getmtime)[-1]) as f:
-    data = json.load(f)
-  return data["traceEvents"] if isinstance(data, dict) else data
-
-
 def _union_us(intervals):
   """Total length of the union of (start, end) intervals."""
   total, end = 0.0, None
@@ -166,7 +152,7 @@ def profile(step_fn, steps, log_dir):
   wall ms per step, where)."""
   with jax.profiler.trace(log_dir, create_perfetto_trace=True):
     wall = timing.mean_seconds(step_fn, steps) * steps
-  share, busy_ms, where = busy_share(_load_trace(log_dir), wall * 1e6)
+  share, busy_ms, where = busy_share(timing.load_trace(log_dir), wall * 1e6)
   return {"busy_share": share, "busy_ms_per_step": round(busy_ms / steps, 1),
           "wall_ms_per_step": round(wall * 1e3 / steps, 1),
           "trace_dir": log_dir, "op_events_from": where}

@@ -13,8 +13,14 @@ call that starts asynchronous work must wait for it itself (JAX:
 * `timed`: one call, on the wall clock or the process CPU clock:
   (result, seconds); compile times.
 * `Stopwatch`: seconds since it started (a long run, a polled subprocess).
+* `load_trace`: the events of the newest profiler trace under a folder
+  (`jax.profiler.trace`'s), for the scripts that time ops in a trace.
 """
 
+import glob
+import gzip
+import json
+import os
 import time
 from typing import Callable, Dict, Tuple, TypeVar
 
@@ -110,3 +116,16 @@ def time_round_robin(variants: Dict[str, Tuple[Callable[[], object], dict]],
                      cpu_s=round(float(np.median(cpu[key])), 4),
                      images_per_s=round(batch_size / step_s, 2))
   return rows
+
+
+def load_trace(log_dir: str) -> list:
+  """The trace events of the newest `*.trace.json.gz` or
+  `*perfetto_trace.json.gz` under `log_dir` (RuntimeError if none)."""
+  paths = [p for pattern in ("*.trace.json.gz", "*perfetto_trace.json.gz")
+           for p in glob.glob(os.path.join(log_dir, "**", pattern),
+                              recursive=True)]
+  if not paths:
+    raise RuntimeError(f"no trace written under {log_dir}")
+  with gzip.open(max(paths, key=os.path.getmtime)) as f:
+    data = json.load(f)
+  return data["traceEvents"] if isinstance(data, dict) else data

@@ -36,8 +36,6 @@ The last line is one JSON object.
 
 import argparse
 import collections
-import glob
-import gzip
 import json
 import os
 import re
@@ -182,18 +180,6 @@ def categorise(name, instrs, comps):
   return "other"
 
 
-def load_trace(log_dir):
-  paths = glob.glob(os.path.join(log_dir, "**", "*perfetto_trace.json.gz"),
-                    recursive=True) + glob.glob(
-                        os.path.join(log_dir, "**", "*.trace.json.gz"),
-                        recursive=True)
-  if not paths:
-    raise RuntimeError(f"no trace written under {log_dir}")
-  with gzip.open(sorted(paths, key=os.path.getmtime)[-1]) as f:
-    data = json.load(f)
-  return data["traceEvents"] if isinstance(data, dict) else data
-
-
 def asynchronous(name, instrs, comps):
   return any(m["opcode"] in ("convolution", "dot", "custom-call")
              for m in _members(name, instrs, comps))
@@ -267,7 +253,8 @@ def main():
     text = f.read()
   instrs, comps = parse_hlo(text)
   module = re.match(r"HloModule (\S+?),", text).group(1)
-  per_op = attribute(load_trace(log_dir), module, instrs, comps, args.steps)
+  per_op = attribute(timing.load_trace(log_dir), module, instrs, comps,
+                     args.steps)
   if not per_op:
     raise RuntimeError("the trace holds no XLA op events of the step")
   cats = collections.Counter()
