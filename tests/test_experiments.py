@@ -6,6 +6,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -41,7 +42,7 @@ def _run(tmp_path, experiment, *flags):
       [sys.executable, "-m", "coarseseg_jax.experiments", "--quick",
        f"--experiment={experiment}", f"--out={tmp_path}/out",
        f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
-       *flags],
+       f"--archive={tmp_path}/archive", *flags],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-5000:]
   tag = "synthetic"
@@ -108,7 +109,8 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   """main (every kind of method: plain, swept, combined, taking another's
   choice): sweeps on selection seeds only, per-seed CSV from which the
   tables recompute, paired comparisons, figure, commands; run again,
-  nothing retrains."""
+  nothing retrains; with the workdirs gone, the archive restores every run
+  and the tables are the same."""
   quick = methods.QUICK
   assert len(quick.kappas) == 1
   runs = _run(tmp_path, "main", *MAIN_FLAGS)
@@ -223,6 +225,23 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
+  assert {name: (out / name).read_text() for name in written} == written
+
+  # Another machine: no workdirs, only the archive (config.json and
+  # results.json of each run, the refine reports): nothing trains or
+  # refines, the tables are the same.
+  archive = tmp_path / "archive" / "synthetic" / "main_quick"
+  kept = {os.path.relpath(p, archive) for p in glob.glob(
+      str(archive / "**" / "*"), recursive=True) if os.path.isfile(p)}
+  assert kept == {os.path.relpath(p, root) for p in results} | {
+      os.path.relpath(p.replace("results.json", "config.json"), root)
+      for p in results} | {
+          os.path.join(os.path.relpath(r["workdir"], root), "refine_train.json")
+          for r in refines}
+  shutil.rmtree(tmp_path / "wd")
+  runs = _run(tmp_path, "main", *MAIN_FLAGS)
+  assert runs["trained"] == 0
+  assert {r["status"] for r in runs["runs"]} == {"restored"}
   assert {name: (out / name).read_text() for name in written} == written
 
 

@@ -40,6 +40,11 @@ _CONFIG = config_flags.DEFINE_config_file(
 _OUT = flags.DEFINE_string("out", "results", "Tables and figures go here.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/experiments",
                                     "One workdir per run under this.")
+_ARCHIVE = flags.DEFINE_string(
+    "archive", None, "Archive of finished runs (config.json, results.json "
+    "under the workdir's path below --workdir_root): runs it holds are "
+    "restored, not trained; new ones are added. Commit it to take a long "
+    "experiment up on another machine.")
 _QUICK = flags.DEFINE_bool("quick", False, "A tiny model and 1 epoch (tests).")
 _SEEDS = flags.DEFINE_integer(
     "seeds", None, "Number of seeds (default: setup): reported runs 0..n-1; "
@@ -160,7 +165,8 @@ def _run(experiment: str) -> None:
     runner = runner_lib.Runner(
         methods.apply(base, {"data.validation_labels": labels}),
         os.path.join(_WORKDIR_ROOT.value, tag, root + suffix), config_file,
-        v_overrides, bar)
+        v_overrides, bar, _ARCHIVE.value and os.path.join(
+            _ARCHIVE.value, tag, root + suffix))
     out = os.path.join(_OUT.value, tag + suffix)
     if experiment == "main":
       rows[labels] = runner_lib.run_main(runner, setup, seeds, select, out,
@@ -185,8 +191,10 @@ def _run(experiment: str) -> None:
       "selection_seeds": list(select), "validation_labels": variants,
       "machine": report.machine(), "seconds": round(time.time() - tic, 1),
       "trained": trained, "runs": records})
-  print(f"{experiment}: {trained} runs trained, {len(records) - trained}"
-        f" skipped, {time.time() - tic:.0f} s; tables and figures in "
+  restored = sum(r["status"] == "restored" for r in records)
+  print(f"{experiment}: {trained} runs trained, {restored} restored from the "
+        f"archive, {len(records) - trained - restored} skipped, "
+        f"{time.time() - tic:.0f} s; tables and figures in "
         f"{_OUT.value} ({tag}_*)")
 
 

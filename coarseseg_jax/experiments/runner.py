@@ -2,7 +2,10 @@
 
 `Runner.run` trains a run (`train.train_and_evaluate` in this process) in
 its own workdir unless it finished there (then it reads results.json, after
-checking the workdir's config is this run's); `sweep` chooses a swept value
+checking the workdir's config is this run's, or restores it from the
+archive: a tree of finished runs' config.json and results.json under the
+same relative paths, which can be committed, so an experiment too long for
+one machine goes on from another); `sweep` chooses a swept value
 on the selection seeds and widens a grid whose winner is at its edge;
 `refined_labels` refines the train split with a finished run
 (`--mode=refine`) for a method that learns from it; `run_main`,
@@ -28,6 +31,23 @@ from coarseseg_jax.experiments import tables
 
 log = logging.getLogger("coarseseg_jax.experiments")
 
+# What the archive keeps of a finished run (paths relative to its workdir)
+# and of a refine output: enough to skip the run, not to resume or draw it.
+ARCHIVED_RUN = ("config.json", "results.json")
+
+
+def _copy(src_dir: str, dst_dir: str, names) -> bool:
+  """Copies the files `names` that exist from `src_dir` to `dst_dir`
+  (atomically each); returns whether all of them existed."""
+  found = True
+  for name in names:
+    src = filesystem.path(src_dir) / name
+    if src.exists():
+      filesystem.write_bytes(filesystem.path(dst_dir) / name, src.read_bytes())
+    else:
+      found = False
+  return found
+
 
 class Runner:
   """Runs (or skips) single runs under `root`; remembers what it did.
@@ -38,11 +58,15 @@ class Runner:
     config_file, base_overrides: how the base is made on the command line
       (for each run's `coarseseg_jax.main` command).
     bar: a progress bar to advance by one a run (default none).
+    archive: where finished runs are archived (`ARCHIVED_RUN`) under their
+      path relative to `root`, and restored from when the workdir lacks
+      them; None: no archive.
   """
 
   def __init__(self, base, root: str, config_file: str = "configs/synthetic.py",
-               base_overrides: Optional[Dict] = None, bar=None):
-    self.base, self.root = base, root
+               base_overrides: Optional[Dict] = None, bar=None,
+               archive: Optional[str] = None):
+    self.base, self.root, self.archive = base, root, archive
     self.config_file, self.base_overrides = config_file, base_overrides or {}
     self.records: List[dict] = []
     self.bar = bar or tqdm.tqdm(disable=True)
@@ -50,6 +74,32 @@ class Runner:
   def workdir(self, method: str, params: dict, seed: int) -> str:
     return os.path.join(self.root, method, methods.param_name(params),
                         f"seed{seed}")
+
+  def archived(self, workdir: str) -> Optional[str]:
+    """`workdir`'s place in the archive (None without an archive)."""
+    if self.archive is None:
+      return None
+    return os.path.join(self.archive, os.path.relpath(workdir, self.root))
+
+  def restore(self, workdir: str, names=ARCHIVED_RUN) -> bool:
+    """Copies `names` from the archive into `workdir` if all are there."""
+    where = self.archived(workdir)
+    if where is None or not all((filesystem.path(where) / n).exists()
+                                for n in names):
+      return False
+    return _copy(where, workdir, names)
+
+  def save(self, workdir: str, names=ARCHIVED_RUN) -> None:
+    where = self.archived(workdir)
+    if where is not None:
+      _copy(workdir, where, names)
+
+  def finished(self, method: str, params: dict, seed: int) -> bool:
+    """Whether the run has results, in its workdir or in the archive."""
+    workdir = self.workdir(method, params, seed)
+    where = self.archived(workdir)
+    return any(filesystem.path(d).joinpath("results.json").exists()
+               for d in (workdir, where) if d is not None)
 
   def run(self, method: str, params: dict, seed: int,
           extra: Optional[methods.Delta] = None) -> dict:
@@ -64,14 +114,19 @@ class Runner:
     # TensorFlow loads here, not at import: flag errors stay one fast line.
     from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
     from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
+    status = "skipped"
+    if not results_path.exists() and self.restore(workdir):
+      status = "restored"
     if results_path.exists():
       config_validation.resolve_refined(config.data)  # As training does.
       workdir_lib.check_config(workdir, config)  # Refuses another config.
-      status, results = "skipped", filesystem.read_json(results_path)
+      results = filesystem.read_json(results_path)
     else:
       status = "trained"
       log.info("training %s\n  = %s", workdir, command)
       results = train.train_and_evaluate(config, workdir)
+    if status != "restored":
+      self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
     self.records.append({"workdir": workdir, "status": status,
                          "seconds": round(time.time() - tic, 1),
@@ -80,10 +135,12 @@ class Runner:
     return results
 
 
-def refined_labels(runner: Runner, method: str, params: dict, seed: int
-                   ) -> str:
+def refined_labels(runner: Runner, method: str, params: dict, seed: int,
+                   labels_needed: bool = True) -> str:
   """The train split refined by `method`'s run (`params`, `seed`), written
-  into its workdir unless it is there (`--mode=refine`); returns the dir."""
+  into its workdir unless it is there (`--mode=refine`); returns the dir.
+  `labels_needed=False` (the run that learns from them is finished): the
+  refine report alone, restored from the archive, will do."""
   from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
   source = runner.workdir(method, params, seed)
@@ -92,6 +149,11 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int
   command = (f"python -m coarseseg_jax.main --workdir={source} --mode=refine"
              f" --split={split} --output_dir={out}")
   status, tic = "skipped", time.time()
+  report_name = os.path.relpath(refined_data.report_path(out, split), out)
+  if not labels_needed and not filesystem.path(
+      refined_data.report_path(out, split)).exists() and runner.restore(
+          out, (report_name,)):
+    status = "restored"
   if not filesystem.path(refined_data.report_path(out, split)).exists():
     status = "refined"
     log.info("refining %s\n  = %s", source, command)
@@ -99,6 +161,8 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int
                            methods.run_delta(method, params, seed))
     report = refine.run(config, source, out, split=split)
     log.info("%s", report["line"])
+  if status != "restored":
+    runner.save(out, (report_name,))
   runner.records.append({"workdir": out, "status": status,
                          "seconds": round(time.time() - tic, 1),
                          "command": command})
@@ -170,7 +234,8 @@ def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
     source = spec.refined_from
     results[method] = [runner.run(method, chosen[method], s, None if (
         source is None) else {"data.refined_dir": refined_labels(
-            runner, source, chosen[source], s)}) for s in seeds]
+            runner, source, chosen[source], s, labels_needed=not
+            runner.finished(method, chosen[method], s))}) for s in seeds]
   labels = runner.base.data.validation_labels
   seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
                for m in names for s, r in zip(seeds, results[m])]
