@@ -34,7 +34,7 @@ from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
-from coarseseg_jax import train
+from coarseseg_jax import step as step_lib
 
 
 def make_batch(batch_size, size, num_segments, seed=0):
@@ -73,7 +73,7 @@ def build(name, lmbda, kappa, args, mesh, compiler_options=None,
   model = models.create_model(config.model)
   state = state_lib.create_train_state(config, model, mesh, args.size)
   step_fn = jax.jit(functools.partial(
-      train.train_step, settings=losses.LossSettings(
+      step_lib.train_step, settings=losses.LossSettings(
           lmbda=lmbda, m=0.0, kappa=kappa, num_segments=args.num_segments)),
                     donate_argnums=0)
   batch = sharding.shard_batch(

@@ -35,14 +35,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Fills `config.model.num_classes` from the dataset when it is None.
   """
   d, m, t = config.data, config.model, config.train
-  if d.crop_size % 16:
-    raise ConfigError(
-        f"config.data.crop_size={d.crop_size} must be a multiple of 16 "
-        "(the models' output stride).")
-  if d.eval_center_crop and d.eval_center_crop % 16:
-    raise ConfigError(
-        f"config.data.eval_center_crop={d.eval_center_crop} must be a "
-        "multiple of 16.")
+  check_sizes(config, jax.device_count())
   if d.train_labels not in TRAIN_LABELS:
     raise ConfigError(
         f"config.data.train_labels={d.train_labels!r}: use one of "
@@ -65,13 +58,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     models.create_model(m)
   except ValueError as e:
     raise ConfigError(f"config.model: {e}") from None
-  n = jax.device_count()
-  for name, size in (("train.batch_size", t.batch_size),
-                     ("data.eval_batch_size", d.eval_batch_size)):
-    if size < 1 or size % n:
-      raise ConfigError(
-          f"config.{name}={size} must be a positive multiple of the number "
-          f"of devices ({n}); batches are sharded over all devices.")
   if (t.lmbda or t.kappa) and m.name not in SUPERPIXEL_MODELS:
     raise ConfigError(
         f"config.train.lmbda={t.lmbda} / kappa={t.kappa} need a model with "
@@ -95,6 +81,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.train.select_metric={t.select_metric!r} needs fine "
         "validation labels (coarse labels have no class boundaries); use "
         f"{' or '.join(COARSE_SELECTABLE)}, or data.validation_labels='fine'.")
+
+
+def check_sizes(config: ml_collections.ConfigDict, num_devices: int,
+                batches=("train.batch_size", "data.eval_batch_size")) -> None:
+  """Crop sizes that the models' output stride (16) divides; `batches`
+  (dotted keys) that divide over `num_devices` (sharded over all)."""
+  d = config.data
+  if d.crop_size <= 0 or d.crop_size % 16:
+    raise ConfigError(
+        f"config.data.crop_size={d.crop_size} must be a positive multiple of "
+        "16 (the models' output stride).")
+  if d.eval_center_crop and d.eval_center_crop % 16:
+    raise ConfigError(
+        f"config.data.eval_center_crop={d.eval_center_crop} must be a "
+        "multiple of 16.")
+  for name in batches:
+    section, key = name.split(".")
+    size = config[section][key]
+    if size < 1 or size % num_devices:
+      raise ConfigError(
+          f"config.{name}={size} must be a positive multiple of the number "
+          f"of devices ({num_devices}); batches are sharded over all "
+          "devices.")
 
 
 def _validate_training_options(config) -> None:

@@ -1,7 +1,7 @@
 """Memory of the compiled train step per device, before a run.
 
 `train_step_memory(config)` lowers and compiles the train step exactly as
-training builds it (`train.train_step`, the state donated, the batch sharded
+training builds it (`step.train_step`, the state donated, the batch sharded
 over a 1-D `data` mesh of every device, parameters replicated) on abstract
 inputs (`jax.ShapeDtypeStruct`s from `jax.eval_shape`: nothing is
 initialised, no step runs) and reads XLA's memory analysis of the compiled
@@ -37,10 +37,12 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 
+from coarseseg_jax import config_validation
 from coarseseg_jax import errors
 from coarseseg_jax import models
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
+from coarseseg_jax import step as step_lib
 
 MiB = 2**20
 
@@ -84,21 +86,12 @@ class StepMemory:
 
 def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """One-line ConfigError for what would fail inside the compiler."""
-  m, d, t = config.model, config.data, config.train
-  if m.num_classes is None:
+  if config.model.num_classes is None:
     raise errors.ConfigError(
         "config.model.num_classes is not set (config_validation."
         "resolve_num_classes sets the dataset's); pass "
         "--config.model.num_classes=N.")
-  if d.crop_size <= 0 or d.crop_size % 16:
-    raise errors.ConfigError(
-        f"config.data.crop_size={d.crop_size} must be a positive multiple "
-        "of 16 (the models' output stride).")
-  if t.batch_size < 1 or t.batch_size % num_devices:
-    raise errors.ConfigError(
-        f"config.train.batch_size={t.batch_size} must be a positive multiple "
-        f"of the number of devices ({num_devices}); batches are sharded over "
-        "all devices.")
+  config_validation.check_sizes(config, num_devices, ("train.batch_size",))
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, mesh: Mesh,
@@ -187,12 +180,11 @@ def train_step_memory(config: ml_collections.ConfigDict,
       a model / loss option the model or the loss refuses (one line).
     RuntimeError: the backend has no memory analysis.
   """
-  from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh() if mesh is None else mesh
   state, batch = abstract_train_inputs(config, mesh)
   t0 = time.perf_counter()
   try:
-    lowered = train.make_train_step(config).lower(state, batch)
+    lowered = step_lib.make_train_step(config).lower(state, batch)
   except ValueError as e:  # The models' and losses' one-line config errors.
     raise errors.ConfigError(
         f"the train step of this config cannot be built: {e}") from None

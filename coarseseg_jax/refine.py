@@ -15,8 +15,8 @@ it gives every unlabelled pixel a class and keeps every labelled one:
 
 `mask_metrics` scores refined masks against fine labels with the project's
 metric functions (`coarseseg_jax.metrics`). `run` refines a prepared split
-(`split_examples`: its stored coarse labels, fine labels and SLIC maps) or a
-folder of images with coarse label PNGs matched by stem (`folder_pairs`; SLIC
+(`refine_inputs`: its stored coarse labels, fine labels and SLIC maps) or a
+folder of images with coarse label PNGs matched by stem (SLIC
 maps computed with the config's SLIC settings), and writes `<stem>.png`
 (uint8 class ids at the image's size, the model's refinement) and
 `<stem>_overlay.png` as `--mode=predict` does, plus the report of
@@ -29,31 +29,25 @@ error leaves no partial output. Local output folders only; one process.
 import functools
 import logging
 import os
-import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from scipy import ndimage
 import tensorflow as tf
 import tqdm
 
 from coarseseg_jax import config_validation
-from coarseseg_jax import datasets
-from coarseseg_jax import errors
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures as figures_lib
 from coarseseg_jax import inference
-from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
+from coarseseg_jax import refine_inputs
 from coarseseg_jax import refine_report
 from coarseseg_jax import state as state_lib
-from coarseseg_jax.datasets import folder
 from coarseseg_jax.datasets import items
 from coarseseg_jax.datasets import label_ops
-from coarseseg_jax.datasets import slic as slic_lib
 from coarseseg_jax.labels import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
@@ -195,138 +189,10 @@ def _mask_metrics_fn(num_classes: int):
   return jax.jit(functools.partial(mask_metrics, num_classes=num_classes))
 
 
-def safe_stem(name: str) -> str:
-  """A file-name stem for an example id: runs of characters other than
-  letters, digits, `.`, `-`, `_` become `_` (`aachen/x_1` -> `aachen_x_1`)."""
-  return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "example"
-
-
-# ------------------------------------------------------------------ inputs --
-class Example(NamedTuple):
-  """One image to refine."""
-  stem: str             # Output name.
-  source: str           # Example id or image file, for messages.
-  image: np.ndarray     # (H, W, 3) uint8 RGB.
-  coarse: np.ndarray    # (H, W) uint8, 255 = unlabelled.
-  slic: np.ndarray      # (H, W) int32 SLIC ids.
-  fine: Optional[np.ndarray] = None  # (H, W) uint8, prepared splits only.
-
-
-def split_examples(config, split: str
-                   ) -> Tuple[int, Iterator[Example], Optional[List[str]]]:
-  """(count, examples, class names) of a prepared split, in file order."""
-  builder = datasets.get_builder(config.data, config.model.num_classes)
-  if not builder.is_prepared():
-    raise errors.DatasetError(
-        f"{builder.data_dir}: the dataset is not prepared there (train first, "
-        "or pass --config.data.data_dir).")
-  try:
-    count = builder.info.splits[split].num_examples
-  except (KeyError, ValueError):
-    raise errors.DatasetError(
-        f"{builder.data_dir}: no split {split!r}; the dataset has "
-        f"{', '.join(builder.info.splits)}.") from None
-  data = ml_collections.ConfigDict({"train_labels": "coarse",
-                                    "eval_center_crop": None})
-  batches = input_pipeline.create_eval_iterator(
-      builder, data, split, int(config.data.eval_batch_size))
-  names = datasets.class_names(builder)
-
-  def examples():
-    used = set()
-    for batch in batches:
-      for i in np.flatnonzero(batch["mask"] > 0):
-        h, w = int(batch["height"][i]), int(batch["width"][i])
-        ident = batch["id"][i].decode("utf-8", "replace")
-        stem = safe_stem(ident)
-        while stem in used or stem.endswith("_overlay"):
-          stem += "_"
-        used.add(stem)
-        image = np.round(batch["image"][i, :h, :w] * 255).astype(np.uint8)
-        coarse = batch["label"][i, :h, :w]
-        bad = np.unique(coarse[(coarse >= config.model.num_classes)
-                               & (coarse != IGNORE_LABEL)])
-        if bad.size:
-          raise errors.DatasetError(
-              f"{ident} ({split}): coarse label values {bad[:5].tolist()} "
-              f"are beyond the model's {config.model.num_classes} classes.")
-        yield Example(stem, ident, image, coarse.astype(np.uint8),
-                      batch["slic"][i, :h, :w],
-                      batch["label_fine"][i, :h, :w].astype(np.uint8))
-
-  return count, examples(), list(names) if names else None
-
-
-def folder_pairs(input_dir: str, coarse_dir: str,
-                 num_classes: int) -> List[Tuple[str, str, str]]:
-  """(stem, image file, coarse PNG) of two folders matched by stem, checked.
-
-  Checks every pair before anything is computed: a stem without a partner
-  (either way), two images of one stem, a coarse PNG that is no
-  single-channel label, of another size than its image, or with class ids
-  of `num_classes` or more (other than 255) raise `errors.DatasetError`
-  naming the file. Hidden and other files are ignored (non-image files with
-  a warning).
-  """
-
-  def listing(root, extensions):
-    if not os.path.isdir(root):
-      raise errors.DatasetError(f"{root}: folder not found.")
-    found: Dict[str, str] = {}
-    for name in sorted(os.listdir(root)):
-      path = os.path.join(root, name)
-      stem, ext = os.path.splitext(name)
-      if name.startswith(".") or os.path.isdir(path):
-        continue
-      if ext.lower() not in extensions:
-        log.warning("ignored %s: not a %s file.", path, "/".join(extensions))
-      elif stem in found:
-        raise errors.DatasetError(
-            f"{path}: another file has the stem {stem!r} ({found[stem]}); "
-            "stems must be unique.")
-      else:
-        found[stem] = path
-    return found
-
-  images = listing(input_dir, inference.IMAGE_EXTENSIONS)
-  coarse = listing(coarse_dir, (".png",))
-  for stem, path in coarse.items():
-    if stem not in images:
-      raise errors.DatasetError(
-          f"{path}: no image named {stem}.* in {input_dir}.")
-  pairs = []
-  for stem, path in images.items():
-    if stem not in coarse:
-      raise errors.DatasetError(
-          f"{path}: no coarse label {stem}.png in {coarse_dir}.")
-    w, h = items.image_size(path)
-    label = folder.read_label(coarse[stem])
-    # The image's size from its header stands in for the pixels here.
-    items.validate_item(items.LoadedItem(
-        stem, np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3)),
-        None, label, items.ItemFiles(path, None, coarse[stem])), num_classes)
-    pairs.append((stem, path, coarse[stem]))
-  if not pairs:
-    raise errors.DatasetError(f"{input_dir}: no images "
-                              f"({', '.join(inference.IMAGE_EXTENSIONS)}).")
-  return pairs
-
-
-def _folder_examples(config, pairs) -> Iterator[Example]:
-  """The `folder_pairs` read, with SLIC maps of the config's settings."""
-  d = config.data
-  for stem, image_path, coarse_path in pairs:
-    image = items.read_image(image_path)
-    segments = slic_lib.slic_map(image, block=int(d.slic_block),
-                                 compactness=float(d.slic_compactness),
-                                 sigma=float(d.slic_sigma))
-    yield Example(stem, image_path, image, folder.read_label(coarse_path),
-                  segments)
-
-
 # ------------------------------------------------------------------ driver --
-def _predicted(examples: Iterator[Example], model, variables, batch_size: int
-               ) -> Iterator[Tuple[Example, np.ndarray, np.ndarray]]:
+def _predicted(examples: Iterator[refine_inputs.Example], model, variables,
+               batch_size: int) -> Iterator[
+                   Tuple[refine_inputs.Example, np.ndarray, np.ndarray]]:
   """(example, pred, confidence) at each image's size; images are batched by
   `inference.bucket_shape` (padded bottom/right), as `--mode=predict` does."""
   predict = evaluate.make_predict_fn(model)
@@ -337,7 +203,7 @@ def _predicted(examples: Iterator[Example], model, variables, batch_size: int
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     return pred, jnp.max(probs, axis=-1)
 
-  pending: Dict[Tuple[int, int], List[Example]] = {}
+  pending: Dict[Tuple[int, int], List[refine_inputs.Example]] = {}
 
   def flush(shape):
     group = pending.pop(shape)
@@ -358,7 +224,7 @@ def _predicted(examples: Iterator[Example], model, variables, batch_size: int
     yield from flush(shape)
 
 
-def _figures(masks: Dict[str, np.ndarray], ex: Example,
+def _figures(masks: Dict[str, np.ndarray], ex: refine_inputs.Example,
              num_classes: int) -> Dict[str, Dict[str, np.ndarray]]:
   """`mask_metrics` of each method's mask, in a canvas of the bucket shape
   (so images of many sizes compile once per bucket)."""
@@ -388,13 +254,14 @@ def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
   num_classes = int(config.model.num_classes)
   if input_dir is not None:
     name = "folder"
-    pairs = folder_pairs(input_dir, coarse_dir, num_classes)
+    pairs = refine_inputs.folder_pairs(input_dir, coarse_dir, num_classes)
     count, examples, class_names = (len(pairs),
-                                    _folder_examples(config, pairs), None)
+                                    refine_inputs.folder_examples(config, pairs), None)
     source = {"input_dir": input_dir, "coarse_dir": coarse_dir}
   else:
     name = split
-    count, examples, class_names = split_examples(config, split)
+    count, examples, class_names = refine_inputs.split_examples(
+        config, split)
     source = {"split": split, "dataset": config.data.dataset}
   with refine_report.staged_output(output_dir) as tmp:
     state, model, _, step = state_lib.restore_for_inference(config, workdir)

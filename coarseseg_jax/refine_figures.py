@@ -20,6 +20,7 @@ import numpy as np
 
 from coarseseg_jax import figures
 from coarseseg_jax import refine
+from coarseseg_jax import refine_inputs
 from coarseseg_jax import refine_report
 from coarseseg_jax import workdir as workdir_lib
 
@@ -28,7 +29,7 @@ def save_figure(examples, refined_dir: str, num_classes: int,
                 class_names: Optional[Sequence[str]], path: str) -> None:
   """Image, coarse label, SLIC propagation, nearest labelled pixel, the
   model's refinement (read from `refined_dir`) and fine label of each
-  `refine.Example`, one row each."""
+  `refine_inputs.Example`, one row each."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   fig = Figure(figsize=(15, 2.5 * len(examples) + 0.7))
@@ -90,7 +91,7 @@ def main(argv=None) -> None:
   with open(args.out + ".md", "w") as f:
     f.write(f"Refine: {run}.\n\n{table}\nPer class (first run), band "
             f"accuracy / boundary F1:\n\n{refine_report.per_class_table(first)}")
-  _, examples, names = refine.split_examples(config, args.split)
+  _, examples, names = refine_inputs.split_examples(config, args.split)
   picked = list(itertools.islice(examples, args.num_figure_images))
   save_figure(picked, args.refined[0], int(config.model.num_classes), names,
               args.out + ".png")

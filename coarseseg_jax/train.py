@@ -1,4 +1,4 @@
-"""Training: the jit-compiled train step and the loop.
+"""Training: the loop.
 
 `train_and_evaluate(config, workdir)` checks the workdir (config.json),
 prepares the dataset if needed, trains with data parallelism over every
@@ -16,24 +16,20 @@ the batches from that step on; the pipeline yields exactly the batches an
 uninterrupted run would (each epoch's order and augmentation are a pure
 function of the seed and the epoch), so no data is lost or repeated.
 
-The train state and its optimizer live in `state.py`, evaluation in
-`evaluate.py`; this module holds the step and the loop.
+The train state and its optimizer live in `state.py`, the train step in
+`step.py`, evaluation in `evaluate.py`; this module holds the loop.
 """
 
-import functools
 import json
 import logging
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from jax.experimental import multihost_utils
 import tqdm
 
-from coarseseg_jax import assignment_stats
 from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
 from coarseseg_jax import datasets
@@ -42,88 +38,24 @@ from coarseseg_jax import figures
 from coarseseg_jax import filesystem
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import interruption
-from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import profiling
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
+from coarseseg_jax import step as step_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
-from coarseseg_jax.labels import IGNORE_LABEL
-from coarseseg_jax.models import hcfcn
 
 log = logging.getLogger(__name__)
-
-
-def train_step(state: state_lib.TrainState, batch: dict,
-               settings: losses.LossSettings):
-  """One optimisation step. Pure: `(state, batch) -> (state, metrics)`.
-
-  Args:
-    state: the replicated train state.
-    batch: `image` (B, H, W, 3) float32 in [0, 1], `label` (B, H, W) int32
-      training labels (255 = ignored), `slic` (B, H, W) int32 (used when
-      kappa > 0).
-    settings: the loss (`losses.LossSettings`, static under jit);
-      lmbda = kappa = 0 is plain cross-entropy.
-  Returns:
-    the new state and a dict of scalar metrics: the loss and its terms,
-    the training accuracy, the gradient norm and, for models with learned
-    superpixels, the assignments' diagnostics (`assignment_stats.summary`)
-    and learnable temperatures / parent biases.
-  """
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-  def loss_fn(params):
-    (logits, assignments), new_vars = state.apply_fn(
-        {"params": params, "batch_stats": state.batch_stats}, batch["image"],
-        train=True, rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-    total, terms = settings.loss(logits, batch["label"], batch["image"],
-                                 assignments, slic=batch["slic"],
-                                 return_terms=True)
-    labelled = batch["label"] != IGNORE_LABEL
-    correct = (jnp.argmax(logits, -1) == batch["label"]) & labelled
-    terms["accuracy"] = correct.sum() / jnp.maximum(labelled.sum(), 1)
-    if assignments:
-      terms.update(assignment_stats.summary(
-          [jax.lax.stop_gradient(a) for a in assignments]))
-    return total, (terms, new_vars.get("batch_stats", {}))
-
-  (loss, (terms, batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
-  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  # A step is rejected when its loss, or the parameters it would produce, are
-  # not finite (the latter catches a NaN learning rate or overflowing update).
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updated.params))
-  keep = lambda new, old: jax.tree.map(
-      lambda a, b: jnp.where(finite, a, b), new, old)
-  first_bad = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
-                        state.nonfinite_step)
-  new_state = updated.replace(
-      params=keep(updated.params, state.params),
-      opt_state=keep(updated.opt_state, state.opt_state),
-      batch_stats=keep(updated.batch_stats, state.batch_stats),
-      nonfinite_step=first_bad)
-  metrics = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads),
-             **hcfcn.assign_parameters(state.params)}
-  return new_state, metrics
-
-
-def make_train_step(config: ml_collections.ConfigDict):
-  """The jitted `train_step` of `config` (its `losses.LossSettings`), the
-  state (argument 0) donated: what training runs and `memory` measures."""
-  return jax.jit(functools.partial(
-      train_step, settings=losses.LossSettings.from_config(config)),
-                 donate_argnums=0)
 
 
 class _Run:
   """What the loop needs across phases (plain holder, no logic)."""
 
-  def __init__(self, config, workdir, num_steps: int,
+  def __init__(self, config, workdir, builder, num_steps: int,
                stop: interruption.StopRequest):
     self.config, self.workdir, self.stop = config, workdir, stop
-    self.builder = datasets.get_builder(config.data, config.model.num_classes)
+    self.builder = builder
     self.mesh = sharding.make_mesh()
     self.model = models.create_model(config.model)
     self.writer = writers.MetricWriter(workdir)
@@ -137,7 +69,7 @@ class _Run:
     self.txs = {phase: state_lib.optimizer_for_phase(config.train, phase,
                                                      num_steps)
                 for phase in state_lib.PHASES}
-    self.train_step = make_train_step(config)
+    self.train_step = step_lib.make_train_step(config)
 
   def close(self) -> None:
     self.writer.close()
@@ -240,7 +172,7 @@ def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
 def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
                  steps_per_epoch: int):
   """The loop of `_train_phase`: step, log, validate, checkpoint, stop."""
-  t, phase = run.config.train, ps.phase
+  t = run.config.train
   step = int(jax.device_get(state.step))
   history, tic = [], time.time()
   profiler = profiling.StepProfiler(
@@ -358,21 +290,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     jax.distributed.initialize()
   with workdir_lib.claim(config, workdir):
     if jax.process_index() == 0:  # One host prepares, the others wait.
-      datasets.prepare(config.data, config.model.num_classes)
+      builder = datasets.prepare(config.data, config.model.num_classes)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
+      if jax.process_index() > 0:
+        builder = datasets.get_builder(config.data, config.model.num_classes)
     # From here a signal is a stop request: it cannot be lost in library
     # code that catches KeyboardInterrupt while the run is set up.
     with interruption.StopRequest() as stop:
       t = config.train
-      builder = datasets.get_builder(config.data, config.model.num_classes)
       config_validation.check_dataset(config, builder)
       spe = input_pipeline.steps_per_epoch(builder, t.batch_size,
                                            config.data.train_split)
       num_steps = spe * t.num_epochs
       if t.max_steps:
         num_steps = min(num_steps, t.max_steps)
-      run = _Run(config, workdir, num_steps, stop)
+      run = _Run(config, workdir, builder, num_steps, stop)
       try:
         return _train_and_test(run, num_steps, spe)
       finally:

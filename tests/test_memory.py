@@ -21,7 +21,7 @@ from coarseseg_jax import errors
 from coarseseg_jax import losses
 from coarseseg_jax import memory
 from coarseseg_jax import models
-from coarseseg_jax import train
+from coarseseg_jax import step as step_lib
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.configs import default
 
@@ -122,7 +122,7 @@ def test_make_train_step_binds_the_configs_loss_settings():
   config = _tiny()
   config.train.lmbda, config.train.kappa = 0.25, 0.5
   config.train.class_weights = (1.0, 2.0, 1.0, 1.0, 1.0, 1.0)
-  settings = train.make_train_step(config).__wrapped__.keywords["settings"]
+  settings = step_lib.make_train_step(config).__wrapped__.keywords["settings"]
   assert settings.lmbda == 0.25 and settings.kappa == 0.5
   assert settings.num_segments == config.data.slic_num_segments
   np.testing.assert_array_equal(settings.class_weights,

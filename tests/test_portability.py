@@ -30,7 +30,7 @@ from coarseseg_jax import losses
 from coarseseg_jax import memory
 from coarseseg_jax import models
 from coarseseg_jax import sharding
-from coarseseg_jax import train
+from coarseseg_jax import step as step_lib
 from coarseseg_jax.configs import default
 
 PLATFORMS = ("tpu", "cuda")
@@ -117,7 +117,7 @@ def test_train_step_exports_for_tpu_and_gpu(dtype):
   assert config.train.lmbda > 0
   mesh = _mesh()
   state, batch = memory.abstract_train_inputs(config, mesh)
-  step = train.make_train_step(config)
+  step = step_lib.make_train_step(config)
   exported = _export_flat(step, (state, batch), donate=1)
   text = _check_export(exported, f"train step, {dtype}")
   assert "jax.buffer_donor = true" in text  # The state is donated.
@@ -292,7 +292,7 @@ def _train_losses(dtype: str, images, labels, steps: int) -> np.ndarray:
   mesh = Mesh(np.array(jax.devices()[:1]), ("data",))  # 1 device: faster.
   state = state_lib.create_train_state(
       config, models.create_model(config.model), mesh, SIZE)
-  step = train.make_train_step(config)
+  step = step_lib.make_train_step(config)
   rng = np.random.default_rng(0)
   out = []
   for _ in range(steps):

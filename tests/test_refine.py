@@ -22,6 +22,7 @@ from coarseseg_jax import metrics
 from coarseseg_jax import models
 from coarseseg_jax import refine
 from coarseseg_jax import refine_figures
+from coarseseg_jax import refine_inputs
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
@@ -136,8 +137,8 @@ def test_mask_metrics_in_a_padded_canvas_equal_those_at_the_image_size():
 
 
 def test_safe_stems():
-  assert refine.safe_stem("aachen/aachen_000000 x") == "aachen_aachen_000000_x"
-  assert refine.safe_stem("../..") == "example"
+  assert refine_inputs.safe_stem("aachen/aachen_000000 x") == "aachen_aachen_000000_x"
+  assert refine_inputs.safe_stem("../..") == "example"
 
 
 # --------------------------------------------------------------- bad input
@@ -177,7 +178,7 @@ def test_bad_folders_name_the_file(tmp_path, case, pattern):
   elif case == "duplicate":
     Image.new("RGB", (48, 40)).save(os.path.join(images, "a.jpg"))
   with pytest.raises(errors.DatasetError, match=pattern):
-    refine.folder_pairs(images, coarse, num_classes=6)
+    refine_inputs.folder_pairs(images, coarse, num_classes=6)
 
 
 def _env():
@@ -228,7 +229,7 @@ def untrained(shared_tmp_path, tiny_data_dir):
 
 
 def _split(config, split):
-  count, examples, _ = refine.split_examples(config, split)
+  count, examples, _ = refine_inputs.split_examples(config, split)
   examples = list(examples)
   assert len(examples) == count
   return {ex.stem: ex for ex in examples}

@@ -478,7 +478,8 @@ def test_config_error_is_one_clear_line(tiny_data_dir):
       text=True, timeout=120)
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr
-  assert "error: config.data.crop_size=50 must be a multiple of 16" in proc.stderr
+  assert ("error: config.data.crop_size=50 must be a positive multiple of 16"
+          in proc.stderr)
   proc = subprocess.run(
       [sys.executable, "-m", "coarseseg_jax.main",
        "--config=tests/tiny_config.py", "--config.model.name=resnet",
