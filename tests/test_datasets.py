@@ -64,6 +64,7 @@ def tiny_synthetic(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- synthetic --
+@pytest.mark.slow  # Prepares a dataset.
 def test_synthetic_builds_and_loads_with_tfds(tiny_synthetic):
   config, builder = tiny_synthetic
   assert datasets.is_prepared(config)
@@ -81,6 +82,7 @@ def test_synthetic_builds_and_loads_with_tfds(tiny_synthetic):
   assert 0 < stats["labelled"] < stats["pixels"] == 6 * 64 * 64
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_synthetic_examples_are_the_generator_output(tiny_synthetic):
   _, builder = tiny_synthetic
   ex = read_split(builder, "validation")["validation_00001"]
@@ -92,6 +94,7 @@ def test_synthetic_examples_are_the_generator_output(tiny_synthetic):
   np.testing.assert_array_equal(ex["slic"], slic.slic_map(image))
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_worker_count_does_not_change_the_data(tiny_synthetic, tmp_path):
   _, pooled = tiny_synthetic
   inline = datasets.prepare(data_config(tmp_path, **TINY), num_workers=1)
@@ -185,6 +188,7 @@ def write_folder(root, splits=(("train", 6), ("validation", 2), ("test", 2)),
   return stems
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_folder_generates_coarse_labels(tmp_path):
   raw = tmp_path / "mydata"
   stems = write_folder(str(raw))
@@ -205,6 +209,7 @@ def test_folder_generates_coarse_labels(tmp_path):
   assert datasets.is_prepared(data_config(tmp_path / "data", "folder"), 6)
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_folder_uses_native_coarse_labels_and_num_classes_flag(tmp_path):
   raw = tmp_path / "raw"
   write_folder(str(raw), with_coarse=True, classes=False)
@@ -219,6 +224,7 @@ def test_folder_uses_native_coarse_labels_and_num_classes_flag(tmp_path):
                                   coarse.coarse_label(fine, 3))
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_folder_without_validation_splits_train_deterministically(tmp_path):
   raw = tmp_path / "raw"
   stems = write_folder(str(raw), splits=(("train", 10), ("test", 2)))
@@ -276,6 +282,7 @@ def _no_prepared_leftovers(data_dir):
   return True, None
 
 
+@pytest.mark.slow  # Prepares a dataset.
 @pytest.mark.parametrize("case", ["missing_label", "unreadable_image",
                                   "label_size", "label_value"])
 def test_bad_input_stops_with_an_error_naming_the_file(tmp_path, case):
@@ -291,6 +298,7 @@ def test_bad_input_stops_with_an_error_naming_the_file(tmp_path, case):
   assert ok, leftover
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_error_in_worker_arrives_unchanged_and_rerun_after_fix_works(tmp_path):
   raw = str(tmp_path / "raw")
   write_folder(raw, splits=(("train", 4), ("test", 1)), jpeg_first=False)
@@ -312,6 +320,7 @@ def test_error_in_worker_arrives_unchanged_and_rerun_after_fix_works(tmp_path):
   assert len(read_split(builder, "validation")) == 1
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_missing_directory_and_missing_test_split(tmp_path):
   with pytest.raises(errors.DatasetError, match="directory not found") as info:
     datasets.prepare(data_config(tmp_path, "folder", tmp_path / "nope"), 6)

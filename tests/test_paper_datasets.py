@@ -144,6 +144,7 @@ def test_suim_cli_builds_it_and_tfds_reads_it_back(suim_raw, tmp_path):
   assert sorted(s[0] for s in again["validation"]) == sorted(val)
 
 
+@pytest.mark.slow  # Prepares a dataset.
 @pytest.mark.parametrize("policy", ["resize", "crop", "skip", "error"])
 def test_suim_size_mismatch_policies(suim_raw, tmp_path, policy):
   raw, truth = suim_raw
@@ -173,6 +174,7 @@ def test_suim_size_mismatch_policies(suim_raw, tmp_path, policy):
       assert np.mean(loaded.label_fine == label) > 0.95
 
 
+@pytest.mark.slow  # Prepares a dataset.
 @pytest.mark.parametrize("case", ["no_test_folder", "mask_missing"])
 def test_suim_bad_input_stops_naming_the_file(suim_raw, tmp_path, case):
   raw = str(tmp_path / "raw")
@@ -188,6 +190,7 @@ def test_suim_bad_input_stops_naming_the_file(suim_raw, tmp_path, case):
 
 
 # ---------------------------------------------------------------- PanNuke --
+@pytest.mark.slow  # Prepares a dataset.
 def test_pannuke_builds_and_tfds_reads_it_back(pannuke_raw, tmp_path):
   raw, truth = pannuke_raw
   builder = datasets.prepare(data_config(tmp_path, "pannuke", raw),
@@ -235,6 +238,7 @@ def test_pannuke_folds_are_configurable(pannuke_raw, tmp_path):
     datasets.get_builder(data_config(tmp_path, "pannuke", raw, test_fold=1))
 
 
+@pytest.mark.slow  # Prepares a dataset.
 @pytest.mark.parametrize("case", ["mask_channels", "image_dtype", "no_fold"])
 def test_pannuke_bad_arrays_stop_naming_the_file(pannuke_raw, tmp_path, case):
   raw = str(tmp_path / "raw")
@@ -261,6 +265,7 @@ def test_cityscapes_label_table_is_the_official_one():
                                      18, 29, 30, 255))
 
 
+@pytest.mark.slow  # Prepares a dataset.
 def test_cityscapes_builds_with_gtcoarse_and_city_splits(cityscapes_raw,
                                                          tmp_path):
   raw, truth = cityscapes_raw
@@ -325,6 +330,7 @@ def test_cityscapes_without_gtcoarse_val_generates_test_coarse(tmp_path):
   assert all(it[3] is not None for it in items["train"] + items["validation"])
 
 
+@pytest.mark.slow  # Prepares a dataset.
 @pytest.mark.parametrize("case", ["unknown_id", "fine_missing", "no_gtcoarse"])
 def test_cityscapes_bad_input_stops_naming_the_file(cityscapes_raw, tmp_path,
                                                     case):

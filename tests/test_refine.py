@@ -235,6 +235,7 @@ def _split(config, split):
   return {ex.stem: ex for ex in examples}
 
 
+@pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
                                                              tmp_path):
   config, workdir = untrained
@@ -280,6 +281,7 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
   assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
 
 
+@pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_min_confidence_one_leaves_the_band_unlabelled(untrained, tmp_path):
   config, workdir = untrained
   out = tmp_path / "out"
@@ -293,6 +295,7 @@ def test_min_confidence_one_leaves_the_band_unlabelled(untrained, tmp_path):
   assert model["left_share"] == pytest.approx(1 - report["labelled_share"])
 
 
+@pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_an_error_after_the_start_leaves_no_output(untrained, tmp_path):
   config, _ = untrained
   empty = tmp_path / "empty_workdir"
@@ -312,6 +315,7 @@ def _refined_config(config, refined_dir, **data):
   return config
 
 
+@pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_training_reads_the_refined_labels_and_records_their_source(
     untrained, tmp_path):
   """train_labels=refined: config.json's refined_from names the refining
@@ -351,6 +355,7 @@ def test_training_reads_the_refined_labels_and_records_their_source(
     assert json.load(f)["data"]["refined_from"] == second.data.refined_from
 
 
+@pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
   """`python -m coarseseg_jax.refine_figures` (in process): the table of two
   refine runs (min_confidence 0 and 0.5), its JSON and the figure."""
@@ -375,6 +380,7 @@ def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
   assert image.ndim == 3 and image.shape[1] > 600
 
 
+@pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_refined_labels_bad_input_is_one_line(untrained, tmp_path):
   config, workdir = untrained
   with pytest.raises(errors.ConfigError, match="needs config.data.refined_dir"):
