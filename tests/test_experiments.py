@@ -243,6 +243,19 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"restored"}
   assert {name: (out / name).read_text() for name in written} == written
+  # A refined run not in the archive: its source, restored without a
+  # checkpoint, is trained again to refine with.
+  refined = os.path.relpath(refines[1]["workdir"], root)
+  os.remove(archive / refined / "refine_train.json")
+  shutil.rmtree(archive / "hcfcn_slic_refined" / lam / "seed1")
+  shutil.rmtree(tmp_path / "wd")
+  runs = _run(tmp_path, "main", *MAIN_FLAGS)
+  done = {os.path.relpath(r["workdir"], root): r["status"]
+          for r in runs["runs"] if r["status"] != "restored"}
+  assert done == {f"hcfcn_slic/{lam}/seed1": "trained", refined: "refined",
+                  f"hcfcn_slic_refined/{lam}/seed1": "trained"}
+  assert (archive / "hcfcn_slic_refined" / lam / "seed1" /
+          "results.json").exists()
 
 
 @pytest.mark.slow

@@ -101,10 +101,19 @@ class Runner:
     return any(filesystem.path(d).joinpath("results.json").exists()
                for d in (workdir, where) if d is not None)
 
+  def ensure_checkpoint(self, method: str, params: dict, seed: int) -> None:
+    """Trains the run again if its workdir holds no checkpoint (restored
+    from the archive, which keeps none), for what needs its model."""
+    workdir = filesystem.path(self.workdir(method, params, seed))
+    if not any((workdir / d).exists() for d in ("best", "checkpoints")):
+      (workdir / "results.json").unlink(missing_ok=True)
+      self.run(method, params, seed, restore=False)
+
   def run(self, method: str, params: dict, seed: int,
-          extra: Optional[methods.Delta] = None) -> dict:
-    """results.json of the run, training it first unless it is finished.
-    `extra`: more dotted overrides (a refined method's data.refined_dir)."""
+          extra: Optional[methods.Delta] = None, restore: bool = True) -> dict:
+    """results.json of the run, training it first unless it is finished
+    (or, with `restore`, archived). `extra`: more dotted overrides (a
+    refined method's data.refined_dir)."""
     delta = {**methods.run_delta(method, params, seed), **(extra or {})}
     config = methods.apply(self.base, delta)
     workdir, tic = self.workdir(method, params, seed), time.time()
@@ -115,7 +124,7 @@ class Runner:
     from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
     from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
     status = "skipped"
-    if not results_path.exists() and self.restore(workdir):
+    if restore and not results_path.exists() and self.restore(workdir):
       status = "restored"
     if results_path.exists():
       config_validation.resolve_refined(config.data)  # As training does.
@@ -155,6 +164,7 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
           out, (report_name,)):
     status = "restored"
   if not filesystem.path(refined_data.report_path(out, split)).exists():
+    runner.ensure_checkpoint(method, params, seed)
     status = "refined"
     log.info("refining %s\n  = %s", source, command)
     config = methods.apply(runner.base,
