@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from coarseseg_jax import datasets
+from coarseseg_jax import errors
 from coarseseg_jax import evaluate
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
@@ -29,10 +30,13 @@ COARSE_SELECTABLE = tuple(m for m in evaluate.SELECTABLE
                           if "boundary" not in m)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict):
   """Raises ConfigError for the first invalid value found in `config`.
 
-  Fills `config.model.num_classes` from the dataset when it is None.
+  The one pass over a config before a run: fills `config.model.num_classes`
+  from the dataset when it is None and `config.data.refined_from` from the
+  refine report, and returns the dataset's TFDS builder (not prepared by
+  this call), which the run then uses.
   """
   d, m, t = config.data, config.model, config.train
   check_sizes(config, jax.device_count())
@@ -45,13 +49,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"config.data.dataset={d.dataset!r} is unknown; choose one of "
         f"{sorted(datasets.DATASETS)}.")
+  try:
+    builder = datasets.get_builder(d, m.num_classes)
+  except errors.DatasetError:
+    builder = None  # A folder dataset with no prepared copy and no files.
   if (datasets.needs_manual_dir(d.dataset) and not d.manual_dir
-      and not datasets.is_prepared(d, m.num_classes)):
+      and (builder is None or not builder.is_prepared())):
     raise ConfigError(
         f"dataset {d.dataset!r} is not prepared in {d.data_dir!r} and "
         "config.data.manual_dir is not set: download it (see data/README.md) "
         "and pass --config.data.manual_dir=PATH.")
-  resolve_num_classes(config)
+  resolve_num_classes(config, builder)
   if m.num_classes < 2:
     raise ConfigError(f"config.model.num_classes={m.num_classes} must be >= 2.")
   try:
@@ -81,6 +89,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.train.select_metric={t.select_metric!r} needs fine "
         "validation labels (coarse labels have no class boundaries); use "
         f"{' or '.join(COARSE_SELECTABLE)}, or data.validation_labels='fine'.")
+  return builder
 
 
 def check_sizes(config: ml_collections.ConfigDict, num_devices: int,
@@ -155,15 +164,17 @@ def resolve_refined(d) -> None:
   d.refined_from = refined.provenance(d.refined_dir, d.train_split, d.dataset)
 
 
-def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
+def resolve_num_classes(config: ml_collections.ConfigDict,
+                        builder=None) -> None:
   """Sets `config.model.num_classes` to the dataset's when it is None.
 
-  The dataset's number comes from its builder without preparing it (its
-  parameters, or the classes.txt of a folder). Raises ConfigError if neither
-  says, or if they disagree.
+  The dataset's number comes from its builder (`builder`, or one made here;
+  not prepared) without preparing it (its parameters, or the classes.txt of
+  a folder). Raises ConfigError if neither says, or if they disagree.
   """
   m = config.model
-  builder = datasets.get_builder(config.data, m.num_classes)
+  if builder is None:
+    builder = datasets.get_builder(config.data, m.num_classes)
   n = datasets.num_classes(builder)
   if m.num_classes is None:
     if n is None:

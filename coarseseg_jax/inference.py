@@ -41,10 +41,11 @@ def evaluate_checkpoint(config, workdir: str, split: str,
   `split`, `step` and the result under results.json's key names with the
   split's name for "test" (`EvalResult.to_json`)."""
   if which == "pretrained" and config.model.pretrained:
-    config_validation.validate(config)  # Resolves num_classes too.
+    builder = config_validation.validate(config)  # Resolves num_classes.
+  else:  # The workdir's config.json, checked and completed by training.
+    builder = datasets.get_builder(config.data, config.model.num_classes)
   state, model, mesh, step = state_lib.restore_for_inference(config, workdir,
                                                             which)
-  builder = datasets.get_builder(config.data, config.model.num_classes)
   evaluator = evaluate.Evaluator(model, config.model.num_classes, mesh,
                                  datasets.class_names(builder))
   result = evaluator.evaluate_split(state_lib.variables(state), builder,

@@ -285,15 +285,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       current step is saved; the same call resumes).
     errors.Error: anything else the user can fix (one line).
   """
-  config_validation.validate(config)
+  builder = config_validation.validate(config)
   if config.distributed:
     jax.distributed.initialize()
   with workdir_lib.claim(config, workdir):
     if jax.process_index() == 0:  # One host prepares, the others wait.
-      builder = datasets.prepare(config.data, config.model.num_classes)
+      datasets.prepare_builder(builder)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-      if jax.process_index() > 0:
+      if jax.process_index() > 0:  # Made before the data was there.
         builder = datasets.get_builder(config.data, config.model.num_classes)
     # From here a signal is a stop request: it cannot be lost in library
     # code that catches KeyboardInterrupt while the run is set up.

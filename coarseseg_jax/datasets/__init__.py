@@ -149,9 +149,15 @@ def prepare(data_config, num_classes: Optional[int] = None,
     errors.DatasetError: bad or missing input, naming the file; nothing
       half-written is left that looks prepared.
   """
-  builder = get_builder(data_config, num_classes, num_workers=num_workers)
+  return prepare_builder(
+      get_builder(data_config, num_classes, num_workers=num_workers))
+
+
+def prepare_builder(builder: tfds.core.DatasetBuilder
+                    ) -> tfds.core.DatasetBuilder:
+  """Prepares a `get_builder` builder unless it is already; returns it."""
   if not builder.is_prepared():
-    manual_dir = _get(data_config, "manual_dir")
+    manual_dir = builder.manual_dir
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(manual_dir) if manual_dir else None))
   return builder
