@@ -54,8 +54,8 @@ def cache_dir(setting: Optional[str], workdir: Optional[str],
   Pure: reads nothing but its arguments (`environ` defaults to os.environ).
 
   Args:
-    setting: `WORKDIR` ("workdir") or None (a config.json written before the
-      key existed): `<workdir>/compilation_cache`, or the environment's
+    setting: `WORKDIR` ("workdir", also what a config.json written before
+      the key existed reads as) or None: `<workdir>/compilation_cache`, or the environment's
       `JAX_COMPILATION_CACHE_DIR` when that is set and not empty; `""`: off;
       anything else: a directory path or URL.
     workdir: the run's workdir (local path or URL), or None.
@@ -149,7 +149,7 @@ def setup(config, workdir: Optional[str], mode: str = "train"
   Returns:
     the cache directory in use, or None (off).
   """
-  setting = config.get("compilation_cache_dir", WORKDIR)
+  setting = config.compilation_cache_dir
   directory = cache_dir(setting, workdir)
   if (directory is not None and mode == "summary" and setting in (None, WORKDIR)
       and not os.environ.get(ENV_VAR) and not _exists(workdir)):

@@ -74,7 +74,7 @@ def main(argv=None) -> None:
   t, first = config.train, reports[0]
   run = (f"{config.data.dataset} data ({args.workdir}/config.json): "
          f"{config.model.name}, lambda {t.lmbda}, batch {t.batch_size}, "
-         f"max_steps {t.get('max_steps')}, checkpoint of step "
+         f"max_steps {t.max_steps}, checkpoint of step "
          f"{first['checkpoint_step']}; the {args.split} split, "
          f"{first['num_images']} images, "
          f"{100 * first['labelled_share']:.1f} % of pixels labelled")

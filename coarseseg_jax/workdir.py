@@ -59,6 +59,7 @@ ADDED_DEFAULTS = {
     "train.num_validation_images": 3, "train.profile_steps": 0,
     "data.validation_labels": "fine",
     "data.refined_dir": "", "data.refined_from": "",
+    "compilation_cache_dir": "workdir",
 }
 def ensure_writable(workdir: PathLike) -> epath.Path:
   """Creates the workdir; one-line ConfigError if it cannot be written."""
@@ -162,8 +163,10 @@ def config_from_json(data: Dict[str, Any]) -> ml_collections.ConfigDict:
   `ADDED_DEFAULTS` for keys added after it was written."""
   data = json.loads(json.dumps(data))  # A deep copy.
   for key, value in ADDED_DEFAULTS.items():
-    section, name = key.split(".")
-    if isinstance(data.get(section), dict):
+    section, _, name = key.rpartition(".")
+    if not section:
+      data.setdefault(name, value)
+    elif isinstance(data.get(section), dict):
       data[section].setdefault(name, value)
   return ml_collections.ConfigDict(data)
 
