@@ -288,8 +288,8 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
   root = filesystem.path(workdir)
   order = ("best", "checkpoints") if which == "best" else ("checkpoints",)
   for sub in order:
-    if not (root / sub).exists():  # Creates nothing where nothing is.
-      continue
+    if not filesystem.is_url(root) and not (root / sub).exists():
+      continue  # Creates no local folder (nor orbax's cleanup thread).
     ckpt = checkpoints.Checkpointer(root / sub, 1)
     step = ckpt.latest_step()
     if step is not None:
