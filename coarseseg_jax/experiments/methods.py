@@ -12,10 +12,9 @@ keeps, e.g.
       --workdir=workdirs/experiments/synthetic/main/hcfcn_slic/lmbda0.025/seed1
 
 `FULL_SYNTHETIC` sizes the default experiment (the synthetic dataset, 160
-px, a half-width encoder, 25 epochs: about 5 min a run on 2 CPU cores, so
-6-7 h for the main table's 55 reported and 16 sweep runs); with `--config`
-the sizes are the config's. `QUICK` shrinks any
-config for the tests (a tiny model, 1 epoch; tiny synthetic data).
+px, a half-width encoder, 25 epochs; README "Experiments" gives run times);
+with `--config` the sizes are the config's. `QUICK` shrinks any config for
+the tests (a tiny model, 1 epoch; tiny synthetic data).
 """
 
 import dataclasses
