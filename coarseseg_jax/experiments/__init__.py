@@ -16,7 +16,8 @@ ones, in its own workdir <workdir_root>/<dataset>/<experiment>[_quick]
 [_e<n>][_coarseval]/<method>/<params>/seed<k>; `<out>/<dataset>_
 <experiment>_runs.json` lists each run's `coarseseg_jax.main` command. A
 finished run is skipped, an interrupted one resumes, a workdir of another
-config stops the runner. Each experiment writes `<dataset>_<experiment>_
+config stops the runner; with `--archive=DIR` finished runs (config.json,
+results.json) are kept in DIR too and restored from it on another machine. Each experiment writes `<dataset>_<experiment>_
 seeds.csv`, one row per reported run, and its tables (`coarseseg_jax.report`:
 main `<dataset>_coarse*`, `_coarseness*`, `_similarity*`).
 
