@@ -244,10 +244,16 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   assert {r["status"] for r in runs["runs"]} == {"restored"}
   assert {name: (out / name).read_text() for name in written} == written
   # A refined run not in the archive: its source, restored without a
-  # checkpoint, is trained again to refine with.
+  # checkpoint, is trained again to refine with. Its archived figures are
+  # made to differ (as another machine's would): the tables keep them, the
+  # retrained ones are kept beside them and the record names the change.
   refined = os.path.relpath(refines[1]["workdir"], root)
   os.remove(archive / refined / "refine_train.json")
   shutil.rmtree(archive / "hcfcn_slic_refined" / lam / "seed1")
+  source = archive / "hcfcn_slic" / lam / "seed1"
+  other = json.loads((source / "results.json").read_text())
+  other["test"]["accuracy_mean"] = 0.123
+  (source / "results.json").write_text(json.dumps(other))
   shutil.rmtree(tmp_path / "wd")
   runs = _run(tmp_path, "main", *MAIN_FLAGS)
   done = {os.path.relpath(r["workdir"], root): r["status"]
@@ -256,6 +262,14 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
                   f"hcfcn_slic_refined/{lam}/seed1": "trained"}
   assert (archive / "hcfcn_slic_refined" / lam / "seed1" /
           "results.json").exists()
+  differs = [r["differs"] for r in runs["runs"] if "differs" in r]
+  assert len(differs) == 1 and set(differs[0]) == {"accuracy"}
+  kept, retrained = differs[0]["accuracy"]
+  assert kept == 0.123 and retrained != 0.123
+  for where in (source, root / "hcfcn_slic" / lam / "seed1"):
+    assert json.loads((where / "results.json").read_text()) == other
+    assert json.loads((where / runner_lib.RETRAINED).read_text())[
+        "test"]["accuracy_mean"] == retrained
 
 
 @pytest.mark.slow

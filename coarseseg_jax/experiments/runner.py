@@ -34,6 +34,8 @@ log = logging.getLogger("coarseseg_jax.experiments")
 # What the archive keeps of a finished run (paths relative to its workdir)
 # and of a refine output: enough to skip the run, not to resume or draw it.
 ARCHIVED_RUN = ("config.json", "results.json")
+# A finished run retrained for its checkpoint, where its figures differ.
+RETRAINED = "results_retrained.json"
 
 
 def _copy(src_dir: str, dst_dir: str, names) -> bool:
@@ -103,11 +105,40 @@ class Runner:
 
   def ensure_checkpoint(self, method: str, params: dict, seed: int) -> None:
     """Trains the run again if its workdir holds no checkpoint (restored
-    from the archive, which keeps none), for what needs its model."""
+    from the archive, which keeps none), for what needs its model.
+
+    Runs repeat exactly only on the machine that made them. If the retrained
+    test figures differ from the finished run's, its results.json (what the
+    tables report) is kept, the retrained one is written beside it as
+    `RETRAINED` (workdir and archive), a warning names the differences and
+    the run's record gets `differs` (metric: [kept, retrained])."""
     workdir = filesystem.path(self.workdir(method, params, seed))
-    if not any((workdir / d).exists() for d in ("best", "checkpoints")):
-      (workdir / "results.json").unlink(missing_ok=True)
-      self.run(method, params, seed, restore=False)
+    if any((workdir / d).exists() for d in ("best", "checkpoints")):
+      return
+    results_path = workdir / "results.json"
+    if not results_path.exists():
+      self.restore(str(workdir))
+    kept = (filesystem.read_json(results_path) if results_path.exists()
+            else None)
+    results_path.unlink(missing_ok=True)
+    retrained = self.run(method, params, seed, restore=False)
+    if kept is None:
+      return
+    differs = {m: [tables.mean_of(kept, "test", m),
+                   tables.mean_of(retrained, "test", m)]
+               for m in tables.TEST_METRICS}
+    differs = {m: v for m, v in differs.items() if not np.isclose(
+        v[0], v[1], rtol=0, atol=1e-6, equal_nan=True)}
+    if differs:
+      log.warning("retraining %s for its checkpoint gave other test figures "
+                  "(%s); the tables keep the finished run's, the retrained "
+                  "ones are in %s", workdir, ", ".join(
+                      f"{m} {a:.4f} -> {b:.4f}" for m, (a, b) in
+                      differs.items()), RETRAINED)
+      filesystem.write_json(workdir / RETRAINED, retrained)
+      filesystem.write_json(results_path, kept)
+      self.save(str(workdir), ARCHIVED_RUN + (RETRAINED,))
+      self.records[-1]["differs"] = differs
 
   def run(self, method: str, params: dict, seed: int,
           extra: Optional[methods.Delta] = None, restore: bool = True) -> dict:
