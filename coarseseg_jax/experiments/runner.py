@@ -107,7 +107,7 @@ class Runner:
     """Trains the run again if its workdir holds no checkpoint (restored
     from the archive, which keeps none), for what needs its model.
 
-    Runs repeat exactly only on the machine that made them. If the retrained
+    Runs need not repeat exactly on another machine. If the retrained
     test figures differ from the finished run's, its results.json (what the
     tables report) is kept, the retrained one is written beside it as
     `RETRAINED` (workdir and archive), a warning names the differences and
