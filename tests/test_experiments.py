@@ -592,6 +592,56 @@ def test_sweep_of_one_value_runs_no_selection():
                                                 3 * 2 + 2 * 1)
 
 
+def test_retraining_for_a_checkpoint_keeps_the_archive_and_resumes(
+    tmp_path, monkeypatch):
+  """A finished run trained again for its checkpoint (refine's source),
+  killed part-way and taken up again: the archive never holds the
+  retrained figures as the reported ones; the retraining resumes."""
+  from coarseseg_jax import filesystem  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
+  base = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
+  runner = runner_lib.Runner(base, str(tmp_path / "wd"),
+                             archive=str(tmp_path / "archive"))
+  params = {"lmbda": 0.05}
+  workdir = tmp_path / "wd" / "hcfcn_slic" / "lmbda0.05" / "seed0"
+  where = tmp_path / "archive" / "hcfcn_slic" / "lmbda0.05" / "seed0"
+  workdir_lib.record_config(where, methods.apply(
+      base, methods.run_delta("hcfcn_slic", params, 0)))
+  reported = {"test": {"accuracy_mean": 0.7}}
+  filesystem.write_json(where / "results.json", reported)
+  calls = []
+
+  def fake_train(config, wd):
+    calls.append(wd)
+    (filesystem.path(wd) / "checkpoints").mkdir(parents=True, exist_ok=True)
+    workdir_lib.record_config(wd, config)
+    if len(calls) == 1:
+      raise KeyboardInterrupt  # Killed part-way, a checkpoint on disk.
+    results = {"test": {"accuracy_mean": 0.6}}
+    filesystem.write_json(filesystem.path(wd) / "results.json", results)
+    return results
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  archived = lambda: json.loads((where / "results.json").read_text())
+  assert runner.run("hcfcn_slic", params, 0) == reported  # Restored.
+  with pytest.raises(KeyboardInterrupt):
+    runner.ensure_checkpoint("hcfcn_slic", params, 0)
+  assert archived() == reported and not (where / runner_lib.RETRAINED).exists()
+  # Taken up as the main table does: the run (restored), then its checkpoint
+  # (the one on disk is no finished run's: the retraining resumes).
+  assert runner.run("hcfcn_slic", params, 0) == reported
+  runner.ensure_checkpoint("hcfcn_slic", params, 0)
+  assert len(calls) == 2 and archived() == reported
+  assert json.loads((workdir / "results.json").read_text()) == reported
+  for d in (workdir, where):
+    assert json.loads((d / runner_lib.RETRAINED).read_text()) == {
+        "test": {"accuracy_mean": 0.6}}
+  assert runner.records[-1]["differs"] == {"accuracy": [0.7, 0.6]}
+  assert not (workdir / runner_lib.RETRAINING).exists()
+  runner.ensure_checkpoint("hcfcn_slic", params, 0)  # Has one: no training.
+  assert len(calls) == 2
+
+
 def test_read_seeds_refuses_other_files_in_one_line(tmp_path):
   (tmp_path / "a.csv").write_text("x,y\n1,2\n")
   with pytest.raises(ValueError, match="a.csv is no _seeds.csv"):

@@ -36,6 +36,8 @@ log = logging.getLogger("coarseseg_jax.experiments")
 ARCHIVED_RUN = ("config.json", "results.json")
 # A finished run retrained for its checkpoint, where its figures differ.
 RETRAINED = "results_retrained.json"
+# In a workdir while its finished run is trained again: the kept results.
+RETRAINING = "retraining.json"
 
 
 def _copy(src_dir: str, dst_dir: str, names) -> bool:
@@ -111,22 +113,27 @@ class Runner:
     test figures differ from the finished run's, its results.json (what the
     tables report) is kept, the retrained one is written beside it as
     `RETRAINED` (workdir and archive), a warning names the differences and
-    the run's record gets `differs` (metric: [kept, retrained])."""
+    the run's record gets `differs` (metric: [kept, retrained]). While it
+    retrains, `RETRAINING` in the workdir holds the kept results: the
+    archive is left as it is, and a retraining stopped part-way resumes
+    (its checkpoint is no finished run's) and still keeps them."""
     workdir = filesystem.path(self.workdir(method, params, seed))
-    if any((workdir / d).exists() for d in ("best", "checkpoints")):
+    marker, results_path = workdir / RETRAINING, workdir / "results.json"
+    if marker.exists():
+      kept = filesystem.read_json(marker)["kept"]
+    elif any((workdir / d).exists() for d in ("best", "checkpoints")):
       return
-    results_path = workdir / "results.json"
-    if not results_path.exists():
-      self.restore(str(workdir))
-    kept = (filesystem.read_json(results_path) if results_path.exists()
-            else None)
+    else:
+      if not results_path.exists():
+        self.restore(str(workdir))
+      kept = (filesystem.read_json(results_path) if results_path.exists()
+              else None)
+      filesystem.write_json(marker, {"kept": kept})
     results_path.unlink(missing_ok=True)
-    retrained = self.run(method, params, seed, restore=False)
-    if kept is None:
-      return
-    differs = {m: [tables.mean_of(kept, "test", m),
-                   tables.mean_of(retrained, "test", m)]
-               for m in tables.TEST_METRICS}
+    retrained = self.run(method, params, seed, archive=False)
+    differs = {} if kept is None else {
+        m: [tables.mean_of(kept, "test", m),
+            tables.mean_of(retrained, "test", m)] for m in tables.TEST_METRICS}
     differs = {m: v for m, v in differs.items() if not np.isclose(
         v[0], v[1], rtol=0, atol=1e-6, equal_nan=True)}
     if differs:
@@ -139,12 +146,18 @@ class Runner:
       filesystem.write_json(results_path, kept)
       self.save(str(workdir), ARCHIVED_RUN + (RETRAINED,))
       self.records[-1]["differs"] = differs
+    elif kept is None:  # Its first finished training: archive it.
+      self.save(str(workdir))
+    marker.unlink()
 
   def run(self, method: str, params: dict, seed: int,
-          extra: Optional[methods.Delta] = None, restore: bool = True) -> dict:
+          extra: Optional[methods.Delta] = None, archive: bool = True
+          ) -> dict:
     """results.json of the run, training it first unless it is finished
-    (or, with `restore`, archived). `extra`: more dotted overrides (a
-    refined method's data.refined_dir)."""
+    (or archived). `extra`: more dotted overrides (a refined method's
+    data.refined_dir). `archive=False` (a finished run trained again for its
+    checkpoint, whose reported results the archive holds): the archive is
+    neither read nor written."""
     delta = {**methods.run_delta(method, params, seed), **(extra or {})}
     config = methods.apply(self.base, delta)
     workdir, tic = self.workdir(method, params, seed), time.time()
@@ -155,7 +168,7 @@ class Runner:
     from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
     from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
     status = "skipped"
-    if restore and not results_path.exists() and self.restore(workdir):
+    if archive and not results_path.exists() and self.restore(workdir):
       status = "restored"
     if results_path.exists():
       config_validation.resolve_refined(config.data)  # As training does.
@@ -165,7 +178,7 @@ class Runner:
       status = "trained"
       log.info("training %s\n  = %s", workdir, command)
       results = train.train_and_evaluate(config, workdir)
-    if status != "restored":
+    if archive and status != "restored":
       self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
     self.records.append({"workdir": workdir, "status": status,
