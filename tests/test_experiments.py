@@ -221,9 +221,12 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   written = {name: (out / name).read_text() for name in (
       "synthetic_coarse.csv", "synthetic_coarse_tests.csv",
       "synthetic_main_seeds.csv", "synthetic_coarse_sweep.csv")}
+  first = {k: v for k, v in runs.items() if k != "earlier_calls"}
+  assert runs["earlier_calls"] == []
   runs = _run(tmp_path, "main", *MAIN_FLAGS)
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
+  assert runs["earlier_calls"] == [first]  # How they were trained stays.
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
   assert {name: (out / name).read_text() for name in written} == written
 

@@ -5,7 +5,8 @@ Flags choose the experiment, its config (default: the synthetic FULL setup),
 seeds, grids and where runs and tables go; `main` sets up the persistent
 compilation cache, checks the flags and runs `runner.run_<experiment>` once
 per validation-label variant, then writes `<out>/<dataset>_<experiment>_
-runs.json` (every run's command, status and time).
+runs.json` (every run's command, status and time; the records of earlier
+calls under `earlier_calls`).
 """
 
 import dataclasses
@@ -185,17 +186,33 @@ def _run(experiment: str) -> None:
     report.write_validation_cost(out, rows["fine"], rows["coarse"],
                                  _MARGIN.value)
   trained = sum(r["status"] == "trained" for r in records)
-  filesystem.write_json(f"{out}_{experiment}_runs.json", {
+  runs_path = f"{out}_{experiment}_runs.json"
+  filesystem.write_json(runs_path, {
       "experiment": experiment, "quick": _QUICK.value, "dataset": tag,
       "num_epochs": base.train.num_epochs, "seeds": list(seeds),
       "selection_seeds": list(select), "validation_labels": variants,
       "machine": report.machine(), "seconds": round(time.time() - tic, 1),
-      "trained": trained, "runs": records})
+      "trained": trained, "runs": records,
+      "earlier_calls": _earlier_calls(runs_path)})
   restored = sum(r["status"] == "restored" for r in records)
   print(f"{experiment}: {trained} runs trained, {restored} restored from the "
         f"archive, {len(records) - trained - restored} skipped, "
         f"{time.time() - tic:.0f} s; tables and figures in "
         f"{_OUT.value} ({tag}_*)")
+
+
+def _earlier_calls(runs_path: str) -> list:
+  """The records of the calls before this one that wrote `runs_path`
+  (oldest first), so a later call (one that only reads finished runs, say)
+  does not erase how the runs were trained; [] if none or unreadable."""
+  try:
+    old = filesystem.read_json(runs_path)
+  except (OSError, ValueError):
+    return []
+  if not isinstance(old, dict):
+    return []
+  earlier = old.pop("earlier_calls", [])
+  return (earlier if isinstance(earlier, list) else []) + [old]
 
 
 def main() -> None:
