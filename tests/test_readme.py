@@ -344,7 +344,10 @@ def _check_coarseness(out: str, data_dir: str) -> None:
   image = np.asarray(Image.open(f"{out}/synthetic_coarseness.png"))
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
   with open(f"{out}/synthetic_coarseness.md") as f:
-    assert f"Coarse kernels {kernels}" in f.read()
+    note = f.read()
+  assert f"Coarse kernels {kernels}" in note
+  # The sweep overrides the base config's kernel: its note must not name it.
+  assert "coarse kernel " not in note and "classes; model" in note
   made = os.listdir(f"{data_dir}/coarseseg_synthetic")
   for kernel in kernels:  # One prepared dataset per kernel.
     assert any(d.startswith(f"k{kernel}_") for d in made), (kernel, made)

@@ -67,16 +67,45 @@ def comparison_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]]
        for r in rows])
 
 
+def _processor(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The processor as Linux names it, with its family, model and the widest
+  vector extension XLA:CPU can use: 2-core hosts that all call themselves
+  "AMD EPYC" took 0.8 s and 2.1 s per quick-start step and trained to
+  different numbers, so "x86_64" does not say which one made a table.
+  `platform` where /proc/cpuinfo is missing (macOS, Windows)."""
+  arch = platform.machine()
+  try:
+    with open(cpuinfo) as f:
+      first = f.read().split("\n\n", 1)[0]
+  except OSError:
+    return platform.processor() or arch
+  info = {}
+  for line in first.splitlines():
+    key, _, value = line.partition(":")
+    info.setdefault(key.strip(), value.strip())
+  flags = set(info.get("flags", "").split())
+  details = [arch] + [f"{k.split()[-1]} {info[k]}" for k in
+                      ("cpu family", "model") if info.get(k)]
+  vector = next((name for flag, name in (("avx512f", "AVX-512"),
+                                         ("avx2", "AVX2")) if flag in flags),
+                None)
+  if vector:
+    details.append(vector)
+  name = info.get("model name") or platform.processor() or arch
+  return f"{name} ({', '.join(details)})"
+
+
 def machine() -> str:
   """Processor, cores, JAX version and backend, for the tables."""
-  return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
-          f"CPU cores, JAX {jax.__version__} on {jax.devices()[0].platform}")
+  return (f"{_processor()}, {os.cpu_count()} CPU cores, JAX "
+          f"{jax.__version__} on {jax.devices()[0].platform}")
 
 
 def setup_note(base, seeds: Sequence[int], tag: str,
-               similarity: bool = True) -> str:
+               similarity: bool = True, kernel: bool = True) -> str:
   """The data, model and schedule of a table's runs (from the base config);
-  `similarity`: also the base's assignment similarity."""
+  `similarity`: also the base's assignment similarity; `kernel`: the base's
+  coarse kernel (False where the table sweeps it)."""
   d, m, t = base.data, base.model, base.train
   sizes = d.builder_kwargs
   data = (f"{sizes.image_size}x{sizes.image_size} px synthetic images, "
@@ -90,9 +119,10 @@ def setup_note(base, seeds: Sequence[int], tag: str,
               if m.assign_init != "default" else "")
            + (f", parent bias {m.parent_bias}"
               if m.parent_bias is not None else "") + ")")
-  return (f"Data: {data}, {m.num_classes} classes, coarse kernel "
-          f"{d.coarse_kernel}; model: encoder width {m.width}, blocks "
-          f"{tuple(m.stage_blocks)}{sim}; {t.num_epochs} epochs, batch "
+  coarse = f", coarse kernel {d.coarse_kernel}" if kernel else ""
+  return (f"Data: {data}, {m.num_classes} classes{coarse}; model: encoder "
+          f"width {m.width}, blocks {tuple(m.stage_blocks)}{sim}; "
+          f"{t.num_epochs} epochs, batch "
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
           f"{d.validation_labels} validation labels. "
           f"Machine: {machine()}.")
@@ -248,7 +278,7 @@ def write_coarseness(out: str, base: ml_collections.ConfigDict,
   rows, comps = tables.coarseness_tables(seed_rows, margin)
   note = (f"hcfcn_slic: lambda = {lmbda:g}; compared with hcfcn at the same "
           f"kernel. Coarse kernels {list(setup.kernels)}. "
-          + setup_note(base, seeds, os.path.basename(out)))
+          + setup_note(base, seeds, os.path.basename(out), kernel=False))
   _write_tables(out, "coarseness", rows, comps, [("method", "method"),
                                                 ("kernel", "kernel")],
                 [("kernel", "kernel"), ("method", "a"), ("reference", "b")],
