@@ -59,6 +59,13 @@ def tiny_config(tiny_data_dir):
   return helpers.tiny_config(tiny_data_dir)
 
 
+def pytest_collection_modifyitems(items):
+  """The slow (end-to-end) tests first, in their order, then the rest: under
+  xdist the longest units start first and the many short ones fill in at the
+  end, so no worker is left running a 3-minute test while the other idles."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
   """xdist (`-n`) without an explicit --dist: as `load`, but the tests of one
