@@ -36,7 +36,6 @@ import collections
 import importlib.util
 import json
 import os
-import platform
 import sys
 import tempfile
 
@@ -47,6 +46,7 @@ import timing  # pylint: disable=g-bad-import-order
 
 import jax  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 
@@ -251,7 +251,7 @@ def main():
   result = {"benchmark": "gpu_check", "backend": jax.default_backend(),
             "device_kind": jax.devices()[0].device_kind,
             "devices": jax.device_count(), "jax": jax.__version__,
-            "machine": platform.processor() or platform.machine(),
+            "machine": host.processor(),
             "cpus": os.cpu_count(), "batch_size": args.batch_size,
             "size": args.size, "quick": args.quick,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "dtypes": {}}

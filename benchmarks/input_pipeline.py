@@ -17,7 +17,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import sys
 import tempfile
 
@@ -31,6 +30,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding
@@ -115,7 +115,7 @@ def main():
       "first_batch_s": round(first_s, 3),
       "resume_mid_epoch_first_batch_s": round(resume_s, 3),
       "cpu_count": os.cpu_count(), "devices": jax.device_count(),
-      "backend": jax.default_backend(), "machine": platform.machine(),
+      "backend": jax.default_backend(), "machine": host.processor(),
   }
   for k, v in result.items():
     print(f"{k:>34}: {v}")

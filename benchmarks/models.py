@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import resource
 import sys
 
@@ -38,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
 from coarseseg_jax.models import deformable
@@ -147,7 +147,7 @@ def main():
     args.size, args.steps, args.layer_steps = 64, 3, 5
   out = {"benchmark": "models", "backend": jax.default_backend(),
          "device_kind": jax.devices()[0].device_kind,
-         "machine": platform.processor() or platform.machine(),
+         "machine": host.processor(),
          "cpus": os.cpu_count(), "batch_size": args.batch_size,
          "size": args.size, "dtype": args.dtype, "quick": args.quick,
          "deformable": not args.plain,

@@ -16,7 +16,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
@@ -25,6 +24,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 import numpy as np  # pylint: disable=g-import-not-at-top
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.datasets import base  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import slic
@@ -78,7 +78,7 @@ def main():
   indices = list(range(args.num_images))
   result = {"benchmark": "slic", "num_images": args.num_images,
             "size": args.size, "workers": workers,
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": host.processor(),
             "cores": os.cpu_count()}
 
   images = [synthetic.generate(0, "train", i, args.size, 6)[0]

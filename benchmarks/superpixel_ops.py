@@ -24,7 +24,6 @@ median of timed runs after compilation and the ratios baseline time / ours
 import argparse
 import json
 import os
-import platform
 import sys
 from unittest import mock
 
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import losses  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import superpixels
 
@@ -200,7 +200,7 @@ def main():
   channels = (21, 5)
 
   print(f"backend={jax.default_backend()} devices={jax.device_count()} "
-        f"cpu={platform.processor() or platform.machine()} "
+        f"cpu={host.processor()} "
         f"cores={os.cpu_count()} batch={args.batch_size} "
         f"repeats={args.repeats} (median ms, forward+backward)")
   header = (f"{'op':<24}{'grid':>5}{'ours':>9}{'gather':>9}{'einsum':>9}"

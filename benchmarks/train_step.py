@@ -18,7 +18,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,6 +28,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import losses
 from coarseseg_jax import models
@@ -162,7 +162,7 @@ def main():
     print(f"{key:8s} step {r['step_s']:.4f} s   {r['images_per_s']:8.2f} img/s")
   out = {"benchmark": "train_step", "backend": jax.default_backend(),
          "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-         "machine": platform.processor() or platform.machine(),
+         "machine": host.processor(),
          "cpus": os.cpu_count(), "batch_size": args.batch_size,
          "size": args.size, "dtype": args.dtype,
          "deformable": bool(args.deformable), "quick": args.quick,

@@ -653,21 +653,3 @@ def test_read_seeds_refuses_other_files_in_one_line(tmp_path):
   with pytest.raises(ValueError, match=r"line 2: test_accuracy='high' is not"):
     tables.read_seeds(tmp_path / "b.csv")
 
-
-def test_machine_names_the_processor_and_its_vector_extension(tmp_path):
-  # Hosts that all call themselves "AMD EPYC" differ in step time and in
-  # trained numbers, so the tables' machine line says which one ran them.
-  def described(flags):
-    path = tmp_path / "cpuinfo"
-    path.write_text(
-        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
-        f"model\t\t: 17\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu {flags}"
-        "\n\nprocessor\t: 1\nmodel name\t: other\n")
-    return report._processor(str(path))  # pylint: disable=protected-access
-
-  assert described("avx avx2 avx512f").startswith("AMD EPYC 9R14 (")
-  assert described("avx avx2 avx512f").endswith(
-      "family 25, model 17, AVX-512)")
-  assert described("avx avx2").endswith("model 17, AVX2)")
-  assert described("sse2").endswith("model 17)")
-  assert report._processor(str(tmp_path / "missing"))  # pylint: disable=protected-access

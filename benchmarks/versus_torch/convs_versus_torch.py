@@ -25,7 +25,6 @@ runs other ops while its convolutions are in flight.
 import argparse
 import json
 import os
-import platform
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
@@ -42,6 +41,7 @@ import torch  # pylint: disable=g-import-not-at-top
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 import torch_reference  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.models import resnet  # pylint: disable=g-import-not-at-top
 
 # name -> (input size / image size, in, out channels / width (0: the image's
@@ -203,7 +203,7 @@ def main():
   print(json.dumps({
       "benchmark": "convs_versus_torch", "jax": jax.__version__,
       "torch": torch.__version__, "threads": torch.get_num_threads(),
-      "machine": platform.processor() or platform.machine(),
+      "machine": host.processor(),
       "cpus": os.cpu_count(), "batch_size": args.batch_size,
       "size": args.size, "quick": args.quick, "steps": args.steps,
       "load_avg": load, "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,6 +48,8 @@ import timing  # benchmarks/timing.py: JAX-free, like this script.
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from coarseseg_jax import host  # JAX-free too.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -370,7 +371,7 @@ def main():
           flush=True)
   out = {"benchmark": "torch_reference", "torch": torch.__version__,
          "threads": torch.get_num_threads(),
-         "machine": platform.processor() or platform.machine(),
+         "machine": host.processor(),
          "cpus": os.cpu_count(), "batch_size": args.batch_size,
          "size": args.size, "dtype": "float32", "deformable": False,
          "quick": args.quick, "load_avg": os.getloadavg()[0],

@@ -22,7 +22,6 @@ from waiting on a descheduled peer on a shared machine).
 import argparse
 import json
 import os
-import platform
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
@@ -37,6 +36,7 @@ import torch  # pylint: disable=g-import-not-at-top
 import torch_reference  # pylint: disable=g-import-not-at-top
 import train_step  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 
@@ -91,7 +91,7 @@ def main():
   print(json.dumps({
       "benchmark": "versus_torch", "jax": jax.__version__,
       "torch": torch.__version__, "threads": torch.get_num_threads(),
-      "machine": platform.processor() or platform.machine(),
+      "machine": host.processor(),
       "cpus": os.cpu_count(), "batch_size": args.batch_size,
       "size": args.size, "deformable": bool(args.deformable),
       "quick": args.quick, "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -29,7 +29,6 @@ differences) and the load average; the last line is one JSON object.
 import argparse
 import json
 import os
-import platform
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/versus_torch
@@ -44,6 +43,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import timing  # pylint: disable=g-import-not-at-top
 import train_step  # pylint: disable=g-import-not-at-top
 
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 
@@ -130,7 +130,7 @@ def main():
   print(json.dumps({
       "benchmark": "xla_options", "jax": jax.__version__,
       "backend": jax.default_backend(),
-      "machine": platform.processor() or platform.machine(),
+      "machine": host.processor(),
       "cpus": os.cpu_count(), "model": args.model, "lmbda": args.lmbda,
       "batch_size": args.batch_size, "size": args.size,
       "deformable": bool(args.deformable), "quick": args.quick,

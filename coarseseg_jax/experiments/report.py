@@ -8,7 +8,6 @@ figures/samples.npz. Nothing here runs a model.
 """
 
 import os
-import platform
 from typing import Dict, List, Sequence, Tuple
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 
 from coarseseg_jax import figures
 from coarseseg_jax import filesystem
+from coarseseg_jax import host
 from coarseseg_jax import stats
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import tables
@@ -67,37 +67,9 @@ def comparison_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]]
        for r in rows])
 
 
-def _processor(cpuinfo: str = "/proc/cpuinfo") -> str:
-  """The processor as Linux names it, with its family, model and the widest
-  vector extension XLA:CPU can use: 2-core hosts that all call themselves
-  "AMD EPYC" took 0.8 s and 2.1 s per quick-start step and trained to
-  different numbers, so "x86_64" does not say which one made a table.
-  `platform` where /proc/cpuinfo is missing (macOS, Windows)."""
-  arch = platform.machine()
-  try:
-    with open(cpuinfo) as f:
-      first = f.read().split("\n\n", 1)[0]
-  except OSError:
-    return platform.processor() or arch
-  info = {}
-  for line in first.splitlines():
-    key, _, value = line.partition(":")
-    info.setdefault(key.strip(), value.strip())
-  flags = set(info.get("flags", "").split())
-  details = [arch] + [f"{k.split()[-1]} {info[k]}" for k in
-                      ("cpu family", "model") if info.get(k)]
-  vector = next((name for flag, name in (("avx512f", "AVX-512"),
-                                         ("avx2", "AVX2")) if flag in flags),
-                None)
-  if vector:
-    details.append(vector)
-  name = info.get("model name") or platform.processor() or arch
-  return f"{name} ({', '.join(details)})"
-
-
 def machine() -> str:
   """Processor, cores, JAX version and backend, for the tables."""
-  return (f"{_processor()}, {os.cpu_count()} CPU cores, JAX "
+  return (f"{host.processor()}, {os.cpu_count()} CPU cores, JAX "
           f"{jax.__version__} on {jax.devices()[0].platform}")
 
 

@@ -1,0 +1,33 @@
+"""The machine a figure was measured on, for tables and benchmark records.
+
+Imports neither JAX nor PyTorch (the PyTorch reference benchmark uses it too).
+"""
+
+import platform
+
+_VECTOR = (("avx512f", "AVX-512"), ("avx2", "AVX2"))  # Widest first.
+
+
+def processor(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The processor as Linux names it, with its family, model and the widest
+  vector extension XLA:CPU can use, e.g. "AMD EPYC (x86_64, family 25, model
+  1, AVX2)": 2-core hosts that all call themselves "AMD EPYC" took 0.8 s and
+  2.1 s per quick-start step and trained to different numbers, so "x86_64"
+  does not say which one measured a figure. `platform` where `cpuinfo` is
+  missing (macOS, Windows)."""
+  arch = platform.machine()
+  try:
+    with open(cpuinfo) as f:
+      first = f.read().split("\n\n", 1)[0]  # The first processor's block.
+  except OSError:
+    return platform.processor() or arch
+  info = {}
+  for line in first.splitlines():
+    key, _, value = line.partition(":")
+    info.setdefault(key.strip(), value.strip())
+  flags = set(info.get("flags", "").split())
+  details = [arch] + [f"{k.split()[-1]} {info[k]}" for k in
+                      ("cpu family", "model") if info.get(k)]
+  details += [name for flag, name in _VECTOR if flag in flags][:1]
+  name = info.get("model name") or platform.processor() or arch
+  return f"{name} ({', '.join(details)})"
