@@ -86,6 +86,14 @@ def prepare_tiny_data(data_dir) -> str:
 
 
 # -------------------------------------------------------- the README's code
+def doc_files(folder: str) -> tuple:
+  """The Markdown files of a folder of the repository, sorted, as paths
+  relative to the repository root (docs/*.md)."""
+  return tuple(sorted(
+      os.path.relpath(p, ROOT)
+      for p in pathlib.Path(ROOT, folder).glob("*.md")))
+
+
 def readme_commands(relpath: str) -> List[str]:
   """The commands of the ```bash blocks of a README, in order."""
   with open(os.path.join(ROOT, relpath)) as f:

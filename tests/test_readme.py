@@ -1,4 +1,7 @@
-"""The README is tested: every command of README.md and data/README.md runs.
+"""The documents are tested: every command of README_FILES runs.
+
+README_FILES are README.md, data/README.md, docs/*.md, results/README.md and
+benchmarks/README.md (`tests/test_links.py` checks the links between them).
 
 Each fenced ```bash block is split into commands (backslash continuations
 joined, comments dropped). Every command must be claimed by exactly one
@@ -16,7 +19,8 @@ in README order, as written, in the repository root, with:
   win over the command's own values as the last flag does.
 
 `./run.sh test` is the command running this suite (CI runs it) and `source
-.venv/bin/activate` only sets up the shell; both are claimed and not run.
+.venv/bin/activate` only sets up the shell; both are claimed and not run. The
+refine commands are run by tests/test_refine.py.
 """
 
 import csv
@@ -38,7 +42,9 @@ from coarseseg_jax.experiments import methods
 from coarseseg_jax.datasets import synthetic
 
 ROOT = helpers.ROOT
-README_FILES = ("README.md", "data/README.md")
+README_FILES = (("README.md", "data/README.md")
+                + helpers.doc_files("docs")
+                + ("results/README.md", "benchmarks/README.md"))
 
 # ------------------------------------------------------- reading the READMEs
 
