@@ -173,7 +173,8 @@ def main_function(body: Callable[[], None], *, on_ctrl_c: str,
       print(on_ctrl_c, file=sys.stderr)
       sys.exit(130)
     except errors.USER_ERRORS as e:
-      print(f"error: {e}", file=sys.stderr)
+      for line in str(e).splitlines() or [""]:  # One line per problem.
+        print(f"error: {line}", file=sys.stderr)
       sys.exit(1)
 
   return main

@@ -61,6 +61,7 @@ from ml_collections import config_flags
 
 from coarseseg_jax import cli  # pylint: disable=g-bad-import-order
 from coarseseg_jax import errors
+from coarseseg_jax import refine
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax import writers
 
@@ -88,6 +89,10 @@ _COARSE_DIR = flags.DEFINE_string(
 _MIN_CONFIDENCE = flags.DEFINE_float(
     "min_confidence", 0.0, "--mode=refine: unlabelled pixels where the "
     "model's max softmax probability is below this stay 255 (0: fill all).")
+_REFINE_METHOD = flags.DEFINE_enum(
+    "refine_method", "auto", ("auto",) + refine.FILLS,
+    "--mode=refine: the fill written as <stem>.png (every fill is written "
+    "under fills/ and reported); auto: the best by the coarse-only score.")
 
 
 def _workdir_config(workdir: str):
@@ -170,7 +175,7 @@ def _run(config, workdir: str) -> None:
     if report.skipped:
       sys.exit(1)
   elif mode == "refine":
-    from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
+    from coarseseg_jax.refine import driver  # pylint: disable=g-import-not-at-top
     folder = bool(_INPUT_DIR.value or _COARSE_DIR.value)
     if not _OUTPUT_DIR.value or folder and not (_INPUT_DIR.value
                                                  and _COARSE_DIR.value):
@@ -178,10 +183,11 @@ def _run(config, workdir: str) -> None:
                            "with --coarse_dir for images not prepared.")
     if not 0.0 <= _MIN_CONFIDENCE.value <= 1.0:
       raise app.UsageError("--min_confidence must be in [0, 1].")
-    print(refine.run(config, workdir, _OUTPUT_DIR.value,
+    print(driver.run(config, workdir, _OUTPUT_DIR.value,
                      split=None if folder else _SPLIT.value,
                      input_dir=_INPUT_DIR.value, coarse_dir=_COARSE_DIR.value,
-                     min_confidence=_MIN_CONFIDENCE.value)["line"])
+                     min_confidence=_MIN_CONFIDENCE.value,
+                     method=_REFINE_METHOD.value)["line"])
 
 
 def main() -> None:

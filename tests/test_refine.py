@@ -20,9 +20,11 @@ from coarseseg_jax import errors
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
 from coarseseg_jax import models
-from coarseseg_jax import refine
-from coarseseg_jax import refine_figures
-from coarseseg_jax import refine_inputs
+from coarseseg_jax.refine import driver as refine_driver
+from coarseseg_jax.refine import figures as refine_figures
+from coarseseg_jax.refine import fills
+from coarseseg_jax.refine import inputs as refine_inputs
+from coarseseg_jax.refine import scores
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import workdir as workdir_lib
@@ -40,13 +42,13 @@ def test_fill_rule_keeps_labels_and_thresholds_confidence():
   coarse = np.array([[0, U, U], [U, 2, U]])
   pred = np.array([[1, 1, 3], [4, 5, 0]])
   conf = np.array([[0.1, 0.5, 0.49], [0.9, 0.0, 0.2]])
-  np.testing.assert_array_equal(refine.fill_with_model(coarse, pred, conf),
+  np.testing.assert_array_equal(fills.fill_with_model(coarse, pred, conf),
                                 [[0, 1, 3], [4, 2, 0]])
-  got = refine.fill_with_model(coarse, pred, conf, min_confidence=0.5)
+  got = fills.fill_with_model(coarse, pred, conf, min_confidence=0.5)
   np.testing.assert_array_equal(got, [[0, 1, U], [4, 2, U]])
   assert got.dtype == np.uint8
   np.testing.assert_array_equal(
-      refine.fill_with_model(coarse, pred, conf, min_confidence=1.0),
+      fills.fill_with_model(coarse, pred, conf, min_confidence=1.0),
       coarse)
 
 
@@ -54,7 +56,7 @@ def test_nearest_labelled_by_hand_and_by_brute_force():
   coarse = np.array([[0, U, U, U, U, 1, U],
                      [U, U, U, U, U, U, U],
                      [U, U, U, U, U, U, 2]])
-  np.testing.assert_array_equal(refine.nearest_labelled(coarse),
+  np.testing.assert_array_equal(fills.nearest_labelled(coarse),
                                 [[0, 0, 0, 1, 1, 1, 1],
                                  [0, 0, 0, 1, 1, 1, 2],
                                  [0, 0, 0, 1, 2, 2, 2]])
@@ -62,7 +64,7 @@ def test_nearest_labelled_by_hand_and_by_brute_force():
   for _ in range(5):
     label = rng.integers(0, 4, (13, 17))
     label[rng.random(label.shape) < 0.85] = U
-    got = refine.nearest_labelled(label)
+    got = fills.nearest_labelled(label)
     ys, xs = np.nonzero(label != U)
     for y, x in zip(*np.nonzero(label == U)):
       d = (ys - y) ** 2 + (xs - x) ** 2
@@ -70,7 +72,7 @@ def test_nearest_labelled_by_hand_and_by_brute_force():
       assert got[y, x] in nearest, (y, x)
     np.testing.assert_array_equal(got[label != U], label[label != U])
   empty = np.full((3, 4), U)
-  np.testing.assert_array_equal(refine.nearest_labelled(empty), empty)
+  np.testing.assert_array_equal(fills.nearest_labelled(empty), empty)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -80,7 +82,7 @@ def test_slic_propagation_is_the_training_labels_propagation(seed):
   label = rng.integers(0, 5, (24, 31)).astype(np.int32)
   label[rng.random(label.shape) < 0.7] = U
   np.testing.assert_array_equal(
-      refine.slic_propagation(label, slic),
+      fills.slic_propagation(label, slic),
       helpers.propagate_reference(label, slic))
 
 
@@ -100,7 +102,7 @@ def test_mask_metrics_of_perfect_wrong_and_partial_masks():
   wrong = np.where(band, (fine + 1) % 3, fine)
   partial = np.where(band & (np.arange(fine.shape[1]) < 24), fine, coarse)
   stack = np.stack([fine, wrong, partial])
-  got = refine.mask_metrics(stack, np.stack([coarse] * 3),
+  got = scores.mask_metrics(stack, np.stack([coarse] * 3),
                             np.stack([fine] * 3), num_classes=3)
   np.testing.assert_allclose(got["band_accuracy"], [1.0, 0.0, 1.0])
   filled = (band & (partial != U)).sum()
@@ -126,10 +128,10 @@ def test_mask_metrics_of_perfect_wrong_and_partial_masks():
 
 def test_mask_metrics_in_a_padded_canvas_equal_those_at_the_image_size():
   fine, coarse = _blocks(1, 40, 48)
-  refined = refine.nearest_labelled(coarse)
+  refined = fills.nearest_labelled(coarse)
   pad = lambda x: np.pad(x, ((0, 24), (0, 16)), constant_values=U)[None]
-  alone = refine.mask_metrics(refined[None], coarse[None], fine[None], 3)
-  canvas = refine.mask_metrics(pad(refined), pad(coarse), pad(fine), 3,
+  alone = scores.mask_metrics(refined[None], coarse[None], fine[None], 3)
+  canvas = scores.mask_metrics(pad(refined), pad(coarse), pad(fine), 3,
                                size=np.array([[40, 48]]))
   for key, value in alone.items():
     np.testing.assert_allclose(np.asarray(canvas[key], np.float64),
@@ -185,14 +187,18 @@ def _env():
   return dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
 
 
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
-  """Through the command line: exit status 1, `error: <file>: ...`, no
-  output folder and nothing beside it."""
+def test_bad_input_names_every_problem_and_writes_nothing(tmp_path):
+  """Through the command line: exit status 1, one line `error: <file>: ...`
+  per problem (three here, all named in one run), no output folder and
+  nothing beside it."""
   config = helpers.tiny_config(str(tmp_path / "data"))
   workdir = str(tmp_path / "wd")
   workdir_lib.record_config(workdir, config)
   images, coarse = str(tmp_path / "images"), str(tmp_path / "coarse")
   _write_pair(images, coarse, "a", (48, 40), coarse_size=(40, 48))
+  _write_pair(images, coarse, "b", (48, 40))  # Fine.
+  Image.new("RGB", (8, 8)).save(os.path.join(images, "c.jpg"))
+  Image.new("L", (8, 8)).save(os.path.join(coarse, "d.png"))
   out = tmp_path / "out" / "refined"
   proc = subprocess.run(
       [sys.executable, "-m", "coarseseg_jax.main", f"--workdir={workdir}",
@@ -200,9 +206,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
        f"--output_dir={out}"], cwd=ROOT, env=_env(), capture_output=True,
       text=True, timeout=300)
   assert proc.returncode == 1, proc.stderr[-2000:]
-  last = proc.stderr.strip().splitlines()[-1]
-  assert re.match(rf"error: {re.escape(coarse)}/a\.png: coarse label size",
-                  last), last
+  lines = [l for l in proc.stderr.strip().splitlines()
+           if l.startswith("error: ")]
+  assert len(lines) == 3, proc.stderr[-2000:]
+  wanted = [rf"error: {re.escape(coarse)}/d\.png: no image named d\.\* in",
+            rf"error: {re.escape(coarse)}/a\.png: coarse label size",
+            rf"error: {re.escape(images)}/c\.jpg: no coarse label c\.png in"]
+  for line, pattern in zip(lines, wanted):
+    assert re.match(pattern, line), (line, pattern)
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "out").exists()
 
@@ -242,7 +253,7 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
   out = tmp_path / "out"
   out.mkdir()
   (out / "mine.txt").write_text("kept")  # An existing folder gains files.
-  report = refine.run(config, workdir, str(out), split="validation")
+  report = refine_driver.run(config, workdir, str(out), split="validation")
   examples = _split(config, "validation")
   assert report["num_images"] == len(examples) == 4
   pixels = labelled = 0
@@ -271,7 +282,7 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
   assert sorted(r["stem"] for r in rows) == sorted(examples)
   row = rows[0]
   ex = examples[row["stem"]]
-  slic = refine.slic_propagation(ex.coarse, ex.slic)
+  slic = fills.slic_propagation(ex.coarse, ex.slic)
   band = ex.coarse == U
   assert float(row["slic_propagation_filled_share"]) == pytest.approx(
       (band & (slic != U)).sum() / band.size)
@@ -279,14 +290,27 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
       (slic == ex.fine)[band & (slic != U)].mean())
   assert report["line"].startswith("refined 4 images (validation)")
   assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+  # auto wrote the fill of the best coarse-only score, and every fill.
+  chosen = report["chosen"]["method"]
+  held_out = report["coarse_only"]["methods"]
+  assert set(held_out) == set(refine_driver.METHODS)
+  best = max(v["band_correct"] for v in held_out.values())
+  assert held_out[chosen]["band_correct"] == best
+  assert chosen in report["line"] and report["chosen"]["refine_method"] == "auto"
+  for stem in examples:
+    for m in refine_driver.METHODS:
+      assert (out / "fills" / m / f"{stem}.png").exists(), (m, stem)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out / f"{stem}.png")),
+        np.asarray(Image.open(out / "fills" / chosen / f"{stem}.png")))
 
 
 @pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_min_confidence_one_leaves_the_band_unlabelled(untrained, tmp_path):
   config, workdir = untrained
   out = tmp_path / "out"
-  report = refine.run(config, workdir, str(out), split="test",
-                      min_confidence=1.0)
+  report = refine_driver.run(config, workdir, str(out), split="test",
+                             min_confidence=1.0, method="model")
   for stem, ex in _split(config, "test").items():
     np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}.png")),
                                   ex.coarse)
@@ -301,10 +325,10 @@ def test_an_error_after_the_start_leaves_no_output(untrained, tmp_path):
   empty = tmp_path / "empty_workdir"
   workdir_lib.record_config(str(empty), config)
   with pytest.raises(errors.CheckpointError):
-    refine.run(config, str(empty), str(tmp_path / "out"), split="test")
+    refine_driver.run(config, str(empty), str(tmp_path / "out"), split="test")
   assert sorted(os.listdir(tmp_path)) == ["empty_workdir"]
   with pytest.raises(errors.DatasetError, match="no split 'tset'"):
-    refine.run(config, str(empty), str(tmp_path / "out"), split="tset")
+    refine_driver.run(config, str(empty), str(tmp_path / "out"), split="tset")
 
 
 # ------------------------------------- self-training on refined labels
@@ -323,7 +347,7 @@ def test_training_reads_the_refined_labels_and_records_their_source(
   augmentation here), so none keeps the coarse band."""
   config, workdir = untrained
   out = str(tmp_path / "refined")
-  refine.run(config, workdir, out, split="train")
+  refine_driver.run(config, workdir, out, split="train")
   second = _refined_config(config, out, scale_range=(1.0, 1.0), hflip=False)
   config_validation.validate(second)
   assert second.data.refined_from == f"{workdir} step 0 min_confidence 0.0"
@@ -357,13 +381,13 @@ def test_training_reads_the_refined_labels_and_records_their_source(
 
 @pytest.mark.slow  # Uses the tiny dataset (built once per run).
 def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
-  """`python -m coarseseg_jax.refine_figures` (in process): the table of two
+  """`python -m coarseseg_jax.refine.figures` (in process): the table of two
   refine runs (min_confidence 0 and 0.5), its JSON and the figure."""
   config, workdir = untrained
   runs = []
   for i, confidence in enumerate((0.0, 0.5)):
     runs.append(str(tmp_path / f"r{i}"))
-    refine.run(config, workdir, runs[-1], split="validation",
+    refine_driver.run(config, workdir, runs[-1], split="validation",
                min_confidence=confidence)
   out = str(tmp_path / "table")
   refine_figures.main([f"--workdir={workdir}", f"--refined={runs[0]}",
@@ -372,8 +396,9 @@ def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
   with open(out + ".json") as f:
     table = json.load(f)
   labels = [r["method"] for r in table["rows"]]
-  assert len(labels) == 4 and sum("model" in l for l in labels) == 2, labels
-  assert set(table["per_class"]) == set(refine.METHODS)
+  assert len(labels) == len(refine_driver.METHODS) + 1, labels
+  assert sum(l.startswith("model (") for l in labels) == 2, labels
+  assert set(table["per_class"]) == set(refine_driver.METHODS)
   text = open(out + ".md").read()
   assert text.count("\n| ") >= 4 and "Per class" in text
   image = np.asarray(Image.open(out + ".png"))
@@ -396,13 +421,13 @@ def test_refined_labels_bad_input_is_one_line(untrained, tmp_path):
     config_validation.validate(coarse)
   # A report of another split, and a train split with an image missing.
   out = str(tmp_path / "val")
-  refine.run(config, workdir, out, split="validation")
+  refine_driver.run(config, workdir, out, split="validation")
   os.rename(os.path.join(out, "refine_validation.json"),
             os.path.join(out, "refine_train.json"))
   with pytest.raises(errors.ConfigError, match="refines synthetic/validation"):
     config_validation.validate(_refined_config(config, out))
   out = str(tmp_path / "train")
-  refine.run(config, workdir, out, split="train")
+  refine_driver.run(config, workdir, out, split="train")
   path = os.path.join(out, "refine_train.csv")
   with open(path) as f:
     lines = f.readlines()
@@ -462,8 +487,8 @@ def test_readme_refine_commands(tmp_path):
         assert label.shape == coarse.shape
         np.testing.assert_array_equal(label[coarse != U], coarse[coarse != U])
         left, total = left + (label == U).sum(), total + label.size
-      assert report["methods"]["model"]["left_share"] == pytest.approx(
-          left / total)
+      written = report["methods"][report["chosen"]["method"]]
+      assert written["left_share"] == pytest.approx(left / total)
     else:
       split = re.search(r"--split=(\w+)", command).group(1)
       config = workdir_lib.config_from_json(

@@ -194,7 +194,7 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
   into its workdir unless it is there (`--mode=refine`); returns the dir.
   `labels_needed=False` (the run that learns from them is finished): the
   refine report alone, restored from the archive, will do."""
-  from coarseseg_jax import refine  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax.refine import driver as refine_driver  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
   source = runner.workdir(method, params, seed)
   out = os.path.join(source, methods.REFINED_SUBDIR)
@@ -213,7 +213,7 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
     log.info("refining %s\n  = %s", source, command)
     config = methods.apply(runner.base,
                            methods.run_delta(method, params, seed))
-    report = refine.run(config, source, out, split=split)
+    report = refine_driver.run(config, source, out, split=split)
     log.info("%s", report["line"])
   if status != "restored":
     runner.save(out, (report_name,))

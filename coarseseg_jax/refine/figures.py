@@ -19,9 +19,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from coarseseg_jax import figures
-from coarseseg_jax import refine
-from coarseseg_jax import refine_inputs
-from coarseseg_jax import refine_report
+from coarseseg_jax.refine import fills
+from coarseseg_jax.refine import inputs as refine_inputs
+from coarseseg_jax.refine import report as refine_report
 from coarseseg_jax import workdir as workdir_lib
 
 
@@ -40,9 +40,9 @@ def save_figure(examples, refined_dir: str, num_classes: int,
     panels = [("image", ex.image / 255.0),
               ("coarse label", figures.colorize(ex.coarse, num_classes)),
               ("SLIC propagation", figures.colorize(
-                  refine.slic_propagation(ex.coarse, ex.slic), num_classes)),
+                  fills.slic_propagation(ex.coarse, ex.slic), num_classes)),
               ("nearest labelled pixel", figures.colorize(
-                  refine.nearest_labelled(ex.coarse), num_classes)),
+                  fills.nearest_labelled(ex.coarse), num_classes)),
               ("model (refine)", figures.colorize(refined, num_classes)),
               ("fine label", figures.colorize(ex.fine, num_classes))]
     for ax, (title, img) in zip(row, panels):

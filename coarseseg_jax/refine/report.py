@@ -38,11 +38,19 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from coarseseg_jax import errors
+from coarseseg_jax import refine
 from coarseseg_jax.labels import IGNORE_LABEL
 
-METHODS = ("model", "slic_propagation", "nearest_labelled")
-METHOD_NAMES = {"model": "model", "slic_propagation": "SLIC propagation",
-                "nearest_labelled": "nearest labelled pixel"}
+METHODS = refine.FILLS
+METHOD_NAMES = {
+    "nearest_labelled": "nearest labelled pixel",
+    "slic_propagation": "SLIC propagation",
+    "slic_then_nearest": "SLIC propagation, then nearest",
+    "model": "model",
+    "constrained": "model among classes within reach",
+    "superpixel": "learned-superpixel propagation",
+    "superpixel_constrained": "model x learned superpixels, within reach",
+    "slic_sure_constrained": "SLIC where sure, else constrained model"}
 _IMAGE_FIGURES = ("band_accuracy", "band_correct", "boundary_recall",
                   "boundary_f1")
 
@@ -244,21 +252,26 @@ def _fmt(x, digits: int = 3) -> str:
 def summary_line(report: dict, output_dir: str) -> str:
   """The one terminal line of a refine run."""
   m = report["methods"]
-  model = m["model"]
+  chosen = report["chosen"]["method"]
+  written = m[chosen]
   line = (f"refined {report['num_images']} images ({report['name']}) into "
-          f"{output_dir}: {100 * report['labelled_share']:.1f} % of pixels "
-          f"labelled, {100 * model['filled_share']:.1f} % filled by the "
-          f"model, {100 * model['left_share']:.1f} % left at 255")
+          f"{output_dir} with {chosen} ("
+          + ("chosen by the coarse-only score" if report["chosen"][
+              "refine_method"] == "auto" else "--refine_method")
+          + f"): {100 * report['labelled_share']:.1f} % of pixels "
+          f"labelled, {100 * written['filled_share']:.1f} % filled, "
+          f"{100 * written['left_share']:.1f} % left at 255")
   if report["fine_labels"]:
     parts = [f"{METHOD_NAMES[k]} {_fmt(v['band_accuracy'])} / "
              f"{_fmt(v['boundary_recall_mean'])} / "
-             f"{_fmt(v['boundary_f1_mean'])}" for k, v in m.items()]
+             f"{_fmt(v['boundary_f1_mean'])}" for k, v in m.items()
+             if k == chosen or k in refine.FREE_FILLS]
     line += ("; band accuracy / boundary recall / boundary F1: "
              + ", ".join(parts))
   else:
     line += "; baselines fill " + ", ".join(
         f"{METHOD_NAMES[k]} {100 * v['filled_share']:.1f} %"
-        for k, v in m.items() if k != "model")
+        for k, v in m.items() if k in refine.FREE_FILLS)
   path = os.path.join(output_dir, f"refine_{report['name']}.json")
   return f"{line}; report {path}"
 

@@ -87,13 +87,14 @@ def folder_pairs(input_dir: str, coarse_dir: str,
                  num_classes: int) -> List[Tuple[str, str, str]]:
   """(stem, image file, coarse PNG) of two folders matched by stem, checked.
 
-  Checks every pair before anything is computed: a stem without a partner
-  (either way), two images of one stem, a coarse PNG that is no
-  single-channel label, of another size than its image, or with class ids
-  of `num_classes` or more (other than 255) raise `errors.DatasetError`
-  naming the file. Hidden and other files are ignored (non-image files with
-  a warning).
+  Checks every pair before anything is computed and names every problem:
+  a stem without a partner (either way), two images of one stem, a coarse
+  PNG that is no single-channel label, of another size than its image, or
+  with class ids of `num_classes` or more (other than 255). One
+  `errors.DatasetError` holds them all, one line `<file>: <what>` each.
+  Hidden and other files are ignored (non-image files with a warning).
   """
+  problems: List[str] = []
 
   def listing(root, extensions):
     if not os.path.isdir(root):
@@ -107,7 +108,7 @@ def folder_pairs(input_dir: str, coarse_dir: str,
       if ext.lower() not in extensions:
         log.warning("ignored %s: not a %s file.", path, "/".join(extensions))
       elif stem in found:
-        raise errors.DatasetError(
+        problems.append(
             f"{path}: another file has the stem {stem!r} ({found[stem]}); "
             "stems must be unique.")
       else:
@@ -118,20 +119,26 @@ def folder_pairs(input_dir: str, coarse_dir: str,
   coarse = listing(coarse_dir, (".png",))
   for stem, path in coarse.items():
     if stem not in images:
-      raise errors.DatasetError(
-          f"{path}: no image named {stem}.* in {input_dir}.")
+      problems.append(f"{path}: no image named {stem}.* in {input_dir}.")
   pairs = []
   for stem, path in images.items():
     if stem not in coarse:
-      raise errors.DatasetError(
-          f"{path}: no coarse label {stem}.png in {coarse_dir}.")
-    w, h = items.image_size(path)
-    label = folder.read_label(coarse[stem])
-    # The image's size from its header stands in for the pixels here.
-    items.validate_item(items.LoadedItem(
-        stem, np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3)),
-        None, label, items.ItemFiles(path, None, coarse[stem])), num_classes)
+      problems.append(f"{path}: no coarse label {stem}.png in {coarse_dir}.")
+      continue
+    try:
+      w, h = items.image_size(path)
+      label = folder.read_label(coarse[stem])
+      # The image's size from its header stands in for the pixels here.
+      items.validate_item(items.LoadedItem(
+          stem, np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3)),
+          None, label, items.ItemFiles(path, None, coarse[stem])),
+                          num_classes)
+    except errors.DatasetError as e:
+      problems.append(str(e))
+      continue
     pairs.append((stem, path, coarse[stem]))
+  if problems:
+    raise errors.DatasetError("\n".join(problems))
   if not pairs:
     raise errors.DatasetError(f"{input_dir}: no images "
                               f"({', '.join(inference.IMAGE_EXTENSIONS)}).")

@@ -1,0 +1,225 @@
+"""`--mode=refine`: coarse labels filled into dense masks, with a report.
+
+`run` refines a prepared split (`refine.inputs`: its stored coarse labels,
+fine labels and SLIC maps) or a folder of images with coarse label PNGs
+matched by stem (SLIC maps computed with the config's SLIC settings). Every
+fill of `refine.fills` runs on every image, on the coarse label and on its
+held-out version (`refine.scores.holdout`); the method written out is
+`method` (`--refine_method`), or with `auto` the fill of the best
+coarse-only score (held-out ring's `band_correct`, pooled over the images).
+
+Output: `<stem>.png` (uint8 class ids at the image's size, the chosen fill),
+`<stem>_overlay.png` as `--mode=predict` writes, `fills/<method>/<stem>.png`
+for every fill, and the report of `refine.report` (`refine_<split>.json`
+and `.csv`). Inputs are checked before anything is computed; everything is
+written into a temporary folder beside `output_dir` and moved into place at
+the end, so an error leaves no partial output. Local output folders only;
+one process.
+"""
+
+import logging
+import os
+import shutil
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import tqdm
+
+from coarseseg_jax import config_validation
+from coarseseg_jax import evaluate
+from coarseseg_jax import figures as figures_lib
+from coarseseg_jax import inference
+from coarseseg_jax import state as state_lib
+from coarseseg_jax.datasets import items
+from coarseseg_jax.labels import IGNORE_LABEL
+from coarseseg_jax.refine import fills
+from coarseseg_jax.refine import inputs
+from coarseseg_jax.refine import report as report_lib
+from coarseseg_jax.refine import scores
+
+log = logging.getLogger(__name__)
+METHODS = fills.FILLS
+AUTO = "auto"
+# What `auto` ranks the fills by: the held-out ring's share filled right.
+AUTO_SCORE = "band_correct"
+
+
+class _Predicted:
+  """One image's model outputs at its size: probs (H, W, C); the learned-
+  superpixel votes of its coarse label and of the held-out one."""
+
+  def __init__(self, probs, votes, heard, held_votes, held_heard):
+    self.probs, self.votes, self.heard = probs, votes, heard
+    self.held_votes, self.held_heard = held_votes, held_heard
+
+
+def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]], model,
+               variables, batch_size: int, num_classes: int
+               ) -> Iterator[Tuple[inputs.Example, np.ndarray, _Predicted]]:
+  """(example, held-out coarse, outputs); images are batched by
+  `inference.bucket_shape` (padded bottom/right), as `--mode=predict`
+  does."""
+  predict = evaluate.make_predict_fn(model)
+
+  @jax.jit
+  def outputs(variables, images, coarse, held):
+    _, logits, assignments = predict(variables, images)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if assignments:
+      votes, heard = fills.label_votes(coarse, assignments, num_classes)
+      held_votes, held_heard = fills.label_votes(held, assignments,
+                                                 num_classes)
+    else:  # No learned superpixels: no votes, nothing heard.
+      votes = held_votes = jnp.zeros_like(probs)
+      heard = held_heard = jnp.zeros(probs.shape[:3], jnp.float32)
+    return probs, votes, heard, held_votes, held_heard
+
+  pending: Dict[Tuple[int, int], List] = {}
+
+  def flush(shape):
+    group = pending.pop(shape)
+    batch = np.zeros((batch_size,) + shape + (3,), np.float32)
+    coarse = np.full((batch_size,) + shape, IGNORE_LABEL, np.int32)
+    held = coarse.copy()
+    for i, (ex, held_i) in enumerate(group):
+      h, w = ex.coarse.shape
+      batch[i, :h, :w] = ex.image / 255.0
+      coarse[i, :h, :w], held[i, :h, :w] = ex.coarse, held_i
+    out = jax.device_get(outputs(variables, batch, coarse, held))
+    for i, (ex, held_i) in enumerate(group):
+      h, w = ex.coarse.shape
+      yield ex, held_i, _Predicted(*(x[i, :h, :w] for x in out))
+
+  for ex, held in examples:
+    shape = inference.bucket_shape(*ex.image.shape[:2])
+    pending.setdefault(shape, []).append((ex, held))
+    if len(pending[shape]) == batch_size:
+      yield from flush(shape)
+  for shape in list(pending):
+    yield from flush(shape)
+
+
+def _figures(masks: Dict[str, np.ndarray], coarse: np.ndarray,
+             truth: np.ndarray, num_classes: int
+             ) -> Dict[str, Dict[str, np.ndarray]]:
+  """`scores.mask_metrics` of each method's mask refined from `coarse`,
+  against `truth`, in a canvas of the bucket shape (so images of many sizes
+  compile once per bucket)."""
+  h, w = coarse.shape
+  hb, wb = inference.bucket_shape(h, w)
+  pad = lambda x: np.pad(x, ((0, hb - h), (0, wb - w)),
+                         constant_values=IGNORE_LABEL)[None]
+  fn = scores.mask_metrics_fn(num_classes)
+  size = np.array([[h, w]], np.int32)
+  out = {}
+  for method, mask in masks.items():
+    figures = jax.device_get(fn(pad(mask), pad(coarse), pad(truth),
+                                size=size))
+    out[method] = {k: np.asarray(v)[0] for k, v in figures.items()}
+  return out
+
+
+def choose(coarse_only: dict, score: str = AUTO_SCORE) -> Tuple[str, str]:
+  """(method, why): the fill of the best coarse-only score.
+
+  Args:
+    coarse_only: the held-out report's `methods` ({method: figures}).
+    score: the figure to rank by (ties: the earlier method of `METHODS`).
+  """
+  ranked = sorted(
+      coarse_only, key=lambda m: (-np.nan_to_num(
+          coarse_only[m].get(score, np.nan) or np.nan, nan=-1.0),
+                                  METHODS.index(m)))
+  best = ranked[0]
+  figures = ", ".join(f"{m} {coarse_only[m].get(score) or float('nan'):.3f}"
+                      for m in ranked)
+  why = (f"best coarse-only score ({score} of the held-out ring of labelled "
+         f"pixels): {figures}")
+  return best, why
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, num_classes: int) -> bytes:
+  overlay = 0.5 * image / 255.0 + 0.5 * figures_lib.colorize(mask,
+                                                             num_classes)
+  return items.encode_png((np.clip(overlay, 0, 1) * 255).astype(np.uint8))
+
+
+def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
+        input_dir: Optional[str] = None, coarse_dir: Optional[str] = None,
+        min_confidence: float = 0.0, method: str = AUTO) -> dict:
+  """`--mode=refine`: refines a prepared `split`, or the images of
+  `input_dir` with the coarse PNGs of `coarse_dir` (see the module
+  docstring), writing `method`'s fill (one of `METHODS`, or `auto`).
+  Returns the report (`report.Accumulator.summarize`, with `chosen`), with
+  `line`, the one-line summary."""
+  if method != AUTO and method not in METHODS:
+    raise ValueError(f"refine method {method!r}: use auto or one of "
+                     f"{', '.join(METHODS)}.")
+  if config.model.num_classes is None:  # A config.json not written by train.
+    config_validation.resolve_num_classes(config)
+  num_classes = int(config.model.num_classes)
+  if input_dir is not None:
+    name = "folder"
+    pairs = inputs.folder_pairs(input_dir, coarse_dir, num_classes)
+    count, class_names = len(pairs), None
+    examples = inputs.folder_examples(config, pairs)
+    images = lambda: ((stem, items.read_image(path))
+                      for stem, path, _ in pairs)
+    source = {"input_dir": input_dir, "coarse_dir": coarse_dir}
+  else:
+    name = split
+    count, examples, class_names = inputs.split_examples(config, split)
+    images = lambda: ((ex.stem, ex.image)
+                      for ex in inputs.split_examples(config, split)[1])
+    source = {"split": split, "dataset": config.data.dataset}
+  with report_lib.staged_output(output_dir) as tmp:
+    for m in METHODS:
+      os.makedirs(os.path.join(tmp, "fills", m))
+    state, model, _, step = state_lib.restore_for_inference(config, workdir)
+    acc = report_lib.Accumulator(METHODS, num_classes, class_names)
+    held_acc = report_lib.Accumulator(METHODS, num_classes, class_names)
+    with_held = ((ex, scores.holdout(ex.coarse)[0]) for ex in examples)
+    for ex, held, out in tqdm.tqdm(
+        _predicted(with_held, model, state_lib.variables(state),
+                   int(config.data.eval_batch_size), num_classes),
+        total=count, desc="refine", unit="image", mininterval=2):
+      masks = fills.all_fills(ex.coarse, ex.slic, out.probs, out.votes,
+                              out.heard, min_confidence=min_confidence)
+      for m, mask in masks.items():
+        with open(os.path.join(tmp, "fills", m, f"{ex.stem}.png"), "wb") as f:
+          f.write(items.encode_png(mask))
+      acc.add(ex.stem, ex.source, ex.coarse, ex.fine, masks,
+              None if ex.fine is None else _figures(masks, ex.coarse, ex.fine,
+                                                    num_classes))
+      held_masks = fills.all_fills(held, ex.slic, out.probs, out.held_votes,
+                                   out.held_heard,
+                                   min_confidence=min_confidence)
+      held_acc.add(ex.stem, ex.source, held, ex.coarse, held_masks,
+                   _figures(held_masks, held, ex.coarse, num_classes))
+    kwargs = dict(name=name, workdir=workdir, step=step, source=source,
+                  min_confidence=min_confidence)
+    report = acc.summarize(**kwargs)
+    coarse_only = held_acc.summarize(**kwargs)
+    chosen, why = (choose(coarse_only["methods"]) if method == AUTO
+                   else (method, "--refine_method"))
+    report["chosen"] = {"method": chosen, "why": why,
+                        "refine_method": method}
+    report["coarse_only"] = {
+        "what": "each fill of the held-out coarse label (a ring of labelled "
+                "pixels about the band's width hidden), scored on the ring "
+                "against the coarse labels",
+        "labelled_share": coarse_only["labelled_share"],
+        "methods": coarse_only["methods"]}
+    for stem, image in images():  # The chosen fill and its overlay.
+      path = os.path.join(tmp, f"{stem}.png")
+      shutil.copyfile(os.path.join(tmp, "fills", chosen, f"{stem}.png"), path)
+      with Image.open(path) as im:
+        mask = np.asarray(im)
+      with open(os.path.join(tmp, f"{stem}_overlay.png"), "wb") as f:
+        f.write(_overlay(image, mask, num_classes))
+    report_lib.write(report, acc.rows(), tmp, name)
+  report["line"] = report_lib.summary_line(report, output_dir)
+  return report

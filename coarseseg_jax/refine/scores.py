@@ -1,0 +1,137 @@
+"""Scores of refined masks: against fine labels, and without them.
+
+`mask_metrics` scores masks against fine labels (band accuracy, boundary
+recall and F1, per class). A user with only coarse labels cannot measure the
+band, so `holdout` hides a ring of the labelled pixels (the labelled pixels
+within `band_width` of the band, about the band's width): each fill fills
+the widened band of the held-out label, and its score on the ring against
+the coarse labels it hid (`mask_metrics` with the coarse label as truth) is
+the coarse-only score that `--refine_method=auto` ranks the fills by.
+"""
+
+import functools
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from coarseseg_jax import metrics
+from coarseseg_jax.labels import IGNORE_LABEL
+
+
+def band_width(coarse: np.ndarray) -> float:
+  """The band's width in pixels, from the coarse label alone.
+
+  Twice the 90th percentile of the band pixels' distance to the nearest
+  labelled pixel (a band of width w has distances up to w / 2); 0 without a
+  band, and 0 for an image with no labelled pixel.
+
+  Args:
+    coarse: (H, W) int coarse labels, 255 = unlabelled.
+  """
+  coarse = np.asarray(coarse)
+  band = coarse == IGNORE_LABEL
+  if not band.any() or band.all():
+    return 0.0
+  dist = ndimage.distance_transform_edt(band)
+  return float(2.0 * np.percentile(dist[band], 90))
+
+
+def holdout(coarse: np.ndarray,
+            width: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Hides the ring of labelled pixels within `width` of the band.
+
+  Args:
+    coarse: (H, W) int coarse labels, 255 = unlabelled.
+    width: pixels; default `band_width(coarse)` (at least 1).
+
+  Returns:
+    (held, ring): held (H, W) uint8, `coarse` with the ring set to 255;
+    ring (H, W) bool, the hidden pixels. Distances are to the band only, so
+    the image's edge hides nothing; a region narrower than 2 * width is
+    hidden whole.
+  """
+  coarse = np.asarray(coarse)
+  labelled = coarse != IGNORE_LABEL
+  if width is None:
+    width = max(1.0, band_width(coarse))
+  if labelled.all() or not labelled.any():
+    return coarse.astype(np.uint8), np.zeros(coarse.shape, bool)
+  ring = labelled & (ndimage.distance_transform_edt(labelled) <= width)
+  return np.where(ring, IGNORE_LABEL, coarse).astype(np.uint8), ring
+
+
+def mask_metrics(refined: jax.Array, coarse: jax.Array, fine: jax.Array,
+                 num_classes: int,
+                 size: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+  """Figures of refined masks against fine labels, per image (jit-able).
+
+  The band is the pixels the coarse label leaves unlabelled; a refined mask
+  fills some or all of them (255 = left unlabelled). Conventions of
+  `coarseseg_jax.metrics` (255 = unlabelled, `size` for a padded canvas).
+
+  Args:
+    refined: (B, H, W) int refined masks.
+    coarse: (B, H, W) int coarse labels they were refined from.
+    fine: (B, H, W) int fine labels (255 = unlabelled or padding).
+    num_classes: static number of classes C.
+    size: optional (B, 2) (height, width) of each image in the canvas.
+
+  Returns:
+    Per image: `band_accuracy` (B,), `metrics.pixel_accuracy` over the band
+    pixels the mask filled (NaN if none); `band_correct` (B,), the share of
+    the band's fine-labelled pixels filled with the right class (unfilled
+    ones count as wrong); `boundary_recall` and `boundary_f1` (B,) of the
+    whole mask (`metrics.boundary_recall`, the paper's, and
+    `metrics.boundary_precision_recall_f1`, default radius); `band_confusion`
+    (B, C, C) over the filled band pixels; `class_boundary_recall`,
+    `class_boundary_f1` (B, C), the same of the binary map "class c" against
+    "any other class"; `class_present` (B, C), whether the fine label holds
+    class c and another class (the per-class boundary figures mean nothing
+    elsewhere).
+  """
+  refined, coarse, fine = (jnp.asarray(x, jnp.int32)
+                           for x in (refined, coarse, fine))
+  band = coarse == IGNORE_LABEL
+  filled = band & (refined != IGNORE_LABEL)
+  fine_filled = jnp.where(filled, fine, IGNORE_LABEL)
+  out = {
+      "band_accuracy": metrics.pixel_accuracy(refined, fine_filled),
+      "band_correct": metrics.pixel_accuracy(
+          jnp.where(filled, refined, -1), jnp.where(band, fine, IGNORE_LABEL)),
+      "boundary_recall": metrics.boundary_recall(refined, fine, size=size),
+      "boundary_f1": metrics.boundary_precision_recall_f1(
+          refined, fine, size=size)[2],
+      "band_confusion": metrics.confusion_matrix(refined, fine_filled,
+                                                 num_classes),
+  }
+  b, h, w = refined.shape
+  classes = jnp.arange(num_classes)[None, :, None, None]
+
+  def binary(x):  # (B, H, W) -> (B * C, H, W): 1 = class c, 255 kept.
+    one = (x[:, None] == classes).astype(jnp.int32)
+    return jnp.where(x[:, None] == IGNORE_LABEL, IGNORE_LABEL, one).reshape(
+        b * num_classes, h, w)
+
+  csize = None if size is None else jnp.repeat(jnp.asarray(size, jnp.int32),
+                                               num_classes, axis=0)
+  bin_pred, bin_fine = binary(refined), binary(fine)
+  out["class_boundary_recall"] = metrics.boundary_recall(
+      bin_pred, bin_fine, size=csize).reshape(b, num_classes)
+  out["class_boundary_f1"] = metrics.boundary_precision_recall_f1(
+      bin_pred, bin_fine, size=csize)[2].reshape(b, num_classes)
+  is_c = fine[:, None] == classes
+  other = ~is_c & (fine[:, None] != IGNORE_LABEL)
+  out["class_present"] = is_c.any(axis=(2, 3)) & other.any(axis=(2, 3))
+  return out
+
+
+
+@functools.lru_cache(maxsize=None)
+def mask_metrics_fn(num_classes: int):
+  """`mask_metrics`, jit-compiled once per number of classes."""
+  return jax.jit(functools.partial(mask_metrics, num_classes=num_classes))
+
+
