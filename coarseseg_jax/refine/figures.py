@@ -1,13 +1,13 @@
-r"""The README's refine table and figure, from `--mode=refine` runs.
+r"""The refine table and figure, from `--mode=refine` runs.
 
-  python -m coarseseg_jax.refine_figures --workdir=W --refined=DIR \
+  python -m coarseseg_jax.refine.figures --workdir=W --refined=DIR \
       [--refined=DIR2 ...] --split=validation --out=results/refine_synthetic
 
 writes `<out>.json` and `<out>.md` (the table of the reports that
 `--mode=refine` wrote from W into DIR, every method, and DIR2, ..., the
 model's row at their `--min_confidence`, with DIR's per-class figures) and
-`<out>.png` (image, coarse label, the two baselines, the model's refinement
-of DIR and the fine label of the split's first images).
+`<out>.png` (image, coarse label, the two baselines, the fill DIR wrote
+(`<stem>.png`) and the fine label of the split's first images).
 """
 
 import argparse

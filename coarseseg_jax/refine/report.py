@@ -1,10 +1,10 @@
-r"""What `--mode=refine` reports, and the README's refine table and figure.
+r"""What `--mode=refine` reports, and the refine table and figure.
 
-`Accumulator` gathers, per image and per method (the model and the two
-baselines of `coarseseg_jax.refine`), the pixel counts (labelled, filled,
-left at 255) and, where fine labels exist, the figures of
-`refine.mask_metrics`; `summarize` turns them into the report
-(`refine_<name>.json`):
+`Accumulator` gathers, per image and per method (the fills of
+`refine.fills`), the pixel counts (labelled, filled, left at 255) and, where
+fine labels exist, the figures of `refine.scores.mask_metrics`; `summarize`
+turns them into the report (`refine_<name>.json`; the driver adds `chosen`
+and `coarse_only`, the same figures of the held-out ring):
 
   pixels          total, labelled (coarse), band (unlabelled), band pixels
                   with a fine label
@@ -23,7 +23,7 @@ left at 255) and, where fine labels exist, the figures of
 written as null / an empty cell. `staged_output` gives a run a temporary
 folder beside its output folder, moved into place only when the run ends
 well. `markdown_table` and `per_class_table` format reports for the
-README (`refine_figures`).
+README (`refine.figures`).
 """
 
 import contextlib
