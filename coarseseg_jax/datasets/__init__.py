@@ -36,8 +36,8 @@ DATASETS = {
 }
 # The builder-config fields of `config.data`; a data config without one (a
 # plain dict) takes configs/default.py's value.
-_FIXED_FIELDS = ("coarse_kernel", "slic_block", "slic_compactness",
-                 "slic_sigma")
+_FIXED_FIELDS = ("coarse_kernel", "coarse_style", "slic_block",
+                 "slic_compactness", "slic_sigma")
 _DEFAULT_DATA = default_config.get_config().data
 
 
@@ -105,7 +105,7 @@ def get_builder(data_config, num_classes: Optional[int] = None, *,
 
   Args:
     data_config: `config.data` (dataset, data_dir, manual_dir, coarse_kernel,
-      slic_block, slic_compactness, slic_sigma, builder_kwargs).
+      coarse_style, slic_block, slic_compactness, slic_sigma, builder_kwargs).
     num_classes: used by datasets whose number of classes comes from the
       config (`folder` without classes.txt). Others know theirs; compare with
       `num_classes(builder)`.

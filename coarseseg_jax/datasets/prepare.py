@@ -46,6 +46,10 @@ _NUM_CLASSES = flags.DEFINE_integer(
 _COARSE_KERNEL = flags.DEFINE_integer(
     "coarse_kernel", _D.coarse_kernel,
     "Erosion kernel (px) of generated coarse labels.")
+_COARSE_STYLE = flags.DEFINE_enum(
+    "coarse_style", _D.coarse_style, ["erosion", "annotator"],
+    "How coarse labels are generated: erosion (the paper's) or annotator "
+    "(uneven polygons, scribbles, small regions skipped).")
 _SLIC_BLOCK = flags.DEFINE_integer(
     "slic_block", _D.slic_block, "One SLIC segment per slic_block^2 pixels.")
 _SLIC_COMPACTNESS = flags.DEFINE_float(
@@ -91,6 +95,7 @@ def data_config_from_flags():
       "data_dir": _DATA_DIR.value,
       "manual_dir": _MANUAL_DIR.value,
       "coarse_kernel": _COARSE_KERNEL.value,
+      "coarse_style": _COARSE_STYLE.value,
       "slic_block": _SLIC_BLOCK.value,
       "slic_compactness": _SLIC_COMPACTNESS.value,
       "slic_sigma": _SLIC_SIGMA.value,
