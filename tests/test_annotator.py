@@ -183,3 +183,21 @@ def test_style_is_part_of_the_builder_config_name():
     assert cls.parse_config_name(default.name).coarse_style == "erosion"
   with pytest.raises(errors.ConfigError, match="coarse_style='drawn'"):
     datasets.builder_class("synthetic").make_config(coarse_style="drawn")
+
+
+def test_config_validation_names_a_bad_style_and_old_workdirs_mean_erosion():
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config()
+  assert config.data.coarse_style == "erosion"
+  config.data.coarse_style = "drawn"
+  with pytest.raises(errors.ConfigError,
+                     match=r"config.data.coarse_style='drawn'.*annotator"):
+    config_validation.validate(config)
+  # A config.json written before the key existed is the erosion style.
+  old = workdir_lib.config_as_json(tiny_config.get_config())
+  del old["data"]["coarse_style"]
+  assert workdir_lib.config_from_json(old).data.coarse_style == "erosion"
+  assert not workdir_lib.differences(
+      old, workdir_lib.config_as_json(tiny_config.get_config()))
