@@ -28,6 +28,7 @@ from coarseseg_jax.configs import default as default_config
 
 DATASETS = {
     "synthetic": "coarseseg_jax.datasets.synthetic:Synthetic",
+    "texture_mosaic": "coarseseg_jax.datasets.texture_mosaic:TextureMosaic",
     "folder": "coarseseg_jax.datasets.folder:Folder",
     # The paper's datasets (modules of their own issue).
     "suim": "coarseseg_jax.datasets.suim:Suim",

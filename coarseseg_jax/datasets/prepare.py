@@ -5,6 +5,8 @@ r"""Prepares a dataset as TFRecord shards (TFDS), ready for training.
       --manual_dir=/path/to/mydata --num_classes=5 --data_dir=data
   python -m coarseseg_jax.datasets.prepare --dataset=synthetic \
       --builder_kwargs=num_train=40,image_size=128 --coarse_kernel=15
+  python -m coarseseg_jax.datasets.prepare --dataset=texture_mosaic \
+      --coarse_style=annotator
   python -m coarseseg_jax.datasets.prepare --dataset=suim \
       --manual_dir=data/manual/suim --builder_kwargs=resize=0.5 \
       --on_size_mismatch=resize
@@ -34,7 +36,8 @@ from coarseseg_jax.configs import default as default_config
 _D = default_config.get_config().data
 _DATASET = flags.DEFINE_string(
     "dataset", _D.dataset,
-    "synthetic | folder | suim | pannuke | cityscapes_coarse.")
+    "synthetic | texture_mosaic | folder | suim | pannuke | "
+    "cityscapes_coarse.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", _D.data_dir, "TFDS data dir where the prepared dataset goes.")
 _MANUAL_DIR = flags.DEFINE_string(
