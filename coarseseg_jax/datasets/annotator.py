@@ -74,12 +74,13 @@ def _smooth_field(rng: np.random.Generator, shape: Tuple[int, int],
   return field / max(float(field.std()), 1e-6)
 
 
-def _scribble(rng: np.random.Generator, region: np.ndarray,
+def _scribble(rng: np.random.Generator, allowed: np.ndarray,
               inner: np.ndarray, params: AnnotatorParams) -> np.ndarray:
-  """Boolean mask of a few strokes between points of `inner`, in `region`."""
+  """Boolean mask of a few strokes between points of `inner`, clipped to
+  `allowed` (both (h, w) boolean)."""
   rows, cols = np.nonzero(inner)
   if rows.size == 0:
-    return np.zeros_like(region)
+    return np.zeros_like(allowed)
   lo, hi = params.scribble_points
   n = int(rng.integers(lo, hi + 1))
   picks = rng.choice(rows.size, size=min(n, rows.size), replace=False)
@@ -91,7 +92,7 @@ def _scribble(rng: np.random.Generator, region: np.ndarray,
     d = [(rows[i] - rows[last]) ** 2 + (cols[i] - cols[last]) ** 2
          for i in left]
     points.append(left.pop(int(np.argmin(d))))
-  line = np.zeros_like(region)
+  line = np.zeros_like(allowed)
   line[rows[points[0]], cols[points[0]]] = True
   for a, b in zip(points[:-1], points[1:]):
     rr, cc = draw.line(rows[a], cols[a], rows[b], cols[b])
@@ -99,7 +100,7 @@ def _scribble(rng: np.random.Generator, region: np.ndarray,
   radius = (params.scribble_width - 1) // 2
   if radius > 0:
     line = ndimage.binary_dilation(line, morphology.disk(radius))
-  return line & region
+  return line & allowed
 
 
 def _polygon(rng: np.random.Generator, region: np.ndarray, dist: np.ndarray,
@@ -198,7 +199,8 @@ def annotator_label(
       dist = ndimage.distance_transform_edt(region)
       if u_scribble < params.p_scribble:
         inner = dist > max(0.5 * kernel_size, params.scribble_width + 1.0)
-        drawn = _scribble(sub, region, inner, params)
+        # Strokes stay a stroke's width away from the region's border.
+        drawn = _scribble(sub, dist > params.scribble_width, inner, params)
       else:
         drawn = _polygon(sub, region, dist, field[box], kernel_size, params,
                          edges)

@@ -1,0 +1,112 @@
+r"""Does colour give the class borders away? Synthetic against texture_mosaic.
+
+  python benchmarks/border_contrast.py                  # 100 images a dataset
+  python benchmarks/border_contrast.py --num_images=20  # a quick look
+
+For each dataset (default parameters, 256 x 256, 6 classes, seed 0; the
+first `--num_images` training images), with nothing prepared:
+
+* border AUC: how well the CIELAB distance between neighbouring stride-4
+  blocks tells a class border from a region's interior
+  (`coarseseg_jax.datasets.border_contrast`; 1 = always, 0.5 = chance);
+* colour accuracy: pixels classified by the nearest class-mean colour (class
+  means from the other half of the images; chance about 1/6);
+* SLIC ASA: the share of pixels a SLIC segment's majority class gets right
+  (one segment per 16 x 16 block, as prepared): how closely SLIC, which the
+  regularizer imitates, follows the class borders;
+* labelled: the share of pixels the coarse labels label, `erosion` and
+  `annotator` style, at kernel 25.
+
+The last line is one JSON object.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # benchmarks/: timing.py
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
+
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax.datasets import annotator
+from coarseseg_jax.datasets import border_contrast
+from coarseseg_jax.datasets import coarse
+from coarseseg_jax.datasets import slic
+from coarseseg_jax.datasets import synthetic
+from coarseseg_jax.datasets import texture_mosaic
+
+DATASETS = {"synthetic": synthetic.generate,
+            "texture_mosaic": texture_mosaic.generate}
+NUM_CLASSES = 6
+
+
+def colour_accuracy(data) -> float:
+  """Nearest class-mean colour accuracy: means from the first half."""
+  half = len(data) // 2
+  means = np.full((NUM_CLASSES, 3), np.inf)
+  for c in range(NUM_CLASSES):
+    pixels = [im[lab == c] for im, lab in data[:half] if np.any(lab == c)]
+    if pixels:
+      means[c] = np.concatenate(pixels).mean(axis=0)
+  right = total = 0
+  for image, label in data[half:]:
+    d = ((image[:, :, None].astype(float) - means) ** 2).sum(-1)
+    right += np.count_nonzero(d.argmin(-1) == label)
+    total += label.size
+  return right / total
+
+
+def slic_asa(data) -> float:
+  """Achievable segmentation accuracy of the prepared SLIC maps."""
+  right = total = 0
+  for image, label in data:
+    seg = slic.slic_map(image)
+    hist = np.zeros((seg.max() + 1, NUM_CLASSES))
+    np.add.at(hist, (seg.ravel(), label.ravel()), 1)
+    right += hist.max(axis=1).sum()
+    total += label.size
+  return right / total
+
+
+def measure(name: str, num_images: int, size: int) -> dict:
+  generate = DATASETS[name]
+  data, seconds = timing.timed(lambda: [
+      generate(0, "train", i, size, NUM_CLASSES) for i in range(num_images)])
+  labelled = {
+      style: float(np.mean([coarse.labelled_fraction(
+          annotator.make_coarse_label(lab, style, 25, f"train_{i:05d}")[0])
+                            for i, (_, lab) in enumerate(data)]))
+      for style in annotator.STYLES}
+  return {"border_auc": border_contrast.border_auc(data),
+          "colour_accuracy": colour_accuracy(data),
+          "slic_asa": slic_asa(data),
+          "labelled_k25": labelled,
+          "generate_s_per_image": seconds / num_images}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--num_images", type=int, default=100)
+  parser.add_argument("--image_size", type=int, default=256)
+  args = parser.parse_args()
+  results = {name: measure(name, args.num_images, args.image_size)
+             for name in DATASETS}
+  print(f"{args.num_images} training images of {args.image_size} x "
+        f"{args.image_size} per dataset, seed 0; {host.processor()}")
+  print(f"{'dataset':16s} {'border AUC':>10s} {'colour acc':>10s} "
+        f"{'SLIC ASA':>9s} {'labelled, erosion / annotator (k25)':>36s}")
+  for name, r in results.items():
+    print(f"{name:16s} {r['border_auc']:10.3f} {r['colour_accuracy']:10.3f} "
+          f"{r['slic_asa']:9.3f} {r['labelled_k25']['erosion']:17.3f} / "
+          f"{r['labelled_k25']['annotator']:.3f}")
+  print(json.dumps({"num_images": args.num_images,
+                    "image_size": args.image_size, "cpu": host.processor(),
+                    **results}))
+
+
+if __name__ == "__main__":
+  main()
