@@ -2,6 +2,8 @@ r"""Does colour give the class borders away? Synthetic against texture_mosaic.
 
   python benchmarks/border_contrast.py                  # 100 images a dataset
   python benchmarks/border_contrast.py --num_images=20  # a quick look
+  python benchmarks/border_contrast.py --num_images=20 \
+      --figure=results/texture_mosaic_samples.png
 
 For each dataset (default parameters, 256 x 256, 6 classes, seed 0; the
 first `--num_images` training images), with nothing prepared:
@@ -17,7 +19,9 @@ first `--num_images` training images), with nothing prepared:
 * labelled: the share of pixels the coarse labels label, `erosion` and
   `annotator` style, at kernel 25.
 
-The last line is one JSON object.
+`--figure` also draws a few texture_mosaic validation images with their
+fine labels and both styles of coarse labels (kernel 25) into a PNG. The
+last line is one JSON object.
 """
 
 import argparse
@@ -88,11 +92,47 @@ def measure(name: str, num_images: int, size: int) -> dict:
           "generate_s_per_image": seconds / num_images}
 
 
+def _colourise(label: np.ndarray) -> np.ndarray:
+  """(H, W, 3) uint8: a colour per class, white where unlabelled (255)."""
+  palette = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25],
+                      [0, 130, 200], [245, 130, 48], [145, 30, 180],
+                      [70, 240, 240], [240, 50, 230]], np.uint8)
+  out = palette[np.minimum(label, len(palette) - 1)]
+  out[label == 255] = 255
+  return out
+
+
+def write_figure(path: str, num: int, size: int) -> None:
+  """Rows: image, fine label, erosion and annotator coarse labels (k25) of
+  `num` texture_mosaic validation images."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  columns = []
+  for i in range(num):
+    image, label = texture_mosaic.generate(0, "validation", i, size,
+                                           NUM_CLASSES)
+    cells = [image, _colourise(label)]
+    for style in annotator.STYLES:
+      cells.append(_colourise(annotator.make_coarse_label(
+          label, style, 25, f"validation_{i:05d}")[0]))
+    gap = np.full((4, size, 3), 255, np.uint8)
+    columns.append(np.concatenate(
+        [x for cell in cells for x in (cell, gap)][:-1], axis=0))
+  gap = np.full((columns[0].shape[0], 4, 3), 255, np.uint8)
+  grid = np.concatenate([x for c in columns for x in (c, gap)][:-1], axis=1)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  Image.fromarray(grid).save(path)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--num_images", type=int, default=100)
   parser.add_argument("--image_size", type=int, default=256)
+  parser.add_argument("--figure", default=None,
+                      help="PNG of texture_mosaic samples and coarse labels.")
+  parser.add_argument("--figure_images", type=int, default=6)
   args = parser.parse_args()
+  if args.figure:
+    write_figure(args.figure, args.figure_images, args.image_size)
   results = {name: measure(name, args.num_images, args.image_size)
              for name in DATASETS}
   print(f"{args.num_images} training images of {args.image_size} x "

@@ -153,8 +153,8 @@ def test_missing_source_and_bad_params_are_one_line_errors(monkeypatch,
   with pytest.raises(errors.DatasetError, match="brick.png.*reinstall"):
     tm.check_sources(3)
   cls = datasets.builder_class("texture_mosaic")
-  with pytest.raises(errors.ConfigError, match="num_classes=9"):
-    cls.make_config(num_classes=9)
+  with pytest.raises(errors.ConfigError, match="num_classes=10"):
+    cls.make_config(num_classes=len(tm.SOURCES) + 1)
   with pytest.raises(errors.ConfigError, match="image_size"):
     cls.make_config(image_size=16)
 
