@@ -7,12 +7,16 @@ from PIL import Image
 import pytest
 from scipy import ndimage
 
+from coarseseg_jax import config_validation
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
+from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import items as items_lib
 from coarseseg_jax.datasets import synthetic
+
+import tiny_config  # pylint: disable=g-bad-import-order
 
 POLYGONS = annotator.AnnotatorParams(p_scribble=0.0, p_skip_small=0.0)
 SCRIBBLES = annotator.AnnotatorParams(p_scribble=1.0, p_skip_small=0.0)
@@ -186,9 +190,6 @@ def test_style_is_part_of_the_builder_config_name():
 
 
 def test_config_validation_names_a_bad_style_and_old_workdirs_mean_erosion():
-  import tiny_config  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = tiny_config.get_config()
   assert config.data.coarse_style == "erosion"
   config.data.coarse_style = "drawn"

@@ -11,6 +11,8 @@ import tensorflow_datasets as tfds
 
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
+from coarseseg_jax.configs import synthetic as synthetic_config
+from coarseseg_jax.configs import texture_mosaic as tm_config
 from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import border_contrast
 from coarseseg_jax.datasets import coarse
@@ -160,8 +162,6 @@ def test_missing_source_and_bad_params_are_one_line_errors(monkeypatch,
 
 
 def test_config_is_sized_like_the_synthetic_one():
-  from coarseseg_jax.configs import synthetic as synthetic_config  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax.configs import texture_mosaic as tm_config  # pylint: disable=g-import-not-at-top
   ours, theirs = tm_config.get_config(), synthetic_config.get_config()
   assert ours.data.dataset == "texture_mosaic"
   for key in ("num_train", "num_validation", "num_test", "image_size",

@@ -2,9 +2,10 @@
 
 A builder's `load_item` turns one raw item (paths, an index) into a
 `LoadedItem`; `process_item` validates it, generates its coarse label when it
-has none (in the config's coarse style, seeded by the item's id), computes its SLIC map and PNG-encodes it into a TFDS example. These
-functions run in worker processes (the spawned pool, or Beam workers), so
-they take only picklable arguments.
+has none (in the config's coarse style, seeded by the item's id), computes
+its SLIC map and PNG-encodes it into a TFDS example. These functions run in
+worker processes (the spawned pool, or Beam workers), so they take only
+picklable arguments.
 
 Paths may be local or URLs that `etils.epath` understands (`gs://...`), so
 the same loaders read the raw files on a Beam cluster.
