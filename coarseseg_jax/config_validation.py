@@ -19,6 +19,7 @@ from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import state
+from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import refined
 from coarseseg_jax.errors import ConfigError
 
@@ -45,6 +46,10 @@ def validate(config: ml_collections.ConfigDict):
         f"config.data.train_labels={d.train_labels!r}: use one of "
         f"{', '.join(TRAIN_LABELS)}.")
   resolve_refined(d)
+  if d.coarse_style not in annotator.STYLES:
+    raise ConfigError(
+        f"config.data.coarse_style={d.coarse_style!r}: use one of "
+        f"{', '.join(annotator.STYLES)}.")
   if d.dataset not in datasets.DATASETS:
     raise ConfigError(
         f"config.data.dataset={d.dataset!r} is unknown; choose one of "

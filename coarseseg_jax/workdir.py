@@ -59,6 +59,7 @@ ADDED_DEFAULTS = {
     "train.num_validation_images": 3, "train.profile_steps": 0,
     "data.validation_labels": "fine",
     "data.refined_dir": "", "data.refined_from": "",
+    "data.coarse_style": "erosion",
     "compilation_cache_dir": "workdir",
 }
 def ensure_writable(workdir: PathLike) -> epath.Path:

@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- data ----
   data = config.data = ml_collections.ConfigDict()
-  data.dataset = "synthetic"   # synthetic | folder | suim | pannuke | cityscapes_coarse
+  # synthetic | texture_mosaic | folder | suim | pannuke | cityscapes_coarse
+  data.dataset = "synthetic"
   data.data_dir = "data"       # TFDS data dir (prepared TFRecords land here).
   data.manual_dir = placeholder(str)  # Raw download / your folder (folder, suim..).
   data.train_labels = "coarse"  # coarse | fine | slic_propagated (SLIC vote) | refined.
@@ -49,6 +50,14 @@ def get_config() -> ml_collections.ConfigDict:
   data.validation_labels = "fine"  # fine | coarse: labels of checkpoint selection.
   # Builder-config parameters: changing them prepares a new cached version.
   data.coarse_kernel = 25      # Erosion kernel (px) of generated coarse labels.
+  # How coarse labels are generated (where a dataset has none of its own):
+  # erosion (the paper's and the authors' code: every region eroded by
+  # coarse_kernel // 2 px, polygons traced) | annotator (polygons with uneven
+  # margins of about coarse_kernel / 2 px, some small regions unlabelled,
+  # some regions only scribbled: datasets/annotator.py). No counterpart in
+  # the authors' code, which only erodes; like coarse_kernel it chooses the
+  # data, not the method, so it is not in AUTHORS_CODE (paper mode keeps it).
+  data.coarse_style = "erosion"
   data.slic_block = 16         # One SLIC segment per slic_block^2 pixels.
   data.slic_compactness = 10.0
   data.slic_sigma = 1.0

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
+from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import folder
 from coarseseg_jax.datasets import slic
@@ -222,6 +223,35 @@ def test_folder_uses_native_coarse_labels_and_num_classes_flag(tmp_path):
     fine = ex["label_fine"][..., 0]
     np.testing.assert_array_equal(ex["label_coarse"][..., 0],
                                   coarse.coarse_label(fine, 3))
+
+
+@pytest.mark.slow  # Prepares a dataset.
+def test_folder_coarse_style_annotator(tmp_path):
+  """Generated coarse labels follow data.coarse_style, seeded by the stem;
+  a folder's own coarse/ labels are kept whatever the style."""
+  raw = tmp_path / "mydata"
+  write_folder(str(raw), splits=(("train", 3), ("validation", 1),
+                                 ("test", 1)))
+  config = data_config(tmp_path / "data", "folder", raw)
+  config.coarse_style = "annotator"
+  builder = datasets.prepare(config, num_workers=1)
+  assert "_k7-annotator_s16_" in builder.info.full_name
+  for stem, ex in read_split(builder, "train").items():
+    fine = ex["label_fine"][..., 0]
+    np.testing.assert_array_equal(
+        ex["label_coarse"][..., 0], annotator.annotator_label(
+            fine, 7, seed=annotator.example_seed(stem)))
+  native = tmp_path / "native"
+  write_folder(str(native), splits=(("train", 2), ("test", 1)),
+               with_coarse=True)
+  config = data_config(tmp_path / "data", "folder", native,
+                       validation_fraction=0.5)
+  config.coarse_style = "annotator"
+  builder = datasets.prepare(config, num_workers=1)
+  for ex in read_split(builder, "train").values():
+    np.testing.assert_array_equal(ex["label_coarse"][..., 0],
+                                  coarse.coarse_label(
+                                      ex["label_fine"][..., 0], 3))
 
 
 @pytest.mark.slow  # Prepares a dataset.

@@ -66,6 +66,7 @@ SCENARIOS: Dict[str, Tuple[str, ...]] = {
     "pannuke": (r"configs/pannuke\.py",),
     "cityscapes": (r"configs/cityscapes\.py", r"prepare --dataset=cityscapes"),
     "synthetic_prepare": (r"prepare --dataset=synthetic",),
+    "texture_mosaic": (r"coarseseg_jax\.main .*configs/texture_mosaic\.py",),
     "experiments": (r"coarseseg_jax\.experiments",),
     "refine": (r"--mode=refine",),  # Run by tests/test_refine.py.
 }
@@ -84,6 +85,7 @@ TINY_SYNTHETIC = ["--config.data.builder_kwargs.num_train=8",
                   "--config.data.builder_kwargs.image_size=64"]
 TINY_DATASET = {
     "synthetic": TINY_SYNTHETIC,
+    "texture_mosaic": TINY_SYNTHETIC,
     "folder": [],
     "suim": ["--config.data.builder_kwargs.num_validation=2",
              "--config.data.builder_kwargs.size=64"],
@@ -291,10 +293,11 @@ def test_readme_synthetic_journey(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", ["folder", "suim", "pannuke",
-                                      "cityscapes"])
+@pytest.mark.parametrize("scenario", ["folder", "texture_mosaic", "suim",
+                                      "pannuke", "cityscapes"])
 def test_readme_dataset_journeys(scenario, tmp_path):
-  """Your own folder and the paper's datasets, from their real formats."""
+  """Your own folder, the photo-texture benchmark and the paper's datasets,
+  from their real formats."""
   tmp = str(tmp_path)
   raw = f"{tmp}/raw"
   if scenario == "folder":
@@ -303,8 +306,9 @@ def test_readme_dataset_journeys(scenario, tmp_path):
     paper_fixtures.write_suim(f"{raw}/suim", size=(218, 150))
   elif scenario == "pannuke":
     paper_fixtures.write_pannuke(f"{raw}/pannuke", n=3, size=64)
-  else:
+  elif scenario == "cityscapes":
     paper_fixtures.write_cityscapes(f"{raw}/cityscapes", extra=True)
+  # texture_mosaic: generated from images inside scikit-image, no raw files.
   commands = _commands(scenario)
   assert commands
   for command in commands:

@@ -28,6 +28,7 @@ from coarseseg_jax.configs import default as default_config
 
 DATASETS = {
     "synthetic": "coarseseg_jax.datasets.synthetic:Synthetic",
+    "texture_mosaic": "coarseseg_jax.datasets.texture_mosaic:TextureMosaic",
     "folder": "coarseseg_jax.datasets.folder:Folder",
     # The paper's datasets (modules of their own issue).
     "suim": "coarseseg_jax.datasets.suim:Suim",
@@ -36,8 +37,8 @@ DATASETS = {
 }
 # The builder-config fields of `config.data`; a data config without one (a
 # plain dict) takes configs/default.py's value.
-_FIXED_FIELDS = ("coarse_kernel", "slic_block", "slic_compactness",
-                 "slic_sigma")
+_FIXED_FIELDS = ("coarse_kernel", "coarse_style", "slic_block",
+                 "slic_compactness", "slic_sigma")
 _DEFAULT_DATA = default_config.get_config().data
 
 
@@ -105,7 +106,7 @@ def get_builder(data_config, num_classes: Optional[int] = None, *,
 
   Args:
     data_config: `config.data` (dataset, data_dir, manual_dir, coarse_kernel,
-      slic_block, slic_compactness, slic_sigma, builder_kwargs).
+      coarse_style, slic_block, slic_compactness, slic_sigma, builder_kwargs).
     num_classes: used by datasets whose number of classes comes from the
       config (`folder` without classes.txt). Others know theirs; compare with
       `num_classes(builder)`.

@@ -19,7 +19,8 @@ how to load one:
 
 The base, with the per-item functions of `items.py`, validates every item
 (image RGB uint8, labels of the same size, label values in 0..C-1 or 255),
-generates coarse labels when the item has none (`coarse.coarse_label`),
+generates coarse labels when the item has none (`coarse.coarse_label`, or
+`annotator.annotator_label` with coarse_style `annotator`),
 computes its SLIC map (`slic.slic_map`), PNG-encodes and yields the
 examples: over a pool of spawned processes with a progress bar (`num_workers`,
 default all cores; 1 = in-process; the result does not depend on it), or
@@ -29,7 +30,8 @@ DownloadConfig): same examples, and the same `coarse_stats` metadata,
 gathered from Beam counters.
 
 The builder config carries the coarse-annotation and SLIC parameters and the
-dataset's PARAMS; its name is derived from them (`k25_s16_c10.0_g1.0_...`), so
+dataset's PARAMS; its name is derived from them (`k25_s16_c10.0_g1.0_...`;
+`k25-annotator_s16_...` with the annotator coarse style), so
 changing any makes a new, separately cached dataset, and the name parses back
 into the config, so `tfds.load("coarseseg_mine/<config name>", data_dir=...)`
 works. Bad input raises `errors.DatasetError` naming the file; TFDS writes
@@ -50,6 +52,7 @@ import tensorflow_datasets as tfds
 
 from coarseseg_jax import errors
 from coarseseg_jax.configs import default as default_config
+from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import features
 from coarseseg_jax.datasets import items as items_lib
 from coarseseg_jax.datasets import slic
@@ -68,7 +71,8 @@ CITATION = """@article{dejong2025coarse,
 }"""
 _FIXED = ("coarse_kernel", "slic_block", "slic_compactness", "slic_sigma")
 _NAME_RE = re.compile(
-    r"^(?:(?P<tag>.+?)_)?k(?P<coarse_kernel>\d+)_s(?P<slic_block>\d+)"
+    r"^(?:(?P<tag>.+?)_)?k(?P<coarse_kernel>\d+)(?:-(?P<coarse_style>[a-z]+))?"
+    r"_s(?P<slic_block>\d+)"
     r"_c(?P<slic_compactness>[0-9.eE+-]+)_g(?P<slic_sigma>[0-9.eE+-]+)"
     r"(?P<rest>(?:_[A-Za-z][^_]*)*)$")
 
@@ -77,6 +81,7 @@ _NAME_RE = re.compile(
 class CoarsesegConfig(tfds.core.BuilderConfig):
   """Builder config: coarse-label and SLIC parameters plus dataset params."""
   coarse_kernel: int = 25
+  coarse_style: str = "erosion"
   slic_block: int = 16
   slic_compactness: float = 10.0
   slic_sigma: float = 1.0
@@ -153,6 +158,7 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
                   slic_block: int = _DEFAULT_DATA.slic_block,
                   slic_compactness: float = _DEFAULT_DATA.slic_compactness,
                   slic_sigma: float = _DEFAULT_DATA.slic_sigma,
+                  coarse_style: str = _DEFAULT_DATA.coarse_style,
                   tag: Optional[str] = None, **params) -> CoarsesegConfig:
     """A config whose name encodes every parameter (so it parses back)."""
     unknown = sorted(set(params) - set(cls.PARAMS))
@@ -174,9 +180,15 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
                  slic_sigma=float(slic_sigma))
     if fixed["coarse_kernel"] < 1 or fixed["slic_block"] < 1:
       raise errors.ConfigError("coarse_kernel and slic_block must be >= 1.")
+    coarse_style = coarse_style or annotator.STYLES[0]
+    if coarse_style not in annotator.STYLES:
+      raise errors.ConfigError(
+          f"coarse_style={coarse_style!r} is unknown; use one of "
+          f"{', '.join(annotator.STYLES)}.")
     if tag is not None:
       tag = re.sub(r"[^A-Za-z0-9.\-]+", "-", str(tag)).strip("-.") or None
-    name = (f"k{fixed['coarse_kernel']}_s{fixed['slic_block']}_"
+    style = "" if coarse_style == annotator.STYLES[0] else f"-{coarse_style}"
+    name = (f"k{fixed['coarse_kernel']}{style}_s{fixed['slic_block']}_"
             f"c{fixed['slic_compactness']!r}_g{fixed['slic_sigma']!r}")
     for key, (abbrev, _, _) in cls.PARAMS.items():
       if values[key] is not None:
@@ -184,6 +196,7 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
     if tag:
       name = f"{tag}_{name}"
     return CoarsesegConfig(name=name, tag=tag, params=values,
+                           coarse_style=coarse_style,
                            description=cls.DESCRIPTION or None, **fixed)
 
   @classmethod
@@ -197,6 +210,7 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
     if not match:
       raise ValueError(f"not a coarseseg config name: {name!r}")
     kwargs = {k: match.group(k) for k in _FIXED}
+    kwargs["coarse_style"] = match.group("coarse_style")
     by_abbrev = {abbrev: key for key, (abbrev, _, _) in cls.PARAMS.items()}
     for token in filter(None, match.group("rest").split("_")):
       abbrev = max((a for a in by_abbrev if token.startswith(a)), key=len,
@@ -268,7 +282,7 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
     c = self.builder_config
     return ProcessSpec(self.num_classes, c.coarse_kernel, c.slic_block,
                        c.slic_compactness, c.slic_sigma,
-                       self.MASK_COARSE_CONFLICTS)
+                       self.MASK_COARSE_CONFLICTS, c.coarse_style)
 
   # -- TFDS hooks -------------------------------------------------------------
   def _info(self) -> tfds.core.DatasetInfo:
@@ -276,7 +290,8 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
     metadata = tfds.core.MetadataDict(
         num_classes=self.num_classes,
         class_names=list(self._class_names) if self._class_names else None,
-        coarse_kernel=c.coarse_kernel, slic_block=c.slic_block,
+        coarse_kernel=c.coarse_kernel, coarse_style=c.coarse_style,
+        slic_block=c.slic_block,
         slic_compactness=c.slic_compactness, slic_sigma=c.slic_sigma,
         params=dict(c.params))
     return tfds.core.DatasetInfo(

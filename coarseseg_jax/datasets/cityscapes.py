@@ -36,6 +36,7 @@ Images are resized at preparation to `image_width` x `image_height` (default
 neighbour; 0 x 0 keeps the original 2048 x 1024.
 """
 
+import dataclasses
 from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
@@ -175,11 +176,9 @@ class CityscapesCoarse(base.CoarsesegBuilder):
           "> 0 (resize) or both 0 (keep the original size).")
 
   def process_spec(self):
-    spec = super().process_spec()
-    return base.ProcessSpec(
-        spec.num_classes, spec.coarse_kernel, spec.slic_block,
-        spec.slic_compactness, spec.slic_sigma,
-        bool(self.builder_config.params["mask_conflicts"]))
+    mask = bool(self.builder_config.params["mask_conflicts"])
+    return dataclasses.replace(super().process_spec(),
+                               mask_coarse_conflicts=mask)
 
   def _split_items(self, dl_manager):
     root = self.manual_dir_or_error().rstrip("/")

@@ -2,9 +2,10 @@
 
 A builder's `load_item` turns one raw item (paths, an index) into a
 `LoadedItem`; `process_item` validates it, generates its coarse label when it
-has none, computes its SLIC map and PNG-encodes it into a TFDS example. These
-functions run in worker processes (the spawned pool, or Beam workers), so
-they take only picklable arguments.
+has none (in the config's coarse style, seeded by the item's id), computes
+its SLIC map and PNG-encodes it into a TFDS example. These functions run in
+worker processes (the spawned pool, or Beam workers), so they take only
+picklable arguments.
 
 Paths may be local or URLs that `etils.epath` understands (`gs://...`), so
 the same loaders read the raw files on a Beam cluster.
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from coarseseg_jax import errors
-from coarseseg_jax.datasets import coarse
+from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import slic
 from coarseseg_jax.labels import IGNORE_LABEL
 
@@ -50,6 +51,7 @@ class ProcessSpec:
   slic_compactness: float
   slic_sigma: float
   mask_coarse_conflicts: bool = True
+  coarse_style: str = "erosion"   # annotator.STYLES.
 
 
 # ------------------------------------------------------------------ files --
@@ -226,8 +228,8 @@ def process_item(loader: Callable[[Any], Any], spec: ProcessSpec,
   image = np.asarray(loaded.image)
   fine = np.asarray(loaded.label_fine, dtype=np.uint8).reshape(image.shape[:2])
   if loaded.label_coarse is None:
-    label_coarse, conflicts = coarse.coarse_label(
-        fine, spec.coarse_kernel, return_conflicts=True)
+    label_coarse, conflicts = annotator.make_coarse_label(
+        fine, spec.coarse_style, spec.coarse_kernel, str(loaded.id))
   else:
     label_coarse = np.asarray(loaded.label_coarse, dtype=np.uint8).reshape(
         image.shape[:2]).copy()

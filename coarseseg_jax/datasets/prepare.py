@@ -5,6 +5,8 @@ r"""Prepares a dataset as TFRecord shards (TFDS), ready for training.
       --manual_dir=/path/to/mydata --num_classes=5 --data_dir=data
   python -m coarseseg_jax.datasets.prepare --dataset=synthetic \
       --builder_kwargs=num_train=40,image_size=128 --coarse_kernel=15
+  python -m coarseseg_jax.datasets.prepare --dataset=texture_mosaic \
+      --coarse_style=annotator
   python -m coarseseg_jax.datasets.prepare --dataset=suim \
       --manual_dir=data/manual/suim --builder_kwargs=resize=0.5 \
       --on_size_mismatch=resize
@@ -34,7 +36,8 @@ from coarseseg_jax.configs import default as default_config
 _D = default_config.get_config().data
 _DATASET = flags.DEFINE_string(
     "dataset", _D.dataset,
-    "synthetic | folder | suim | pannuke | cityscapes_coarse.")
+    "synthetic | texture_mosaic | folder | suim | pannuke | "
+    "cityscapes_coarse.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", _D.data_dir, "TFDS data dir where the prepared dataset goes.")
 _MANUAL_DIR = flags.DEFINE_string(
@@ -46,6 +49,10 @@ _NUM_CLASSES = flags.DEFINE_integer(
 _COARSE_KERNEL = flags.DEFINE_integer(
     "coarse_kernel", _D.coarse_kernel,
     "Erosion kernel (px) of generated coarse labels.")
+_COARSE_STYLE = flags.DEFINE_enum(
+    "coarse_style", _D.coarse_style, ["erosion", "annotator"],
+    "How coarse labels are generated: erosion (the paper's) or annotator "
+    "(uneven polygons, scribbles, small regions skipped).")
 _SLIC_BLOCK = flags.DEFINE_integer(
     "slic_block", _D.slic_block, "One SLIC segment per slic_block^2 pixels.")
 _SLIC_COMPACTNESS = flags.DEFINE_float(
@@ -91,6 +98,7 @@ def data_config_from_flags():
       "data_dir": _DATA_DIR.value,
       "manual_dir": _MANUAL_DIR.value,
       "coarse_kernel": _COARSE_KERNEL.value,
+      "coarse_style": _COARSE_STYLE.value,
       "slic_block": _SLIC_BLOCK.value,
       "slic_compactness": _SLIC_COMPACTNESS.value,
       "slic_sigma": _SLIC_SIGMA.value,
