@@ -221,5 +221,37 @@ def test_choose_breaks_ties_by_order_and_puts_nan_last():
             "superpixel": {"band_correct": None}}
   method, why = driver.choose(report)
   assert method == "nearest_labelled" and "0.900" in why
+  # Within the tolerance the simpler (earlier) fill wins; beyond it, not.
+  close = {"nearest_labelled": {"band_correct": 0.985},
+           "superpixel": {"band_correct": 0.992}}
+  assert driver.choose(close)[0] == "nearest_labelled"
+  assert driver.choose(close, tolerance=0.005)[0] == "superpixel"
   assert driver.choose({"superpixel": {"band_correct": None},
                         "model": {"band_correct": 0.1}})[0] == "model"
+
+
+def test_holdout_keeps_every_regions_core():
+  # A thin region (5 px deep from the band) loses at most half its depth.
+  coarse = _two_regions(32, 32, band=(14, 18))
+  coarse[:, 23:] = 2  # Class 1 now only columns 18-22 (depth 5 px).
+  coarse[:, 23] = U
+  held, ring = scores.holdout(coarse, width=8)
+  for c in (0, 1, 2):
+    assert (held == c).any(), c  # No region vanishes.
+  assert ring[:, 18:23].sum(axis=1).max() <= 3  # About half of 5.
+
+
+def test_agreement_of_the_two_rankings():
+  fine = {"nearest_labelled": {"band_correct": 0.9},
+          "model": {"band_correct": 0.6},
+          "constrained": {"band_correct": 0.8}}
+  same = driver.agreement({k: dict(v) for k, v in fine.items()}, fine)
+  assert same["fine_best"] == same["coarse_only_best"] == "nearest_labelled"
+  assert same["kendall_tau"] == pytest.approx(1.0)
+  coarse_only = {"nearest_labelled": {"band_correct": 0.5},
+                 "model": {"band_correct": 0.7},
+                 "constrained": {"band_correct": 0.6}}
+  got = driver.agreement(coarse_only, fine)
+  assert got["coarse_only_best"] == "model"
+  assert got["fine_band_correct_of_coarse_only_best"] == pytest.approx(0.6)
+  assert got["kendall_tau"] == pytest.approx(-1.0)

@@ -295,7 +295,10 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
   held_out = report["coarse_only"]["methods"]
   assert set(held_out) == set(refine_driver.METHODS)
   best = max(v["band_correct"] for v in held_out.values())
-  assert held_out[chosen]["band_correct"] == best
+  assert held_out[chosen]["band_correct"] >= best - refine_driver.AUTO_TOLERANCE
+  assert all(held_out[m]["band_correct"] < best - refine_driver.AUTO_TOLERANCE
+             for m in refine_driver.METHODS[:refine_driver.METHODS.index(
+                 chosen)])
   assert chosen in report["line"] and report["chosen"]["refine_method"] == "auto"
   for stem in examples:
     for m in refine_driver.METHODS:

@@ -2,8 +2,8 @@
 
 `mask_metrics` scores masks against fine labels (band accuracy, boundary
 recall and F1, per class). A user with only coarse labels cannot measure the
-band, so `holdout` hides a ring of the labelled pixels (the labelled pixels
-within `band_width` of the band, about the band's width): each fill fills
+band, so `holdout` hides a ring of the labelled pixels (those within half the
+band's width of the band, never more than half a region's depth): each fill fills
 the widened band of the held-out label, and its score on the ring against
 the coarse labels it hid (`mask_metrics` with the coarse label as truth) is
 the coarse-only score that `--refine_method=auto` ranks the fills by.
@@ -41,25 +41,37 @@ def band_width(coarse: np.ndarray) -> float:
 
 def holdout(coarse: np.ndarray,
             width: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
-  """Hides the ring of labelled pixels within `width` of the band.
+  """Hides a ring of labelled pixels beside the band.
+
+  A labelled pixel is hidden when its distance to the band is at most
+  `width`, and at most half the depth of its region (the largest such
+  distance within its connected region of one class), so every labelled
+  region keeps its core: no region vanishes, and the widened band is about
+  twice the band where regions are deep enough.
 
   Args:
     coarse: (H, W) int coarse labels, 255 = unlabelled.
-    width: pixels; default `band_width(coarse)` (at least 1).
+    width: pixels; default `band_width(coarse) / 2` (at least 1).
 
   Returns:
     (held, ring): held (H, W) uint8, `coarse` with the ring set to 255;
     ring (H, W) bool, the hidden pixels. Distances are to the band only, so
-    the image's edge hides nothing; a region narrower than 2 * width is
-    hidden whole.
+    the image's edge hides nothing.
   """
   coarse = np.asarray(coarse)
   labelled = coarse != IGNORE_LABEL
   if width is None:
-    width = max(1.0, band_width(coarse))
+    width = max(1.0, band_width(coarse) / 2)
   if labelled.all() or not labelled.any():
     return coarse.astype(np.uint8), np.zeros(coarse.shape, bool)
-  ring = labelled & (ndimage.distance_transform_edt(labelled) <= width)
+  dist = ndimage.distance_transform_edt(labelled)
+  limit = np.zeros(coarse.shape, np.float64)
+  for c in np.unique(coarse[labelled]):
+    regions, n = ndimage.label(coarse == c)
+    depth = ndimage.maximum(dist, regions, np.arange(1, n + 1))
+    inside = regions > 0
+    limit[inside] = np.asarray(depth)[regions[inside] - 1] / 2
+  ring = labelled & (dist <= np.minimum(width, limit))
   return np.where(ring, IGNORE_LABEL, coarse).astype(np.uint8), ring
 
 
