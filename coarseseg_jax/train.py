@@ -27,7 +27,6 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 import tqdm
 
 from coarseseg_jax import checkpoints
@@ -289,12 +288,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if config.distributed:
     jax.distributed.initialize()
   with workdir_lib.claim(config, workdir):
-    if jax.process_index() == 0:  # One host prepares, the others wait.
-      datasets.prepare_builder(builder)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-      if jax.process_index() > 0:  # Made before the data was there.
-        builder = datasets.get_builder(config.data, config.model.num_classes)
+    builder = datasets.prepare_on_hosts(builder, config.data,
+                                        config.model.num_classes)
     # From here a signal is a stop request: it cannot be lost in library
     # code that catches KeyboardInterrupt while the run is set up.
     with interruption.StopRequest() as stop:

@@ -27,9 +27,9 @@ from coarseseg_jax.configs import folder
 from coarseseg_jax.configs import pannuke
 from coarseseg_jax.configs import suim
 from coarseseg_jax.configs import synthetic
-from coarseseg_jax.models import authors
 
 import helpers  # pylint: disable=g-bad-import-order
+import paper_fixtures  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,35 +163,14 @@ def test_validation_in_train_mode_uses_batch_statistics():
   assert float(jnp.max(jnp.abs(logits_train - logits_eval))) > 1e-2
 
 
-def _authors_state_dict(model_config, seed=0):
-  """A random state dict with the authors' names for `model_config`."""
-  shapes = models.init_shapes(model_config, image_size=64)
-  rng = np.random.default_rng(seed)
-  sd = {}
-  for path, (key, how) in authors.mapping(shapes).items():
-    shape = _get(shapes, path).shape
-    if how == "kernel":
-      shape = (shape[3], shape[2], shape[0], shape[1])
-    value = rng.standard_normal(shape).astype(np.float32) * 0.1
-    if key.endswith("running_var"):
-      value = np.abs(value) + 1.0
-    sd[key] = value
-  return sd
-
-
-def _get(tree, path):
-  for p in path:
-    tree = tree[p]
-  return tree
-
-
 @pytest.mark.slow
 def test_eval_scores_an_authors_checkpoint(tmp_path):
-  """`--mode=eval --checkpoint=pretrained` on an authors' state dict."""
+  """`--mode=eval --checkpoint=pretrained` on an authors' state dict, on a
+  fresh machine: eval prepares the dataset as training does."""
   config = helpers.tiny_config(arg="paper")
   config.model.num_classes = 6
   weights = tmp_path / "weights_1.npz"
-  np.savez(weights, **_authors_state_dict(config.model))
+  np.savez(weights, **paper_fixtures.authors_state_dict(config.model))
   env = dict(os.environ, COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"))
   env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
                               if "device_count" not in f)
@@ -199,23 +178,17 @@ def test_eval_scores_an_authors_checkpoint(tmp_path):
           "--config=tests/tiny_config.py:paper", f"--workdir={tmp_path}/w",
           "--mode=eval", "--checkpoint=pretrained", "--split=test",
           "--config.model.pretrained_format=authors"]
-  # Prepare the tiny dataset first (eval does not prepare).
-  prep = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.datasets.prepare",
-       "--dataset=synthetic", f"--data_dir={tmp_path}/data", "--num_workers=1",
-       "--coarse_kernel=7", "--builder_kwargs=num_train=16,num_validation=4,"
-       "num_test=4,image_size=64,num_classes=6,seed=0"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert prep.returncode == 0, prep.stderr[-2000:]
   proc = subprocess.run(base + [f"--config.model.pretrained={weights}"],
                         cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert not (tmp_path / "w" / "checkpoints").exists()  # Nothing trained.
+  assert (tmp_path / "data" / "coarseseg_synthetic").is_dir()  # Prepared.
   result = json.load(open(tmp_path / "w" / "eval_test.json"))
   assert result["step"] == 0 and result["test"]["num_images"] == 4
   # A state dict of another model: one line naming what does not fit.
   bad = tmp_path / "bad.npz"
-  sd = _authors_state_dict(config.model)
+  sd = paper_fixtures.authors_state_dict(config.model)
   del sd["classifier.4.bias"]
   np.savez(bad, **sd)
   proc = subprocess.run(base + [f"--config.model.pretrained={bad}"],
