@@ -13,6 +13,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -50,6 +51,114 @@ def test_paper_configs_run_the_authors_code_and_improved_is_ours(module):
   for key in ("dataset", "crop_size"):
     assert improved.data[key] == paper.data[key]
   assert improved.train.lmbda == paper.train.lmbda
+
+
+def _keys(config, prefix=""):
+  """Every dotted key of a config, builder_kwargs' entries included."""
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      yield from _keys(value, f"{prefix}{key}.")
+    else:
+      yield prefix + key
+
+
+ALL_CONFIGS = [suim, pannuke, cityscapes, synthetic, folder]
+
+
+@pytest.mark.parametrize("module", ALL_CONFIGS)
+@pytest.mark.parametrize("arg", ["paper", "improved"])
+def test_every_config_key_is_classified(module, arg):
+  """A key added to a config without its authors' value (or "no
+  counterpart in their code") in configs/default.py fails here."""
+  config = module.get_config(arg)
+  with_value = (set(default.AUTHORS_CODE) | set(default.AUTHORS_PROTOCOL)
+                | set(default.AUTHORS_SHARED) | set(default.AUTHORS_DERIVED))
+  no_counterpart = set(default.NO_COUNTERPART_KEYS)
+  assert not with_value & no_counterpart
+  assert not (with_value | no_counterpart) & set(default.PER_DATASET)
+  per_dataset = default.DATASET_AUTHORS.get(config.data.dataset)
+  unclassified = []
+  for key in _keys(config):
+    if key in with_value or key in no_counterpart:
+      continue
+    if key == "data.dataset" or (per_dataset is not None
+                                 and key in per_dataset):
+      continue
+    if per_dataset is None and (key in default.PER_DATASET
+                                or key.startswith("data.builder_kwargs.")):
+      continue  # Not a thesis dataset: the config's own values.
+    unclassified.append(key)
+  assert not unclassified, (
+      f"{unclassified}: classify them in configs/default.py (AUTHORS_* with "
+      "the authors' value, or NO_COUNTERPART_KEYS with why) and in the "
+      "README's differences table.")
+  # No stale entries: every classified key is a key of the configs.
+  every = set(_keys(default.get_config()))
+  for m in ALL_CONFIGS:
+    every |= set(_keys(m.get_config()))
+  assert (with_value | no_counterpart) - every == set()
+  for dataset_values in default.DATASET_AUTHORS.values():
+    assert set(dataset_values) - every == set()
+
+
+def _other(value):
+  """A value of the same kind that is not `value`."""
+  if isinstance(value, bool):
+    return not value
+  if value is None:
+    return 3
+  if isinstance(value, (int, float)):
+    return value + 1
+  if isinstance(value, tuple):
+    return tuple(v * 2 + 1 for v in value)
+  return f"{value}_other"
+
+
+@pytest.mark.parametrize("module", [suim, cityscapes])
+def test_departures_names_every_override_of_an_authors_value(module):
+  """An empty `departures` means the authors' code, whatever overrides were
+  given: each key with an authors' value, changed, is named."""
+  paper = module.get_config()
+  assert default.departures(paper) == []
+  values = default.authors_values(paper)
+  assert len(values) > 40
+  for key in values:
+    config = _changed(paper, key)
+    # A new training crop also moves the authors' evaluation crop.
+    assert default.departures(config) == [key] + (
+        ["data.eval_center_crop"] if key == "data.crop_size" else []), key
+  for key in default.NO_COUNTERPART_KEYS:  # These never depart.
+    assert default.departures(_changed(paper, key)) == [], key
+
+
+def _changed(config, key):
+  """A copy of `config` with `key` (dotted) at `_other` of its value (as it
+  is where the key is not in this config)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  parent, name = key.rsplit(".", 1) if "." in key else ("", key)
+  node = config
+  for part in filter(None, parent.split(".")):
+    node = node[part]
+  if name in node:
+    with node.ignore_type():
+      node[name] = _other(node[name])
+  return config
+
+
+def test_paper_mode_protocol_suim_skips_mismatched_pairs():
+  """Paper mode: coarse selection, the authors' fine-tuning; SUIM leaves
+  the size-mismatched pairs out (the thesis's 1290), :improved resizes."""
+  for module in (suim, pannuke, cityscapes, synthetic, folder):
+    paper = module.get_config("paper")
+    assert paper.data.validation_labels == "coarse"
+    assert paper.train.finetune and paper.train.finetune_rule == "authors"
+    improved = module.get_config("improved")
+    assert improved.data.validation_labels == "fine"
+    assert not improved.train.finetune
+    assert improved.train.finetune_rule == "project"
+  assert suim.get_config().data.builder_kwargs.on_size_mismatch == "skip"
+  assert suim.get_config(
+      "improved").data.builder_kwargs.on_size_mismatch == "resize"
 
 
 def test_cityscapes_paper_mode_keeps_gtcoarse_as_is():

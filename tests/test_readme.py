@@ -75,7 +75,9 @@ TINY_TRAIN = ["--config.train.max_steps=2", "--config.train.batch_size=2",
               "--config.data.eval_batch_size=2", "--config.data.crop_size=64",
               "--config.data.slic_num_segments=64",
               "--config.data.shuffle_buffer=8", "--config.train.num_figures=1",
-              "--config.data.coarse_kernel=7"]
+              "--config.data.coarse_kernel=7",
+              # Paper mode fine-tunes: one epoch here.
+              "--config.train.finetune_max_epochs=1"]
 TINY_SYNTHETIC = ["--config.data.builder_kwargs.num_train=8",
                   "--config.data.builder_kwargs.num_validation=2",
                   "--config.data.builder_kwargs.num_test=2",
