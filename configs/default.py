@@ -5,7 +5,10 @@ the project's choices where it departs from the authors' code (each such
 option's comment says "authors:" and the value that reproduces their code).
 `authors_code(config)` sets every one of those options to the authors' value,
 so the model, loss and evaluation are what their published PyTorch code
-computes (tests/test_authors_parity.py checks it against a port of that code).
+computes (tests/test_authors_parity.py checks it against a port of that code),
+and the protocol around them is theirs (selection, fine-tuning). Every key is
+classified below `get_config` (the authors' value, or no counterpart in their
+code); `departures(config)` names the keys of a config that are not theirs.
 The paper datasets' configs (suim.py, pannuke.py, cityscapes.py) run the
 authors' code by default and the project's variant with the config argument
 `improved` (`--config=configs/suim.py:improved`); synthetic.py and folder.py
@@ -20,9 +23,12 @@ are typed placeholders, so `--config.train.max_steps=10` works too.
 The paper (de Jong & Holenderski, arXiv 2510.15756): Adam, learning rate 5e-4,
 random 512x512 crops and horizontal flips, 75 epochs on SUIM with lambda 0.05,
 50 epochs on Cityscapes with lambda 0.075, m = 0, tau = 0.07, 48 similarity
-features, the checkpoint with the best validation pixel accuracy kept, then an
-optional fine-tuning on train + validation with a fresh Adam until the
-validation loss is no higher than the training loss before it (<= 15 epochs).
+features, the checkpoint with the best validation pixel accuracy (on the
+coarse validation labels) kept, then fine-tuning on train + validation with a
+fresh Adam until the validation loss is no higher than the training loss
+before it (<= 15 epochs). Paper mode runs that protocol
+(`AUTHORS_PROTOCOL`); the project's defaults select on fine labels and do
+not fine-tune.
 """
 
 import ml_collections
@@ -46,7 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.train_split = "train"
   data.eval_split = "validation"  # Model selection split.
   data.test_split = "test"        # Final results split.
-  data.validation_labels = "fine"  # fine | coarse: labels of checkpoint selection.
+  # fine | coarse: labels of checkpoint selection (authors: coarse).
+  data.validation_labels = "fine"
   # Builder-config parameters: changing them prepares a new cached version.
   data.coarse_kernel = 25      # Erosion kernel (px) of generated coarse labels.
   data.slic_block = 16         # One SLIC segment per slic_block^2 pixels.
