@@ -165,11 +165,11 @@ def prepare_builder(builder: tfds.core.DatasetBuilder
     manual_dir = builder.manual_dir
     if builder.NEEDS_MANUAL_DIR and not manual_dir:
       raise errors.DatasetError(
-          f"{builder.name} is not prepared in {builder.data_dir} and "
-          "config.data.manual_dir is not set: download it (data/README.md) "
-          "and pass --config.data.manual_dir=PATH, or prepare it with "
-          "python -m coarseseg_jax.datasets.prepare --config=CONFIG "
-          "--config.data.manual_dir=PATH.")
+          f"{builder.name} is not prepared in {builder.data_dir} and no "
+          "manual_dir names its raw files (data/README.md says where to get "
+          "them): pass --config.data.manual_dir=PATH, or prepare it first "
+          "with python -m coarseseg_jax.datasets.prepare --config=CONFIG "
+          "--config.data.manual_dir=PATH (flag by flag: --manual_dir=PATH).")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(manual_dir) if manual_dir else None))
   return builder
