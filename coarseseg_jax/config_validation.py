@@ -15,6 +15,7 @@ import ml_collections
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import evaluate
+from coarseseg_jax import finetune
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
@@ -140,10 +141,18 @@ def _validate_training_options(config) -> None:
     raise ConfigError("config.train.profile_steps must be >= 0.")
   for key, valid in (("slic_resize", losses.SLIC_RESIZES),
                      ("slic_position_norm", losses.SLIC_POSITION_NORMS),
-                     ("validation_mode", ("eval", "train"))):
+                     ("validation_mode", ("eval", "train")),
+                     ("finetune_rule", finetune.RULES)):
     if t[key] not in valid:
       raise ConfigError(f"config.train.{key}={t[key]!r}: use one of "
                         f"{', '.join(valid)}.")
+  labels = config.data.train_labels
+  if t.finetune and t.finetune_rule == "authors" and labels not in (
+      "coarse", "fine"):
+    raise ConfigError(
+        f"config.train.finetune_rule='authors' measures the loss on the "
+        f"train split's coarse or fine labels, not train_labels={labels!r}; "
+        "use finetune_rule='project'.")
   m = config.model
   if m.pretrained_format not in models.PRETRAINED_FORMATS:
     raise ConfigError(

@@ -37,13 +37,17 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 def evaluate_checkpoint(config, workdir: str, split: str,
                         which: str = "best") -> dict:
-  """Evaluates a checkpoint on `split`; writes `workdir/eval_<split>.json`:
+  """Evaluates a checkpoint on `split` (the dataset prepared first if it is
+  not, as training does); writes `workdir/eval_<split>.json`:
   `split`, `step` and the result under results.json's key names with the
   split's name for "test" (`EvalResult.to_json`)."""
   if which == "pretrained" and config.model.pretrained:
     builder = config_validation.validate(config)  # Resolves num_classes.
   else:  # The workdir's config.json, checked and completed by training.
     builder = datasets.get_builder(config.data, config.model.num_classes)
+  # As training does: prepared here if it is not (e.g. on a new machine).
+  builder = datasets.prepare_on_hosts(builder, config.data,
+                                      config.model.num_classes)
   state, model, mesh, step = state_lib.restore_for_inference(config, workdir,
                                                             which)
   evaluator = evaluate.Evaluator(model, config.model.num_classes, mesh,

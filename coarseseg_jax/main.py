@@ -12,7 +12,8 @@ r"""Command line of coarseseg-jax.
 Modes: `train` (default: prepares the dataset if needed, trains, evaluates,
 writes results.json, TensorBoard events and figures; started again with the
 same command it resumes, and `--workdir` alone resumes from the workdir's
-config.json), `eval` (a checkpoint on a split; `--checkpoint=pretrained`:
+config.json), `eval` (a checkpoint on a split, the dataset prepared first
+if it is not; `--checkpoint=pretrained`:
 the weights of `--config.model.pretrained`, e.g. the authors'), `predict` (a
 folder of images
 in, label PNGs and overlays out), `refine` (coarse labels of a split, or of

@@ -27,7 +27,6 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 import tqdm
 
 from coarseseg_jax import checkpoints
@@ -36,8 +35,10 @@ from coarseseg_jax import datasets
 from coarseseg_jax import evaluate
 from coarseseg_jax import figures
 from coarseseg_jax import filesystem
+from coarseseg_jax import finetune
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import interruption
+from coarseseg_jax import losses
 from coarseseg_jax import models
 from coarseseg_jax import profiling
 from coarseseg_jax import sharding
@@ -70,6 +71,10 @@ class _Run:
                                                      num_steps)
                 for phase in state_lib.PHASES}
     self.train_step = step_lib.make_train_step(config)
+    self.loss_steps = (  # The authors' fine-tuning rule: losses of splits.
+        finetune.jit_loss_steps(self.model,
+                                losses.LossSettings.from_config(config))
+        if config.train.finetune_rule == "authors" else None)
 
   def close(self) -> None:
     self.writer.close()
@@ -83,6 +88,16 @@ class _Run:
     return self.evaluator.evaluate_split(
         state_lib.variables(state), self.builder, self.config.data, split,
         targets=targets, should_stop=stop, **kwargs)
+
+  def loss_of_split(self, state, split, targets: str,
+                    train_mode: bool) -> float:
+    """The mean training loss (with the regularizer) of `split`'s images
+    against its `targets` labels (`finetune.split_loss`)."""
+    d = self.config.data
+    batches = input_pipeline.create_eval_iterator(
+        self.builder, d, split, d.eval_batch_size, targets=targets)
+    return finetune.split_loss(self.loss_steps[bool(train_mode)],
+                               state_lib.variables(state), batches, self.mesh)
 
 
 def _log_scalars(run: _Run, history, *, tic: float, step: int,
@@ -115,6 +130,14 @@ def _validate(run: _Run, state, *, step: int, epoch: int,
                           num_samples=t.num_validation_images,
                           train_mode=t.validation_mode == "train")
   summary = result.summary
+  if phase == "finetune":  # The stop rule's losses (finetune.py).
+    loss = summary["loss"]
+    if t.finetune_rule == "authors":  # With the regularizer.
+      loss = run.loss_of_split(state, run.config.data.eval_split,
+                               run.config.data.validation_labels,
+                               train_mode=t.validation_mode == "train")
+    summary = {**summary, "finetune_loss": loss,
+               "finetune_target": ps.target_loss}
   per_class = {f"{k}/{name}": v[k] for name, v in result.per_class.items()
                for k in ("iou", "accuracy")}
   run.writer.write(step, "validation", {**summary, **per_class})
@@ -130,7 +153,8 @@ def _validate(run: _Run, state, *, step: int, epoch: int,
       ps.best_metric is None or metric > ps.best_metric):
     ps.best_metric, ps.best_step, ps.best_validation = metric, step, summary
     run.best.save(step, state, ps.to_json())
-  return phase == "finetune" and summary["loss"] <= ps.target_loss
+  return phase == "finetune" and finetune.stops(summary["finetune_loss"],
+                                                ps.target_loss)
 
 
 def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
@@ -139,10 +163,8 @@ def _train_phase(run: _Run, state, ps: state_lib.PhaseState, *, split: str,
   returns the state (`ps` is updated in place).
 
   `ps.phase` is "train" (model selection on validation) or "finetune" (stops
-  early once the validation cross-entropy is no higher than
-  `ps.target_loss`, the training cross-entropy of the last epoch before
-  fine-tuning; the paper compares losses, and the regularizer terms have no
-  validation counterpart).
+  early once the validation loss is no higher than `ps.target_loss`:
+  `train.finetune_rule`, coarseseg_jax/finetune.py).
   """
   config, t, phase = run.config, run.config.train, ps.phase
   step = int(jax.device_get(state.step))
@@ -248,8 +270,15 @@ def _start_finetune(run: _Run, state, ps: state_lib.PhaseState,
   state = state.replace(
       step=state_lib.replicate(np.asarray(num_steps, np.int32), run.mesh),
       tx=tx, opt_state=jax.jit(tx.init)(state.params))
-  ps.phase, ps.target_loss, ps.finetune_start = "finetune", ps.train_loss, (
-      num_steps)
+  target = ps.train_loss
+  if run.config.train.finetune_rule == "authors":  # finetune.py.
+    d = run.config.data
+    target = run.loss_of_split(
+        state, d.train_split,
+        "fine" if d.train_labels == "fine" else "coarse", train_mode=False)
+    log.info("finetune target (loss on %s, eval mode): %.4f", d.train_split,
+             target)
+  ps.phase, ps.target_loss, ps.finetune_start = "finetune", target, num_steps
   ps.epoch_losses = []
   return state
 
@@ -289,12 +318,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if config.distributed:
     jax.distributed.initialize()
   with workdir_lib.claim(config, workdir):
-    if jax.process_index() == 0:  # One host prepares, the others wait.
-      datasets.prepare_builder(builder)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-      if jax.process_index() > 0:  # Made before the data was there.
-        builder = datasets.get_builder(config.data, config.model.num_classes)
+    builder = datasets.prepare_on_hosts(builder, config.data,
+                                        config.model.num_classes)
     # From here a signal is a stop request: it cannot be lost in library
     # code that catches KeyboardInterrupt while the run is set up.
     with interruption.StopRequest() as stop:

@@ -9,9 +9,12 @@ Both train HCFCN-16 with the SLIC regularizer (lambda 0.05, m 0) with Adam at
 the checkpoint with the best validation pixel accuracy. Images are stored at
 512 x 512 (`size=512`: the thesis reduces SUIM "by half to 512 by 512"; see
 coarseseg_jax/datasets/suim.py), so a crop is the whole image. Validation is
-a fixed, seeded part of train_val (150 images; train is the rest: 1375 with
-on_size_mismatch=resize, or 1290 as in the paper if the 85 size-mismatched
-pairs of the download are skipped); test is TEST (110).
+a fixed, seeded part of train_val (150 images) and train is the rest: in
+paper mode 1290 as in the thesis (the 85 size-mismatched pairs of the
+download skipped, `on_size_mismatch=skip`), in `:improved` 1375 (their masks
+resized to the image, `resize`); test is TEST (110). Paper mode also selects
+on the coarse validation labels and fine-tunes on train + validation with the
+authors' stop rule (`default.AUTHORS_PROTOCOL`).
 Download SUIM and pass --config.data.manual_dir (see data/README.md).
 """
 
@@ -23,9 +26,12 @@ def get_config(arg=None):
   config.data.dataset = "suim"
   config.data.builder_kwargs.resize = 1.0
   config.data.builder_kwargs.size = 512     # Every image 512 x 512.
-  # Masks whose size differs from their image (over 80 in the download):
-  # resize (nearest neighbour) | crop | skip | error.
-  config.data.builder_kwargs.on_size_mismatch = "resize"
+  # Masks whose size differs from their image (85 in the download's
+  # train_val): resize (nearest neighbour) | crop | skip | error. Paper
+  # mode skips them as the thesis does (1290 train images); the project's
+  # variant keeps them with the mask resized (1375).
+  config.data.builder_kwargs.on_size_mismatch = (
+      "resize" if arg == "improved" else "skip")
   config.data.builder_kwargs.num_validation = 150
   config.data.builder_kwargs.split_seed = 0
   config.data.crop_size = 512

@@ -15,7 +15,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from coarseseg_jax import models
 from coarseseg_jax.datasets import synthetic
+from coarseseg_jax.models import authors
 
 # ------------------------------------------------------------------- SUIM --
 SUIM_STEMS = {
@@ -216,3 +218,27 @@ def write_cityscapes(root, size=(128, 64), coarse_val=True, extra=False,
           coarse_train = lut[coarse_ids]  # As drawn, clashes included.
         out[split][prefix] = (image, fine, coarse_train)
   return out
+
+
+# ------------------------------------------------- the authors' weights --
+def authors_state_dict(model_config, seed=0):
+  """A random state dict of the authors' SegModel for `model_config`.
+
+  Every key of their code's names (`models.authors.mapping`), PyTorch's
+  layouts (OIHW kernels), running variances > 0; seeded.
+  """
+  shapes = models.init_shapes(model_config, image_size=64)
+  rng = np.random.default_rng(seed)
+  sd = {}
+  for path, (key, how) in authors.mapping(shapes).items():
+    shape = shapes
+    for p in path:
+      shape = shape[p]
+    shape = shape.shape
+    if how == "kernel":
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    value = rng.standard_normal(shape).astype(np.float32) * 0.1
+    if key.endswith("running_var"):
+      value = np.abs(value) + 1.0
+    sd[key] = value
+  return sd

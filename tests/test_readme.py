@@ -23,6 +23,7 @@ in README order, as written, in the repository root, with:
 refine commands are run by tests/test_refine.py.
 """
 
+import ast
 import csv
 import json
 import os
@@ -38,6 +39,7 @@ import pytest
 
 import helpers
 import paper_fixtures
+from coarseseg_jax.configs import suim
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.datasets import synthetic
 
@@ -62,7 +64,9 @@ SCENARIOS: Dict[str, Tuple[str, ...]] = {
                   r"coarseseg_jax\.main --workdir=workdirs/syn "),
     "folder": (r"coarseseg_jax\.main .*configs/folder\.py",
                r"prepare --dataset=folder"),
-    "suim": (r"configs/suim\.py", r"prepare --dataset=suim"),
+    "suim": (r"^(?!.*(--checkpoint=pretrained|prepare --config)).*"
+             r"configs/suim\.py", r"prepare --dataset=suim"),
+    "authors_weights": (r"--checkpoint=pretrained", r"prepare --config="),
     "pannuke": (r"configs/pannuke\.py",),
     "cityscapes": (r"configs/cityscapes\.py", r"prepare --dataset=cityscapes"),
     "synthetic_prepare": (r"prepare --dataset=synthetic",),
@@ -78,7 +82,9 @@ TINY_TRAIN = ["--config.train.max_steps=2", "--config.train.batch_size=2",
               "--config.data.eval_batch_size=2", "--config.data.crop_size=64",
               "--config.data.slic_num_segments=64",
               "--config.data.shuffle_buffer=8", "--config.train.num_figures=1",
-              "--config.data.coarse_kernel=7"]
+              "--config.data.coarse_kernel=7",
+              # Paper mode fine-tunes: one epoch here.
+              "--config.train.finetune_max_epochs=1"]
 TINY_SYNTHETIC = ["--config.data.builder_kwargs.num_train=8",
                   "--config.data.builder_kwargs.num_validation=2",
                   "--config.data.builder_kwargs.num_test=2",
@@ -166,6 +172,7 @@ def _substitutions(tmp: str) -> List[Tuple[str, str]]:
       ("=results", f"={tmp}/results"),
       ("--data_dir=data", f"--data_dir={tmp}/data"),
       ("dist/", f"{tmp}/dist/"),
+      ("=weights_1.pt", f"={tmp}/raw/weights_1.npz"),  # No torch here.
   ]
 
 
@@ -194,6 +201,12 @@ def _tiny(args: List[str], tmp: str) -> List[str]:
   joined = " ".join(args)
   data_dir = f"{tmp}/data"
   dataset = _dataset_of(args)
+  # The dataset's tiny sizes, as --config.data.* (prepare --config, eval of
+  # pretrained weights: both read the dataset of the command's config).
+  tiny_data = TINY_DATASET[dataset] + [
+      "--config.data.coarse_kernel=7", f"--config.data.data_dir={data_dir}"]
+  if "coarseseg_jax.datasets.prepare" in joined and "--config=" in joined:
+    return tiny_data + ["--num_workers=1"]
   if "coarseseg_jax.datasets.prepare" in joined:
     own = [a.split("=", 1)[1] for a in args if a.startswith("--builder_kwargs=")]
     kwargs = ",".join(filter(None, own + [TINY_PREPARE[dataset]]))
@@ -222,6 +235,10 @@ def _tiny(args: List[str], tmp: str) -> List[str]:
     if "--out" not in joined:
       extra.append(f"--out={tmp}/results")
     return extra
+  if "--checkpoint=pretrained" in joined:  # No run: the command's config.
+    return tiny_data + TINY_MODEL + [
+        "--config.data.crop_size=64", "--config.data.eval_batch_size=2",
+        "--config.data.slic_num_segments=64"]
   if "--mode=eval" in joined or "--mode=predict" in joined:
     return []  # The workdir's config.json has it all.
   extra = TINY_MODEL + TINY_DATASET[dataset]
@@ -321,6 +338,40 @@ def test_readme_dataset_journeys(scenario, tmp_path):
     results = _results(workdir)
     assert results["test"]["num_images"] >= 1
     assert os.listdir(os.path.join(workdir, "figures"))
+
+
+def _tiny_model(config):
+  """`config.model` with TINY_MODEL's overrides (what `_tiny` appends)."""
+  config.update_from_flattened_dict({
+      arg.split("=")[0][len("--config."):]: ast.literal_eval(
+          arg.split("=")[1]) for arg in TINY_MODEL})
+  return config.model
+
+
+@pytest.mark.slow
+def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path):
+  """The scoring command on the SUIM download's format and an authors'
+  state dict, with nothing prepared: it prepares the dataset, scores the
+  weights; `prepare --config` then finds exactly that dataset prepared."""
+  tmp = str(tmp_path)
+  raw = paper_fixtures.write_suim(f"{tmp}/raw/suim", size=(80, 64))
+  model = _tiny_model(suim.get_config())
+  np.savez(f"{tmp}/raw/weights_1.npz",
+           **paper_fixtures.authors_state_dict(model))
+  commands = _commands("authors_weights")
+  score = [c for c in commands if "--checkpoint=pretrained" in c]
+  prepare = [c for c in commands if "prepare --config=" in c]
+  assert len(score) == 1 and len(prepare) == 1
+  assert not os.path.exists(f"{tmp}/data")
+  run_command(score[0], tmp)
+  with open(f"{tmp}/workdirs/suim_authors/eval_test.json") as f:
+    result = json.load(f)
+  assert result["step"] == 0
+  assert result["test"]["num_images"] == len(raw["TEST"])
+  assert 0 <= result["test"]["accuracy_mean"] <= 1
+  assert not os.path.exists(f"{tmp}/workdirs/suim_authors/checkpoints")
+  proc = run_command(prepare[0], tmp)
+  assert "already prepared" in proc.stdout, proc.stdout
 
 
 @pytest.mark.slow

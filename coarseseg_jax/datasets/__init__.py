@@ -156,11 +156,41 @@ def prepare(data_config, num_classes: Optional[int] = None,
 
 def prepare_builder(builder: tfds.core.DatasetBuilder
                     ) -> tfds.core.DatasetBuilder:
-  """Prepares a `get_builder` builder unless it is already; returns it."""
+  """Prepares a `get_builder` builder unless it is already; returns it.
+
+  Raises:
+    errors.DatasetError: it is not prepared and needs raw files that no
+      `manual_dir` names (the message gives the command that prepares it).
+  """
   if not builder.is_prepared():
     manual_dir = builder.manual_dir
+    if builder.NEEDS_MANUAL_DIR and not manual_dir:
+      raise errors.DatasetError(
+          f"{builder.name} is not prepared in {builder.data_dir} and no "
+          "manual_dir names its raw files (data/README.md says where to get "
+          "them): pass --config.data.manual_dir=PATH, or prepare it first "
+          "with python -m coarseseg_jax.datasets.prepare --config=CONFIG "
+          "--config.data.manual_dir=PATH (flag by flag: --manual_dir=PATH).")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(manual_dir) if manual_dir else None))
+  return builder
+
+
+def prepare_on_hosts(builder: tfds.core.DatasetBuilder, data_config,
+                     num_classes: Optional[int] = None
+                     ) -> tfds.core.DatasetBuilder:
+  """Prepares the dataset as a run does: process 0 prepares it (unless it is
+  already), the other hosts wait for it; returns a builder of the prepared
+  dataset (on those hosts a new one, since theirs was made before it was
+  there). `data_config` and `num_classes` are what made `builder`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    prepare_builder(builder)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
+    if jax.process_index() > 0:
+      builder = get_builder(data_config, num_classes)
   return builder
 
 

@@ -1,5 +1,7 @@
 r"""Prepares a dataset as TFRecord shards (TFDS), ready for training.
 
+  python -m coarseseg_jax.datasets.prepare --config=configs/suim.py \
+      --config.data.manual_dir=data/manual/suim
   python -m coarseseg_jax.datasets.prepare --dataset=synthetic --data_dir=data
   python -m coarseseg_jax.datasets.prepare --dataset=folder \
       --manual_dir=/path/to/mydata --num_classes=5 --data_dir=data
@@ -14,6 +16,10 @@ r"""Prepares a dataset as TFRecord shards (TFDS), ready for training.
       --manual_dir=gs://bucket/cityscapes --data_dir=gs://bucket/data \
       --beam_pipeline_options=runner=DataflowRunner,project=P,region=R,...
 
+With `--config` (a config file or a shipped config's name, and any
+`--config.*` overrides) it prepares exactly the dataset that config trains
+and evaluates on (`config.data`, as `coarseseg_jax.main` reads it); the other
+dataset flags then do not apply. Without it, the flags give the dataset.
 Already-prepared datasets are left as they are. Bad input stops with one
 line `error: ...` naming the file (exit status 1); nothing half-written is
 left that looks prepared, so running it again after a fix starts cleanly.
@@ -25,7 +31,9 @@ import ast
 import os
 import time
 
+from absl import app
 from absl import flags
+from ml_collections import config_flags
 import tensorflow_datasets as tfds
 
 from coarseseg_jax import cli
@@ -34,6 +42,10 @@ from coarseseg_jax.configs import default as default_config
 
 # Defaults: configs/default.py's `config.data` (what training prepares).
 _D = default_config.get_config().data
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file (configs/*.py) or a shipped config's name: "
+    "prepare the dataset it reads (with its --config.data.* overrides).",
+    lock_config=True)
 _DATASET = flags.DEFINE_string(
     "dataset", _D.dataset,
     "synthetic | texture_mosaic | folder | suim | pannuke | "
@@ -109,6 +121,17 @@ def data_config_from_flags():
   })
 
 
+# The flags that `--config` replaces (its config.data gives them).
+_DATA_FLAGS = ("dataset", "data_dir", "manual_dir", "num_classes",
+               "coarse_kernel", "slic_block", "slic_compactness",
+               "slic_sigma", "builder_kwargs", "on_size_mismatch")
+
+
+def _config_flag_conflicts() -> list:
+  """The dataset flags given beside `--config` (which gives the dataset)."""
+  return [f"--{n}" for n in _DATA_FLAGS if flags.FLAGS[n].present]
+
+
 def beam_options(text: str):
   """'runner=DirectRunner,a=b' -> Beam PipelineOptions(['--runner=...'])."""
   try:
@@ -122,12 +145,20 @@ def beam_options(text: str):
   return pipeline_options.PipelineOptions(args)
 
 
-def run(data_config, num_classes, num_workers, beam_pipeline_options=None
-        ) -> str:
-  """Prepares; returns a summary. Raises errors.Error on bad input."""
+def run(data_config, num_classes, num_workers, beam_pipeline_options=None,
+        *, from_config: bool = False) -> str:
+  """Prepares; returns a summary. Raises errors.Error on bad input.
+
+  `from_config`: `data_config` is a run's `config.data` and `num_classes`
+  its `config.model.num_classes`, used as the run uses them (the builder
+  of `datasets.get_builder(config.data, config.model.num_classes)`);
+  otherwise `num_classes` is the `--num_classes` flag, which also sets a
+  dataset's `num_classes` parameter.
+  """
   from coarseseg_jax import datasets  # pylint: disable=g-import-not-at-top
   cls = datasets.builder_class(data_config.dataset)
-  if num_classes is not None and "num_classes" in cls.PARAMS:
+  if (not from_config and num_classes is not None
+      and "num_classes" in cls.PARAMS):
     data_config.builder_kwargs["num_classes"] = num_classes
   tic = time.time()
   builder = datasets.get_builder(data_config, num_classes,
@@ -136,7 +167,9 @@ def run(data_config, num_classes, num_workers, beam_pipeline_options=None
   if num_classes is not None and n is not None and n != num_classes:
     raise errors.DatasetError(
         f"dataset {data_config.dataset!r} has {n} classes, not "
-        f"--num_classes={num_classes}.")
+        + (f"config.model.num_classes={num_classes}: set "
+           f"--config.model.num_classes={n} (or leave it unset)."
+           if from_config else f"--num_classes={num_classes}."))
   done = builder.is_prepared()
   if not done and beam_pipeline_options is not None:
     manual_dir = data_config.manual_dir
@@ -167,8 +200,19 @@ def run(data_config, num_classes, num_workers, beam_pipeline_options=None
 
 
 def main() -> None:
-  print(run(data_config_from_flags(), _NUM_CLASSES.value, _NUM_WORKERS.value,
-            _BEAM_PIPELINE_OPTIONS.value))
+  config = _CONFIG.value
+  if config is None:
+    print(run(data_config_from_flags(), _NUM_CLASSES.value, _NUM_WORKERS.value,
+              _BEAM_PIPELINE_OPTIONS.value))
+    return
+  conflicts = _config_flag_conflicts()
+  if conflicts:
+    raise app.UsageError(
+        f"{', '.join(conflicts)}: --config gives the dataset; pass its "
+        "settings as --config.data.* overrides instead (e.g. "
+        "--config.data.manual_dir=PATH).")
+  print(run(config.data, config.model.num_classes, _NUM_WORKERS.value,
+            _BEAM_PIPELINE_OPTIONS.value, from_config=True))
 
 
 if __name__ == "__main__":

@@ -40,12 +40,11 @@ class Example(NamedTuple):
 
 def split_examples(config, split: str
                    ) -> Tuple[int, Iterator[Example], Optional[List[str]]]:
-  """(count, examples, class names) of a prepared split, in file order."""
-  builder = datasets.get_builder(config.data, config.model.num_classes)
-  if not builder.is_prepared():
-    raise errors.DatasetError(
-        f"{builder.data_dir}: the dataset is not prepared there (train first, "
-        "or pass --config.data.data_dir).")
+  """(count, examples, class names) of a split, in file order (the dataset
+  prepared first if it is not)."""
+  builder = datasets.prepare_on_hosts(  # As training does, if it is not.
+      datasets.get_builder(config.data, config.model.num_classes),
+      config.data, config.model.num_classes)
   try:
     count = builder.info.splits[split].num_examples
   except (KeyError, ValueError):
