@@ -418,6 +418,33 @@ def test_methods_are_config_deltas():
   assert command.endswith("--config.seed=0 --workdir=w/x")
 
 
+def test_authors_code_rows_say_their_size():
+  """`hcfcn_dot*`: the authors' code at the experiment's (half) size, the one
+  departure its 32 similarity features; `hcfcn_authors*`: at the authors'
+  size (full-width encoder, 48 features), no departure at all."""
+  base = methods.apply(synthetic.get_config(), methods.FULL_SYNTHETIC)
+  for method in ("hcfcn_dot", "hcfcn_dot_slic"):
+    config = methods.apply(base, methods.run_delta(method, {"lmbda": 0.05}, 0))
+    assert default.departures(config) == ["model.sim_features"]
+    assert (config.model.width, config.model.sim_features) == (32, 32)
+  full = default.get_config()
+  for method in ("hcfcn_authors", "hcfcn_authors_slic"):
+    config = methods.apply(base, methods.run_delta(method, {"lmbda": 0.05}, 0))
+    config_validation.validate(config)
+    assert default.departures(config) == []
+    assert (config.model.width, config.model.head_channels,
+            tuple(config.model.stage_blocks), config.model.sim_features) == (
+                full.model.width, full.model.head_channels,
+                tuple(full.model.stage_blocks), 48)
+    assert (config.model.name, config.data.train_labels) == ("hcfcn", "coarse")
+  assert config.train.lmbda == 0.05
+  assert methods.METHODS["hcfcn_authors_slic"].needs() == ("hcfcn_slic",)
+  # The quick setup keeps them at the authors' size too.
+  quick = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
+  assert methods.apply(quick, methods.run_delta("hcfcn_authors", {}, 0)
+                       ).model.width == 64
+
+
 def test_full_setup_is_valid_and_boundary_recall_can_be_nonzero():
   config = methods.apply(synthetic.get_config(), methods.FULL_SYNTHETIC)
   config_validation.validate(config)

@@ -28,11 +28,20 @@ Delta = Dict[str, Any]  # Dotted config key -> value.
 
 # The `_dot` methods of the main table are the authors' code
 # (`configs/default.py`: AUTHORS_CODE, README "Differences from the authors'
-# code"): their model, loss and validation pass on the same data, model size
-# (`model.sim_features` stays the experiment's) and test protocol.
+# code"): their model, loss and validation pass on the same data and test
+# protocol, at the EXPERIMENT's model size (FULL: encoder width 32, 32
+# similarity features, half the authors'; `model.sim_features` stays the
+# experiment's).
 _AUTHORS: Delta = {**{k: v for k, v in default_config.AUTHORS_CODE.items()
                       if k != "model.sim_features"},
                    "model.assign_init": "default", "model.parent_bias": None}
+# The `_authors` methods: the authors' code at the AUTHORS' size, whatever
+# the base config's: their full-width truncated ResNet-34 (width 64, blocks
+# (3, 4, 6), FCN head 4 * 64 -> 64 channels) and 48 similarity features
+# (their `SegModel(ResNet34Encoder(), FCNHead(256, C), HCDecoder(0.07, 48))`).
+AUTHORS_SIZE: Delta = {"model.width": 64, "model.head_channels": 64,
+                       "model.stage_blocks": (3, 4, 6),
+                       "model.sim_features": 48}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +85,9 @@ METHODS: Dict[str, Method] = {
     "hcfcn_slicmap_slic": Method(takes=("kappa", "lmbda")),
     "hcfcn_dot": Method(dict(_AUTHORS)),
     "hcfcn_dot_slic": Method(dict(_AUTHORS), takes=("lmbda",)),
+    "hcfcn_authors": Method({**_AUTHORS, **AUTHORS_SIZE}),
+    "hcfcn_authors_slic": Method({**_AUTHORS, **AUTHORS_SIZE},
+                                 takes=("lmbda",)),
 }
 MAIN_METHODS = tuple(METHODS)
 # Swept parameter -> the method that sweeps it.
