@@ -751,8 +751,9 @@ def test_budget_quick_end_to_end_then_restored(tmp_path):
   from its seed rows and names the budget the rule picks; with the workdirs
   gone, the archive restores every run and the files are the same."""
   quick = methods.QUICK
-  names = methods.BUDGET_METHODS
-  runs = _run(tmp_path, "budget")
+  names = methods.select_methods(["hcfcn_slic"])  # hcfcn comes with it.
+  assert names == ("hcfcn", "hcfcn_slic")
+  runs = _run(tmp_path, "budget", "--methods=hcfcn_slic")
   select = methods.selection_seeds(quick.budget_seeds)
   assert runs["seeds"] == list(select)
   assert runs["trained"] == len(runs["runs"]) == (
@@ -794,7 +795,7 @@ def test_budget_quick_end_to_end_then_restored(tmp_path):
   _png(out / "synthetic_budget.png")
   # Another machine: only the archive; nothing trains, same files.
   shutil.rmtree(tmp_path / "wd")
-  runs = _run(tmp_path, "budget")
+  runs = _run(tmp_path, "budget", "--methods=hcfcn_slic")
   assert {r["status"] for r in runs["runs"]} == {"restored"}
   assert {name: (out / name).read_text() for name in written} == written
 
