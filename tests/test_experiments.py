@@ -418,6 +418,33 @@ def test_methods_are_config_deltas():
   assert command.endswith("--config.seed=0 --workdir=w/x")
 
 
+def test_authors_code_rows_say_their_size():
+  """`hcfcn_dot*`: the authors' code at the experiment's (half) size, the one
+  departure its 32 similarity features; `hcfcn_authors*`: at the authors'
+  size (full-width encoder, 48 features), no departure at all."""
+  base = methods.apply(synthetic.get_config(), methods.FULL_SYNTHETIC)
+  for method in ("hcfcn_dot", "hcfcn_dot_slic"):
+    config = methods.apply(base, methods.run_delta(method, {"lmbda": 0.05}, 0))
+    assert default.departures(config) == ["model.sim_features"]
+    assert (config.model.width, config.model.sim_features) == (32, 32)
+  full = default.get_config()
+  for method in ("hcfcn_authors", "hcfcn_authors_slic"):
+    config = methods.apply(base, methods.run_delta(method, {"lmbda": 0.05}, 0))
+    config_validation.validate(config)
+    assert default.departures(config) == []
+    assert (config.model.width, config.model.head_channels,
+            tuple(config.model.stage_blocks), config.model.sim_features) == (
+                full.model.width, full.model.head_channels,
+                tuple(full.model.stage_blocks), 48)
+    assert (config.model.name, config.data.train_labels) == ("hcfcn", "coarse")
+  assert config.train.lmbda == 0.05
+  assert methods.METHODS["hcfcn_authors_slic"].needs() == ("hcfcn_slic",)
+  # The quick setup keeps them at the authors' size too.
+  quick = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
+  assert methods.apply(quick, methods.run_delta("hcfcn_authors", {}, 0)
+                       ).model.width == 64
+
+
 def test_full_setup_is_valid_and_boundary_recall_can_be_nonzero():
   config = methods.apply(synthetic.get_config(), methods.FULL_SYNTHETIC)
   config_validation.validate(config)
@@ -653,3 +680,144 @@ def test_read_seeds_refuses_other_files_in_one_line(tmp_path):
   with pytest.raises(ValueError, match=r"line 2: test_accuracy='high' is not"):
     tables.read_seeds(tmp_path / "b.csv")
 
+
+
+def test_chosen_budget_is_the_smallest_that_no_later_one_beats():
+  rule = tables.chosen_budget
+  assert tables.BUDGET_TOLERANCE == 0.01
+  # 50 -> 100 and 50 -> 200 gain 0.005 and 0.008: 50 is enough.
+  assert rule({25: 0.60, 50: 0.68, 100: 0.685, 200: 0.688}) == 50
+  # A dip does not stop the search: 100 gains 0.015 over 50 later on.
+  assert rule({25: 0.60, 50: 0.68, 100: 0.67, 200: 0.695}) == 200
+  assert rule({25: 0.60, 50: 0.68, 100: 0.66, 200: 0.675}) == 50
+  # Still gaining at the last budget: the last (the report calls it an edge).
+  assert rule({25: 0.60, 50: 0.65, 100: 0.70, 200: 0.75}) == 200
+  assert rule({25: 0.60, 50: 0.65}, tolerance=0.06) == 25
+  assert rule({25: math.nan, 50: 0.70, 100: 0.705}) == 50  # NaN: left out.
+  with pytest.raises(ValueError, match="no budget has a finite"):
+    rule({25: math.nan})
+
+
+def _budget_rows(curves):
+  """Seed rows of scripted runs: method -> epochs -> per-seed accuracy."""
+  rows = []
+  for method, by_epochs in curves.items():
+    for epochs, values in by_epochs.items():
+      for seed, v in zip(methods.selection_seeds(len(values)), values):
+        results = {"validation": {f"{m}_mean": v / 2 for m in tables.METRICS
+                                  if m != "accuracy"} | {"accuracy_mean": v},
+                   "selected_step": 10 * epochs - seed % 2}
+        rows.append(tables.budget_seed_row(
+            method, {"epochs": epochs, "lmbda": 0.05}, seed, results))
+  return rows
+
+
+def test_budget_tables_from_seed_rows(tmp_path):
+  rows = _budget_rows({
+      "fcn": {25: [0.60, 0.62], 50: [0.70, 0.70], 100: [0.70, 0.715]},
+      "hcfcn_slic": {50: [0.66, 0.66], 25: [0.50, 0.52],
+                     100: [0.70, 0.72]}})
+  assert rows[0]["epochs"] == 25 and "test_accuracy" not in rows[0]
+  assert list(rows[0])[:3] == ["method", "param", "epochs"]
+  summary, chosen, overall = tables.budget_tables(rows)
+  assert chosen == {"fcn": 50, "hcfcn_slic": 100} and overall == 100
+  assert [(r["method"], r["epochs"]) for r in summary] == [
+      (m, e) for m in ("fcn", "hcfcn_slic") for e in (25, 50, 100)]
+  fcn = summary[:3]
+  assert [r["converged"] for r in fcn] == [0, 1, 0]
+  assert fcn[1]["gain"] == pytest.approx(0.70 - 0.61)
+  assert math.isnan(fcn[0]["gain"]) and math.isnan(fcn[2]["later_gain"])
+  assert fcn[1]["later_gain"] == pytest.approx(0.0075)
+  assert fcn[0]["later_gain"] == pytest.approx(0.7075 - 0.61)
+  assert fcn[2]["accuracy_std"] == pytest.approx(np.std([0.70, 0.715],
+                                                        ddof=1))
+  assert fcn[1]["boundary_recall_mean"] == pytest.approx(0.35)
+  assert fcn[0]["selected_step_mean"] == pytest.approx(249.5)
+  assert list(summary[0]) == tables.BUDGET_COLUMNS
+  # Through the exact CSV: the same table.
+  tables.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
+  back = tables.read_seeds(tmp_path / "s.csv")
+  assert back[0]["epochs"] == 25 and isinstance(back[0]["epochs"], int)
+  again = tables.budget_tables(back)
+  assert tables.csv_text(again[0], tables.BUDGET_COLUMNS) == tables.csv_text(
+      summary, tables.BUDGET_COLUMNS)
+  assert again[1:] == (chosen, overall)
+
+
+@pytest.mark.slow
+def test_budget_quick_end_to_end_then_restored(tmp_path):
+  """The budget experiment: every method at every budget on the selection
+  seeds, each run's cosine schedule as long as the run; the table recomputes
+  from its seed rows and names the budget the rule picks; with the workdirs
+  gone, the archive restores every run and the files are the same."""
+  quick = methods.QUICK
+  names = methods.select_methods(["hcfcn_slic"])  # hcfcn comes with it.
+  assert names == ("hcfcn", "hcfcn_slic")
+  runs = _run(tmp_path, "budget", "--methods=hcfcn_slic")
+  select = methods.selection_seeds(quick.budget_seeds)
+  assert runs["seeds"] == list(select)
+  assert runs["trained"] == len(runs["runs"]) == (
+      len(names) * len(quick.budgets) * len(select))
+  # Cheapest first: every run of a budget before the next budget.
+  root = tmp_path / "wd" / "synthetic" / "budget_quick"
+  planned = [(m, e, s) for e in quick.budgets for s in select for m in names]
+  assert [os.path.relpath(r["workdir"], root) for r in runs["runs"]] == [
+      os.path.join(m, methods.param_name(
+          {**methods.budget_params(m, quick), "epochs": e}), f"seed{s}")
+      for m, e, s in planned]
+  for record, (_, epochs, _) in zip(runs["runs"], planned):
+    with open(os.path.join(record["workdir"], "config.json")) as f:
+      config = json.load(f)
+    assert config["train"]["num_epochs"] == epochs
+    assert config["train"]["lr_schedule"] == "warmup_cosine"
+    assert config["train"]["warmup_steps"] == 0
+    assert "--config.train.lr_schedule=warmup_cosine" in record["command"]
+    assert f"--config.train.num_epochs={epochs}" in record["command"]
+  out = tmp_path / "out"
+  seed_rows = tables.read_seeds(out / "synthetic_budget_seeds.csv")
+  assert {r["seed"] for r in seed_rows} == set(select)
+  assert {r["epochs"] for r in seed_rows} == set(quick.budgets)
+  assert not any(k.startswith("test_") for k in seed_rows[0])
+  summary, chosen, overall = tables.budget_tables(seed_rows)
+  written = {name: (out / name).read_text() for name in (
+      "synthetic_budget.csv", "synthetic_budget_seeds.csv",
+      "synthetic_budget.md")}
+  assert tables.csv_text(summary, tables.BUDGET_COLUMNS) == written[
+      "synthetic_budget.csv"]
+  markdown = written["synthetic_budget.md"]
+  assert f"**Chosen budget: {overall} epochs.**" in markdown
+  assert report.budget_rule("accuracy", 0.01) in markdown
+  assert "gains less than 0.01" in markdown
+  for method, budget in chosen.items():
+    assert f"{method} {budget}" in markdown
+  assert "hcfcn_slic lambda 0.05" in markdown
+  assert (" epochs, batch" not in markdown) and "VALIDATION" in markdown
+  _png(out / "synthetic_budget.png")
+  # Another machine: only the archive; nothing trains, same files.
+  shutil.rmtree(tmp_path / "wd")
+  runs = _run(tmp_path, "budget", "--methods=hcfcn_slic")
+  assert {r["status"] for r in runs["runs"]} == {"restored"}
+  assert {name: (out / name).read_text() for name in written} == written
+
+
+@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
+@pytest.mark.parametrize("flags,message", [
+    (("--experiment=budget", "--budgets=0,25"),
+     "--budgets=0,25: give whole numbers of epochs >= 1"),
+    (("--experiment=budget", "--lambdas=0.05,0.1"),
+     "--lambdas=0.05,0.1: the budget experiment takes one value"),
+    (("--experiment=budget", "--methods=hcfcn_slic,hcfcn_slic_refined"),
+     "hcfcn_slic_refined learns from refined labels"),
+    (("--experiment=budget", "--num_epochs=50"),
+     "--num_epochs: only for --experiment=main or coarseness or similarity"),
+    (("--experiment=main", "--budgets=25"),
+     "--budgets: only for --experiment=budget"),
+])
+def test_bad_budget_flags_are_one_line(tmp_path, flags, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.experiments", "--quick", *flags,
+       f"--out={tmp_path}/out", f"--workdir_root={tmp_path}/wd"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(tmp_path / "wd")

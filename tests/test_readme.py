@@ -221,7 +221,7 @@ def _tiny(args: List[str], tmp: str) -> List[str]:
   if "coarseseg_jax.experiments" in joined:
     # One method of the main table (hcfcn, the reference) and one seed.
     extra = ["--quick", "--seeds=1", f"--data_dir={data_dir}"]
-    if "--experiment=main" in joined:
+    if "--experiment=main" in joined or "--experiment=budget" in joined:
       extra.append("--methods=hcfcn")
     if "--experiment=similarity" in joined:
       extra.append("--options=dot,cosine")
@@ -388,6 +388,8 @@ def test_readme_prepare_and_experiment_commands(tmp_path):
         _check_coarseness(f"{tmp}/results", f"{tmp}/data")
       elif "--experiment=similarity" in command:
         _check_similarity(f"{tmp}/results")
+      elif "--experiment=budget" in command:
+        _check_budget(f"{tmp}/results")
       elif "folder.py" in command:
         _check_folder_experiment(f"{tmp}/results", tmp)
 
@@ -428,6 +430,20 @@ def _check_similarity(out: str) -> None:
   assert "VALIDATION" in note
   # Each row's similarity is its option's, not the base config's.
   assert "), similarity " not in note
+
+
+def _check_budget(out: str) -> None:
+  """hcfcn at each quick budget on the first selection seed; the table
+  names the budget its rule picks."""
+  rows = _csv(f"{out}/synthetic_budget.csv")
+  assert [(r["method"], int(r["epochs"])) for r in rows] == [
+      ("hcfcn", e) for e in methods.QUICK.budgets]
+  assert [r["converged"] for r in rows].count("1") == 1
+  chosen = [int(r["epochs"]) for r in rows if r["converged"] == "1"][0]
+  with open(f"{out}/synthetic_budget.md") as f:
+    assert f"**Chosen budget: {chosen} epochs.**" in f.read()
+  seeds = {r["seed"] for r in _csv(f"{out}/synthetic_budget_seeds.csv")}
+  assert seeds == {str(methods.SELECTION_SEED)}
 
 
 def _check_folder_experiment(out: str, tmp: str) -> None:

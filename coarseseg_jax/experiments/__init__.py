@@ -1,6 +1,8 @@
-r"""The experiments: the main table, the coarseness sweep, the similarity sweep.
+r"""The experiments: the main table, the coarseness sweep, the similarity
+sweep, the training budget.
 
-  python -m coarseseg_jax.experiments --experiment=main|coarseness|similarity
+  python -m coarseseg_jax.experiments \
+      --experiment=main|coarseness|similarity|budget
 
 The package: `methods` (what runs: setups, and the method table, each method
 a config delta with what it sweeps and needs), `runner` (trains or reuses
@@ -19,13 +21,16 @@ finished run is skipped, an interrupted one resumes, a workdir of another
 config stops the runner; with `--archive=DIR` finished runs (config.json,
 results.json) are kept in DIR too and restored from it on another machine. Each experiment writes `<dataset>_<experiment>_
 seeds.csv`, one row per reported run, and its tables (`coarseseg_jax.report`:
-main `<dataset>_coarse*`, `_coarseness*`, `_similarity*`).
+main `<dataset>_coarse*`, `_coarseness*`, `_similarity*`, `_budget*`).
 
 Reported runs use seeds 0..--seeds-1, selection never: lambda and kappa are
 swept on `methods.selection_seeds` (100, 101, ...), by a VALIDATION metric
 (--select_metric) of the checkpoint each run kept, widening a grid whose
 winner is at its edge (`sweep`); the similarity experiment runs on
-selection seeds too. --validation_labels=coarse selects on coarse
+selection seeds too, and so does `budget` (each method at several epoch
+budgets, each run's cosine schedule ending at its own last step; the table
+names the smallest budget beyond which mean validation accuracy gains less
+than `tables.BUDGET_TOLERANCE`). --validation_labels=coarse selects on coarse
 validation labels (no fine labels needed; tables `<dataset>_coarseval_*`);
 `both` runs both, and main writes `<dataset>_validation_labels.{csv,md}`.
 """

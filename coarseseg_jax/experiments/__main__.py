@@ -33,7 +33,7 @@ from coarseseg_jax.experiments import tables
 
 
 _EXPERIMENT = flags.DEFINE_enum(
-    "experiment", "main", ["main", "coarseness", "similarity"],
+    "experiment", "main", ["main", "coarseness", "similarity", "budget"],
     "Which experiment.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (or shipped config's name) whose dataset "
@@ -49,7 +49,7 @@ _ARCHIVE = flags.DEFINE_string(
 _QUICK = flags.DEFINE_bool("quick", False, "A tiny model and 1 epoch (tests).")
 _SEEDS = flags.DEFINE_integer(
     "seeds", None, "Number of seeds (default: setup): reported runs 0..n-1; "
-    "similarity (a selection): 100..100+n-1.")
+    "similarity and budget (selections): 100..100+n-1.")
 _SWEEP_SEEDS = flags.DEFINE_integer(
     "sweep_seeds", None, "Selection seeds of the lambda/kappa sweeps, "
     "100..100+n-1 (default: setup).")
@@ -69,12 +69,18 @@ _SELECT = flags.DEFINE_enum("select_metric", "accuracy", list(tables.METRICS),
 _LAMBDA = flags.DEFINE_float("coarseness_lambda", None,
                              "lambda of hcfcn_slic in the coarseness sweep.")
 _METHODS = flags.DEFINE_list(
-    "methods", None, "main: only these methods (default all; hcfcn always).")
+    "methods", None, "main: only these methods (default all; hcfcn always); "
+    "budget: these (default fcn, hcfcn, hcfcn_slic).")
+_BUDGETS = flags.DEFINE_list(
+    "budgets", None, "budget: the epoch budgets (default: setup, FULL 25, "
+    "50, 100, 200).")
 _EPOCHS = flags.DEFINE_integer(
     "num_epochs", None, "Epochs of every run instead of the setup's; the "
     "runs go to <experiment>_e<n> workdirs.")
-_LAMBDAS = flags.DEFINE_list("lambdas", None, "main: lambda grid to sweep.")
-_KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep.")
+_LAMBDAS = flags.DEFINE_list("lambdas", None, "main: lambda grid to sweep; "
+                             "budget: the one lambda of its runs.")
+_KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep; "
+                            "budget: the one kappa of its runs.")
 _OPTIONS = flags.DEFINE_list(
     "options", None, "similarity: only these options of "
     "methods.SIMILARITY_OPTIONS (default all).")
@@ -113,7 +119,7 @@ def _base_config():
   return base, config_file, overrides, tag
 
 
-def _setup() -> methods.Setup:
+def _setup(experiment: str) -> methods.Setup:
   setup = methods.QUICK if _QUICK.value else methods.FULL
   for name, flag in (("lambdas", _LAMBDAS), ("kappas", _KAPPAS),
                      ("sweep_seeds", _SWEEP_SEEDS), ("widen_limit", _WIDEN)):
@@ -121,14 +127,33 @@ def _setup() -> methods.Setup:
     if value is not None:
       setup = dataclasses.replace(setup, **{name: tuple(map(float, value)) if
                                             isinstance(value, list) else value})
+  if experiment != "budget":
+    return setup
+  for name, flag in (("budget_lambda", _LAMBDAS), ("budget_kappa", _KAPPAS)):
+    if flag.value is not None and len(flag.value) != 1:
+      raise app.UsageError(f"--{flag.name}={','.join(flag.value)}: the "
+                           "budget experiment takes one value.")
+    if flag.value is not None:
+      setup = dataclasses.replace(setup, **{name: float(flag.value[0])})
+  if _BUDGETS.value is not None:
+    try:
+      budgets = tuple(sorted({int(b) for b in _BUDGETS.value}))
+    except ValueError:
+      budgets = ()
+    if not budgets or budgets[0] < 1:
+      raise app.UsageError(f"--budgets={','.join(_BUDGETS.value)}: give "
+                           "whole numbers of epochs >= 1, e.g. 25,50,100.")
+    setup = dataclasses.replace(setup, budgets=budgets)
   return setup
 
 
 def _run(experiment: str) -> None:
   from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   base, config_file, overrides, tag = _base_config()
-  setup = _setup()
+  setup = _setup(experiment)
   names = methods.select_methods(_METHODS.value)
+  if experiment == "budget":
+    names = _budget_methods()
   options = _OPTIONS.value or list(methods.SIMILARITY_OPTIONS)
   unknown = sorted(set(options) - set(methods.SIMILARITY_OPTIONS))
   if unknown:
@@ -136,12 +161,14 @@ def _run(experiment: str) -> None:
                          f"{list(methods.SIMILARITY_OPTIONS)}.")
   n = _SEEDS.value or {
       "main": setup.seeds, "coarseness": setup.coarseness_seeds,
-      "similarity": setup.similarity_seeds}[experiment]
+      "similarity": setup.similarity_seeds,
+      "budget": setup.budget_seeds}[experiment]
   default = base.data.validation_labels
   variants = {"both": ["fine", "coarse"], None: [default]}.get(
       _LABELS.value, [_LABELS.value])
   try:
-    seeds = (methods.selection_seeds(n) if experiment == "similarity"
+    seeds = (methods.selection_seeds(n) if experiment in ("similarity",
+                                                          "budget")
              else methods.report_seeds(n))
     select = methods.selection_seeds(setup.sweep_seeds)
   except ValueError as e:
@@ -172,6 +199,8 @@ def _run(experiment: str) -> None:
     if experiment == "main":
       rows[labels] = runner_lib.run_main(runner, setup, seeds, select, out,
                                          _SELECT.value, names, _MARGIN.value)
+    elif experiment == "budget":
+      runner_lib.run_budget(runner, setup, seeds, out, _SELECT.value, names)
     elif experiment == "coarseness":
       runner_lib.run_coarseness(
           runner, setup, seeds, out, setup.coarseness_lambda
@@ -201,6 +230,20 @@ def _run(experiment: str) -> None:
         f"{_OUT.value} ({tag}_*)")
 
 
+def _budget_methods():
+  """The budget experiment's methods: --methods (in table order) or
+  `methods.BUDGET_METHODS`; those that learn from refined labels are
+  refused (the experiment runs no refine step)."""
+  names = (methods.select_methods(_METHODS.value) if _METHODS.value
+           else methods.BUDGET_METHODS)
+  refined = [m for m in names if methods.METHODS[m].refined_from]
+  if refined:
+    raise app.UsageError(f"--methods: {', '.join(refined)} learns from "
+                         "refined labels; the budget experiment runs no "
+                         "refine step: leave it out.")
+  return names
+
+
 def _earlier_calls(runs_path: str) -> list:
   """The records of the calls before this one that wrote `runs_path`
   (oldest first), so a later call (one that only reads finished runs, say)
@@ -225,16 +268,21 @@ def main() -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   experiment = _EXPERIMENT.value
-  main_only = [f"--{f.name}" for f in (_METHODS, _LAMBDAS, _KAPPAS,
-                                       _SWEEP_SEEDS, _WIDEN)
-               if f.value is not None]
-  if _OPTIONS.value and experiment != "similarity":
-    main_only.append("--options")
-  if experiment != "main" and main_only:
-    raise app.UsageError(
-        f"{', '.join(main_only)}: only for --experiment=main (--options: "
-        "--experiment=similarity; the coarseness sweep: "
-        "--coarseness_lambda).")
+  # Flag -> the experiments it is for.
+  only = [(_METHODS, ("main", "budget")), (_LAMBDAS, ("main", "budget")),
+          (_KAPPAS, ("main", "budget")), (_SWEEP_SEEDS, ("main",)),
+          (_WIDEN, ("main",)), (_OPTIONS, ("similarity",)),
+          (_BUDGETS, ("budget",)),
+          (_EPOCHS, ("main", "coarseness", "similarity"))]
+  wrong = {}  # The experiments -> the flags given that are only for them.
+  for flag, allowed in only:
+    if flag.value is not None and experiment not in allowed:
+      wrong.setdefault(allowed, []).append(f"--{flag.name}")
+  if wrong:
+    raise app.UsageError("; ".join(
+        f"{', '.join(names)}: only for --experiment={' or '.join(allowed)}"
+        for allowed, names in wrong.items()) + " (the coarseness sweep's "
+                         "lambda: --coarseness_lambda).")
   try:
     methods.select_methods(_METHODS.value)
   except ValueError as e:

@@ -28,11 +28,20 @@ Delta = Dict[str, Any]  # Dotted config key -> value.
 
 # The `_dot` methods of the main table are the authors' code
 # (`configs/default.py`: AUTHORS_CODE, README "Differences from the authors'
-# code"): their model, loss and validation pass on the same data, model size
-# (`model.sim_features` stays the experiment's) and test protocol.
+# code"): their model, loss and validation pass on the same data and test
+# protocol, at the EXPERIMENT's model size (FULL: encoder width 32, 32
+# similarity features, half the authors'; `model.sim_features` stays the
+# experiment's).
 _AUTHORS: Delta = {**{k: v for k, v in default_config.AUTHORS_CODE.items()
                       if k != "model.sim_features"},
                    "model.assign_init": "default", "model.parent_bias": None}
+# The `_authors` methods: the authors' code at the AUTHORS' size, whatever
+# the base config's: their full-width truncated ResNet-34 (width 64, blocks
+# (3, 4, 6), FCN head 4 * 64 -> 64 channels) and 48 similarity features
+# (their `SegModel(ResNet34Encoder(), FCNHead(256, C), HCDecoder(0.07, 48))`).
+AUTHORS_SIZE: Delta = {"model.width": 64, "model.head_channels": 64,
+                       "model.stage_blocks": (3, 4, 6),
+                       "model.sim_features": 48}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +85,9 @@ METHODS: Dict[str, Method] = {
     "hcfcn_slicmap_slic": Method(takes=("kappa", "lmbda")),
     "hcfcn_dot": Method(dict(_AUTHORS)),
     "hcfcn_dot_slic": Method(dict(_AUTHORS), takes=("lmbda",)),
+    "hcfcn_authors": Method({**_AUTHORS, **AUTHORS_SIZE}),
+    "hcfcn_authors_slic": Method({**_AUTHORS, **AUTHORS_SIZE},
+                                 takes=("lmbda",)),
 }
 MAIN_METHODS = tuple(METHODS)
 # Swept parameter -> the method that sweeps it.
@@ -84,7 +96,7 @@ REFERENCE = "hcfcn"  # The t-tests compare every method with this one...
 SECOND_REFERENCE = "fcn"  # ... and with FCN-16.
 REFINED_SUBDIR = "refined_train"
 PARAM_KEYS = {"lmbda": "train.lmbda", "kappa": "train.kappa",
-              "kernel": "data.coarse_kernel"}
+              "kernel": "data.coarse_kernel", "epochs": "train.num_epochs"}
 
 # Similarity options of HCFCN-16's assignments, run by
 # `--experiment=similarity` with the regularizer, chosen on validation.
@@ -99,6 +111,23 @@ SIMILARITY_OPTIONS: Dict[str, Delta] = {
                      "model.assign_init": "zero", "model.parent_bias": 2.0},
     "hcformer": {"model.similarity": "hcformer", "model.tau": 0.05},
 }
+
+
+# The budget experiment (`runner.run_budget`): these methods (default), each
+# at every epoch budget of `Setup.budgets` on selection seeds, every run with
+# a learning rate that decays to 0 at its own last step (`train.lr_schedule`
+# warmup_cosine, without warmup).
+BUDGET_METHODS = ("fcn", "hcfcn", "hcfcn_slic")
+BUDGET_DELTA: Delta = {"train.lr_schedule": "warmup_cosine"}
+
+
+def budget_params(method: str, setup: "Setup") -> Dict[str, float]:
+  """The fixed values a method's budget runs take for what the main table
+  sweeps (`Setup.budget_lambda`, `budget_kappa`), e.g. {"lmbda": 0.05}."""
+  spec = METHODS[method]
+  fixed = {"lmbda": setup.budget_lambda, "kappa": setup.budget_kappa}
+  return {p: fixed[p] for p in ((spec.sweeps,) if spec.sweeps else ())
+          + spec.takes}
 
 
 # Seeds: reported runs use 0, 1, ... (`report_seeds`); every selection (the
@@ -122,18 +151,22 @@ class Setup:
   coarseness_lambda: float
   similarity_lambda: float  # lambda of the similarity sweep's runs.
   figure_images: int    # Test images in the prediction figure.
+  budgets: Tuple[int, ...] = ()  # Epoch budgets of the budget experiment.
+  budget_seeds: int = 1  # Its selection seeds.
+  budget_lambda: float = 0.05  # lambda / kappa of its runs that take one.
+  budget_kappa: float = 0.025
 
 
 FULL = Setup(seeds=5, coarseness_seeds=5, similarity_seeds=2, sweep_seeds=2,
              widen_limit=2, lambdas=(0.025, 0.05, 0.075, 0.1),
              kappas=(0.01, 0.025, 0.05, 0.1), kernels=(1, 5, 10, 15, 20, 25),
              coarseness_lambda=0.05, similarity_lambda=0.025,
-             figure_images=3)
+             figure_images=3, budgets=(25, 50, 100, 200), budget_seeds=2)
 # One value per sweep: each lambda / kappa value is one more compilation.
 QUICK = Setup(seeds=2, coarseness_seeds=2, similarity_seeds=1, sweep_seeds=1,
               widen_limit=2, lambdas=(0.05,), kappas=(0.05,), kernels=(3, 7),
               coarseness_lambda=0.05, similarity_lambda=0.05,
-              figure_images=2)
+              figure_images=2, budgets=(1, 2), budget_seeds=1)
 
 # The default experiment: configs/synthetic.py sized for a 2-core CPU.
 # Images of at least 144 px: below a 200 px diagonal the paper's boundary
@@ -238,14 +271,17 @@ def num_runs(experiment: str, setup: Setup, names: Sequence[str], seeds: int,
              if METHODS[m].sweeps]
     swept = sum(len(g) for g in grids if len(g) > 1)
     return len(names) * seeds + swept * setup.sweep_seeds
+  if experiment == "budget":
+    return len(names) * seeds * len(setup.budgets)
   return seeds * (2 * len(setup.kernels) if experiment == "coarseness"
                   else options)
 
 
 def param_name(params: Mapping[str, Any]) -> str:
-  """Workdir name of a run's swept values, e.g. `kernel5_lmbda0.05` or `ce`."""
-  parts = [f"{k}{params[k]:g}" for k in ("kernel", "kappa", "lmbda")
-           if params.get(k)]
+  """Workdir name of a run's swept values, e.g. `kernel5_lmbda0.05`,
+  `epochs50_lmbda0.05` or `ce`."""
+  parts = [f"{k}{params[k]:g}" for k in ("epochs", "kernel", "kappa",
+                                         "lmbda") if params.get(k)]
   if params.get("option"):
     parts.insert(0, str(params["option"]))
   return "_".join(parts) or "ce"

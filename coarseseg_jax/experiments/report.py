@@ -74,10 +74,12 @@ def machine() -> str:
 
 
 def setup_note(base, seeds: Sequence[int], tag: str,
-               similarity: bool = True, kernel: bool = True) -> str:
+               similarity: bool = True, kernel: bool = True,
+               epochs: bool = True) -> str:
   """The data, model and schedule of a table's runs (from the base config);
-  `similarity`: also the base's assignment similarity; `kernel`: the base's
-  coarse kernel (False where the table sweeps it)."""
+  `similarity`: also the base's assignment similarity; `kernel`, `epochs`:
+  the base's coarse kernel, number of epochs (False where the table sweeps
+  it)."""
   d, m, t = base.data, base.model, base.train
   sizes = d.builder_kwargs
   data = (f"{sizes.image_size}x{sizes.image_size} px synthetic images, "
@@ -94,7 +96,7 @@ def setup_note(base, seeds: Sequence[int], tag: str,
   coarse = f", coarse kernel {d.coarse_kernel}" if kernel else ""
   return (f"Data: {data}, {m.num_classes} classes{coarse}; model: encoder "
           f"width {m.width}, blocks {tuple(m.stage_blocks)}{sim}; "
-          f"{t.num_epochs} epochs, batch "
+          + (f"{t.num_epochs} epochs, " if epochs else "") + "batch "
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
           f"{d.validation_labels} validation labels. "
           f"Machine: {machine()}.")
@@ -283,3 +285,94 @@ def write_similarity(out: str, base: ml_collections.ConfigDict,
                 + [f"{m}_{s}" for m in names for s in ("mean", "std")],
                 shown=shown)
   return rows
+
+
+def budget_figure(path, rows: Sequence[dict], seed_rows: Sequence[dict],
+                  chosen: int) -> None:
+  """Validation accuracy and boundary recall (mean ± std over seeds, each
+  seed a dot) against the epoch budget per method; the chosen budget dashed.
+
+  `rows`: `tables.budget_tables`' summary; `seed_rows`: its seed rows.
+  """
+  fig = figures.Figure(figsize=(10, 3.8))
+  budgets = sorted({r["epochs"] for r in rows})
+  for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "boundary_recall")):
+    for method in dict.fromkeys(r["method"] for r in rows):
+      sel = [r for r in rows if r["method"] == method]
+      line = ax.errorbar([r["epochs"] for r in sel],
+                         [r[f"{metric}_mean"] for r in sel],
+                         yerr=np.nan_to_num([r[f"{metric}_std"] for r in sel]),
+                         marker="o", capsize=3, label=method)
+      own = [r for r in seed_rows if r["method"] == method]
+      ax.scatter([r["epochs"] for r in own],
+                 [r[f"validation_{metric}"] for r in own], s=8, alpha=0.4,
+                 color=line[0].get_color())
+    ax.axvline(chosen, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="epochs (each run's cosine schedule ends there)",
+           ylabel=f"validation {LABELS[metric]}", xscale="log",
+           xticks=budgets)
+    ax.set_xticklabels([str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.legend()
+  fig.suptitle(f"selected checkpoint, {len({r['seed'] for r in seed_rows})} "
+               f"selection seeds; chosen budget {chosen} epochs (dashed)")
+  fig.tight_layout()
+  figures.save_figure(fig, path)
+
+
+def budget_rule(metric: str, tolerance: float) -> str:
+  """The rule `tables.budget_tables` chooses the budget by, in words."""
+  return (f"The chosen budget is the smallest one beyond which mean "
+          f"validation {LABELS.get(metric, metric)} gains less than "
+          f"{tolerance:g}: per method, the smallest budget that no larger "
+          f"budget's mean (over the selection seeds) exceeds by {tolerance:g} "
+          "or more; then the largest of the methods' budgets, so that every "
+          "method has stopped gaining by it.")
+
+
+def write_budget(out: str, base: ml_collections.ConfigDict,
+                 setup: methods.Setup, seed_rows: List[dict],
+                 seeds: Sequence[int], metric: str,
+                 tolerance: float = tables.BUDGET_TOLERANCE) -> int:
+  """`<out>_budget_seeds.csv`, `<out>_budget{.csv,.md,.png}`: validation
+  only, on selection seeds; returns the chosen budget (epochs)."""
+  tables.write_csv(f"{out}_budget_seeds.csv", seed_rows, list(seed_rows[0]),
+                   True)
+  rows, per_method, chosen = tables.budget_tables(seed_rows, metric,
+                                                  tolerance)
+  tables.write_csv(f"{out}_budget.csv", rows, tables.BUDGET_COLUMNS)
+  num = lambda x, f="+.4f": "-" if not np.isfinite(x) else f"{x:{f}}"
+  head = ["method", "epochs", "seeds", LABELS[metric] + " (validation)",
+          "gain over the previous budget", "largest later gain"] + [
+              LABELS[m] for m in tables.METRICS if m != metric] + [
+                  "selected step"]
+  body = [[r["method"] + " (converged)" * r["converged"], str(r["epochs"]),
+           str(r["n_seeds"]), _fmt(r[f"{metric}_mean"], r[f"{metric}_std"]),
+           num(r["gain"]), num(r["later_gain"])] + [
+               _fmt(r[f"{m}_mean"], r[f"{m}_std"])
+               for m in tables.METRICS if m != metric] + [
+                   num(r["selected_step_mean"], ".0f")] for r in rows]
+  budgets = sorted({r["epochs"] for r in rows})
+  edge = (f" {chosen} epochs is the largest budget run, which meets the "
+          "rule by default: convergence is not shown; add larger --budgets."
+          if chosen == budgets[-1] and len(budgets) > 1 else "")
+  name = lambda k: "lambda" if k == "lmbda" else k
+  fixed = [f"{m} " + ", ".join(f"{name(k)} {v:g}" for k, v in params.items())
+           for m, params in ((m, methods.budget_params(m, setup))
+                             for m in per_method) if params]
+  note = (budget_rule(metric, tolerance) + " Per method: "
+          + ", ".join(f"{m} {b}" for m, b in per_method.items())
+          + f". **Chosen budget: {chosen} epochs.**" + edge
+          + " Each run's learning rate follows a cosine from "
+          f"{base.train.learning_rate:g} to 0 at its own last step "
+          "(`train.lr_schedule=warmup_cosine`, no warmup); VALIDATION split, "
+          "the checkpoint each run selected (validated every "
+          f"{base.train.eval_every_epochs} epochs); mean ± sample std over "
+          "selection seeds (no reported run uses one); no test figure is "
+          "written." + (" Fixed: " + "; ".join(fixed) + "." if fixed else "")
+          + " " + setup_note(base, seeds, os.path.basename(out),
+                             epochs=False))
+  filesystem.write_bytes(f"{out}_budget.md",
+                         _table(head, body) + "\n" + note + "\n")
+  budget_figure(f"{out}_budget.png", rows, seed_rows, chosen)
+  return chosen

@@ -9,8 +9,8 @@ one machine goes on from another); `sweep` chooses a swept value
 on the selection seeds and widens a grid whose winner is at its edge;
 `refined_labels` refines the train split with a finished run
 (`--mode=refine`) for a method that learns from it; `run_main`,
-`run_coarseness` and `run_similarity` are the three experiments, writing
-their files through `report`. Each run's `coarseseg_jax.main` command is
+`run_coarseness`, `run_similarity` and `run_budget` are the experiments,
+writing their files through `report`. Each run's `coarseseg_jax.main` command is
 recorded, so any cell of a table can be rerun alone.
 """
 
@@ -333,3 +333,24 @@ def run_similarity(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
              for s in seeds]
   return report.write_similarity(out, runner.base, setup, rows, seeds,
                                  metric, margin)
+
+
+def run_budget(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
+               out: str, metric: str,
+               names: Sequence[str] = methods.BUDGET_METHODS) -> int:
+  """Each method at each budget of `setup.budgets` on the selection seeds
+  `seeds` (`methods.BUDGET_DELTA`: a cosine schedule ending at each run's
+  own last step); writes the budget table (validation only) and returns the
+  chosen budget. Runs go cheapest first: every method and seed at a budget
+  before the next budget."""
+  labels = runner.base.data.validation_labels
+  rows = []
+  for epochs in sorted(setup.budgets):
+    for seed in seeds:
+      for method in names:
+        params = {**methods.budget_params(method, setup), "epochs": epochs}
+        rows.append(tables.budget_seed_row(
+            method, params, seed, runner.run(method, params, seed,
+                                             dict(methods.BUDGET_DELTA)),
+            labels))
+  return report.write_budget(out, runner.base, setup, rows, seeds, metric)

@@ -1,9 +1,9 @@
 """The experiments' tables as pure functions of per-seed rows.
 
 Each finished run (its results.json) becomes one row of `<out>_<experiment>_
-seeds.csv` (`seed_row`, written exactly); every table is a pure function of
-those rows (`main_tables`, `coarseness_tables`, `similarity_tables`,
-`validation_cost`), so `read_seeds` and the same function recompute it from
+seeds.csv` (`seed_row`, `budget_seed_row`, written exactly); every table is a pure
+function of those rows (`main_tables`, `coarseness_tables`,
+`similarity_tables`, `validation_cost`, `budget_tables`), so `read_seeds` and the same function recompute it from
 the CSV: mean and sample std over seeds, comparisons paired by seed
 (`stats.comparison_rows`). Writing them as Markdown, their notes and the
 figures: `report`. Nothing here runs a model or draws.
@@ -12,7 +12,7 @@ figures: `report`. Nothing here runs a model or draws.
 import csv
 import io
 import math
-from typing import List, Sequence
+from typing import List, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,13 @@ KEYS = ("option", "kernel", "lmbda", "kappa")  # Swept values of a run.
 # Every test metric of results.json (means over images; mIoU of the split).
 TEST_METRICS = tuple(evaluate.PER_IMAGE_METRICS) + ("miou_dataset",)
 _TEXT = ("method", "param", "option", "validation_labels")  # String columns.
+_INTS = ("seed", "epochs")  # Integer columns.
+# The budget rule: a budget is enough once no larger budget's mean
+# validation metric is this much (absolute) above its own (`chosen_budget`).
+BUDGET_TOLERANCE = 0.01
+BUDGET_COLUMNS = (["method", "epochs", "n_seeds", "gain", "later_gain",
+                   "converged", "selected_step_mean"]
+                  + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
 COMPARISON_COLUMNS = [
     "metric", "n_pairs", "mean", "reference_mean", "mean_diff", "ci_low",
     "ci_high", "p_paired", "p_paired_holm", "p_welch", "margin", "p_tost",
@@ -67,11 +74,12 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
 
 
 def read_seeds(path) -> List[dict]:
-  """The rows of a `_seeds.csv` as `seed_row` made them (seed an int, text
-  columns strings, '' where a value was not swept, the rest floats)."""
+  """The rows of a `_seeds.csv` as `seed_row` made them (seed and epochs
+  ints, text columns strings, '' where a value was not swept, the rest
+  floats)."""
   def parse(line, key, text):
     try:
-      if key == "seed":
+      if key in _INTS:
         return int(text)
       return text if key in _TEXT or text == "" else float(text)
     except (TypeError, ValueError):
@@ -164,3 +172,72 @@ def validation_cost(fine: Sequence[dict], coarse: Sequence[dict],
       [({"method": m, "param_coarse": a[m][0]["param"],
          "param_fine": runs[0]["param"]}, a[m], runs)
        for m, runs in b.items() if m in a], TESTED, margin)
+
+
+def budget_seed_row(method: str, params: dict, seed: int, results: dict,
+                    validation_labels: str = "fine") -> dict:
+  """A run of the budget experiment as a row of its `_seeds.csv`: the
+  `seed_row` columns with validation metrics only (selection runs report no
+  test figures), after `param` its epochs, last the step of the checkpoint
+  it selected (NaN if results.json has none)."""
+  row = seed_row(method, params, seed, results, validation_labels, test=())
+  step = results.get("selected_step")
+  return {"method": row.pop("method"), "param": row.pop("param"),
+          "epochs": int(params["epochs"]), **row,
+          "selected_step": math.nan if step is None else float(step)}
+
+
+def chosen_budget(means: Mapping[int, float],
+                  tolerance: float = BUDGET_TOLERANCE) -> int:
+  """The smallest budget beyond which the mean validation metric gains less
+  than `tolerance`: the smallest b whose mean no larger budget exceeds by
+  `tolerance` or more (budgets with a NaN mean are left out). The largest
+  budget meets the rule by default: chosen, it shows no convergence.
+
+  `means`: epochs -> mean validation metric over seeds. ValueError if no
+  mean is finite.
+  """
+  budgets = sorted(b for b, v in means.items() if math.isfinite(v))
+  if not budgets:
+    raise ValueError("no budget has a finite mean validation metric.")
+  for i, b in enumerate(budgets):
+    if all(means[c] - means[b] < tolerance for c in budgets[i + 1:]):
+      return b
+  return budgets[-1]  # Unreachable: the last always qualifies.
+
+
+def budget_tables(rows: Sequence[dict], metric: str = "accuracy",
+                  tolerance: float = BUDGET_TOLERANCE):
+  """(summary rows, the chosen budget per method, the chosen budget).
+
+  Summary: one row per method (in order of appearance) and budget
+  (ascending), `BUDGET_COLUMNS`: validation mean / sample std over seeds,
+  `gain` (the mean `metric` minus the previous budget's; NaN at the first),
+  `later_gain` (the largest later budget's mean minus this one; NaN at the
+  last), `converged` (1 at the method's `chosen_budget`) and the mean
+  selected step. The chosen budget: the largest of the methods' (each
+  method has stopped gaining by it).
+  """
+  summary = stats.summary_rows(rows, ("method", "epochs"), METRICS,
+                               "validation")
+  steps = {k: [r["selected_step"] for r in g] for k, g in
+           stats.groups(rows, ("method", "epochs")).items()}
+  order = list(dict.fromkeys(r["method"] for r in summary))
+  summary.sort(key=lambda r: (order.index(r["method"]), r["epochs"]))
+  chosen = {}
+  for method in order:
+    own = [r for r in summary if r["method"] == method]
+    means = {r["epochs"]: r[f"{metric}_mean"] for r in own}
+    chosen[method] = chosen_budget(means, tolerance)
+    for i, row in enumerate(own):
+      later = [r[f"{metric}_mean"] - row[f"{metric}_mean"] for r in own[i + 1:]]
+      row["gain"] = (row[f"{metric}_mean"] - own[i - 1][f"{metric}_mean"]
+                     if i else math.nan)
+      row["later_gain"] = float(np.nanmax(later)) if later and any(
+          math.isfinite(v) for v in later) else math.nan
+      row["converged"] = int(row["epochs"] == chosen[method])
+      finite = [s for s in steps[(method, row["epochs"])] if math.isfinite(s)]
+      row["selected_step_mean"] = (float(np.mean(finite)) if finite
+                                   else math.nan)
+  return ([{k: r[k] for k in BUDGET_COLUMNS} for r in summary], chosen,
+          max(chosen.values()))
