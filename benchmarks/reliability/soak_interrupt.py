@@ -103,12 +103,13 @@ def truncate_newest_checkpoint(workdir: str) -> str:
 
 def corrupt_soak(args, tmp, env, command):
   """`--mode=corrupt` (see the module docstring)."""
-  base = os.path.join(tmp, "trained")
-  watch = timing.Stopwatch()
-  subprocess.run(command(base, args.corrupt_epochs, 2), cwd=args.code,
-                 env=env, check=True, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
-  print(f"trained: {watch.seconds():.0f} s, {logged_steps(base)} steps")
+  base = args.trained or os.path.join(tmp, "trained")
+  if not args.trained:
+    watch = timing.Stopwatch()
+    subprocess.run(command(base, args.corrupt_epochs, 2), cwd=args.code,
+                   env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    print(f"trained: {watch.seconds():.0f} s, {logged_steps(base)} steps")
   rows = []
   for i in range(args.runs):
     workdir = os.path.join(tmp, f"run{i}")
@@ -162,6 +163,9 @@ def main():
   parser.add_argument("--load", type=int, default=2,
                       help="--mode=corrupt: busy-loop processes beside each "
                       "run")
+  parser.add_argument("--trained", default=None,
+                      help="--mode=corrupt: a workdir this mode trained "
+                      "before (its tmp's `trained`), copied, not trained")
   parser.add_argument("--code", default=ROOT,
                       help="the checkout whose code runs (default: this one)")
   parser.add_argument("--tmp", default=None)
