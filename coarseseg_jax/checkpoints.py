@@ -12,12 +12,15 @@ directory and renames it when complete, so a run killed at any point (kill -9
 included) leaves only finished checkpoints behind, and the next start resumes
 from the newest of them (`restore_newest`). A finished checkpoint that does
 not restore (a truncated or overwritten file) is set aside, renamed to
-`<step>.corrupt` and never deleted, with a warning naming it, and the next
-newest is tried. While it tries, library log records lose their tracebacks
-and an exception in a library thread is logged as one line
-(`_one_line_errors`): a damaged checkpoint is reported by that warning only.
+`<step>.corrupt` and never deleted, with a warning naming it and the reason
+(`describe`), and the next newest is tried. While it tries, library log
+records lose their tracebacks and an exception in a library thread is logged
+as one line (`_one_line_errors`), and a failed read leaves no other read
+pending (`_settled_reads`): a damaged checkpoint is reported by that warning
+only.
 """
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -30,6 +33,11 @@ import orbax.checkpoint as ocp
 
 from coarseseg_jax import errors
 from coarseseg_jax import filesystem
+
+try:  # Where orbax runs its coroutines (not public API: see _settled_reads).
+  from orbax.checkpoint._src import asyncio_utils as _orbax_asyncio  # pylint: disable=g-import-not-at-top
+except ImportError:  # Another layout: restores work, without the settling.
+  _orbax_asyncio = None
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,97 @@ def _one_line_errors():
       h.removeFilter(no_traceback)
 
 
+def describe(error: BaseException) -> str:
+  """`Type: first line` of the innermost explicit cause of `error`.
+
+  For a damaged array that is TensorStore's reason (e.g. `ValueError:
+  OUT_OF_RANGE: Error reading "params/.../0.0" in OCDBT database at ...`),
+  not orbax's wrapper around it, whose message dumps the array's whole
+  TensorStore spec over 60 lines.
+  """
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip()
+  line = text.splitlines()[0][:300] if text else ""
+  return f"{type(error).__name__}: {line}" if line else type(error).__name__
+
+
+async def _settling(coro):
+  """Awaits `coro`; if it fails, first cancels the other tasks of the running
+  event loop and waits until each has ended. Their errors are the same damage
+  and are dropped: the caller reports `coro`'s."""
+  try:
+    return await coro
+  except BaseException:
+    current = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not current]
+    for task in others:
+      task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    raise
+
+
+_settle_lock = threading.Lock()
+_settle_depth = 0
+_orbax_run_sync = None
+
+
+def _run_sync_settled(coro):
+  return _orbax_run_sync(_settling(coro))
+
+
+@contextlib.contextmanager
+def _settled_reads():
+  """While restoring, a failed orbax read leaves no other read pending.
+
+  Orbax reads a checkpoint's arrays as concurrent tasks (`asyncio.gather`)
+  on an event loop of its own (`asyncio_utils.run_sync`) and closes that loop
+  as soon as the first read fails, with the other reads still pending.
+  Python reports each of them later, whenever it collects them ("Exception
+  ignored in: <coroutine object _read_array_index_and_device_put>" and a
+  traceback; TensorStore adds "Event loop is closed" for each read finishing
+  after the close): on a loaded machine, 120 tracebacks in the middle of the
+  run that resumed from the previous checkpoint. Here every coroutine orbax
+  runs is wrapped by `_settling`, so when it fails the other tasks of its
+  loop are cancelled and awaited before the loop is closed, as `asyncio.run`
+  does. Orbax's own behaviour is otherwise unchanged; the wrapper is removed
+  when the outermost restore ends.
+  """
+  global _settle_depth, _orbax_run_sync
+  if _orbax_asyncio is None:
+    yield
+    return
+  with _settle_lock:
+    if _settle_depth == 0:
+      _orbax_run_sync = _orbax_asyncio.run_sync
+      _orbax_asyncio.run_sync = _run_sync_settled
+    _settle_depth += 1
+  try:
+    yield
+  finally:
+    with _settle_lock:
+      _settle_depth -= 1
+      if _settle_depth == 0:
+        _orbax_asyncio.run_sync = _orbax_run_sync
+
+
+@contextlib.contextmanager
+def reported_as_damaged(where: Union[str, os.PathLike], advice: str):
+  """Turns a failure to read the checkpoint `where` into one line:
+  `errors.CheckpointError("checkpoint <where> does not restore (<reason>);
+  <advice>")`. A `errors.Error` passes unchanged (a readable checkpoint
+  refused, e.g. one of a newer version)."""
+  try:
+    yield
+  except errors.Error:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Orbax / TensorStore raise many types for damaged files.
+    raise errors.CheckpointError(
+        f"checkpoint {where} does not restore ({describe(e)}); {advice}"
+    ) from e
+
+
 class Checkpointer:
   """Saves/restores train states under `directory` with orbax."""
 
@@ -113,9 +212,10 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(like_state)),
-        meta=ocp.args.JsonRestore()))
+    with _one_line_errors(), _settled_reads():
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(like_state)),
+          meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta or {})
 
   def restore_newest(self, make_like: Callable[[dict], Any]
@@ -158,16 +258,13 @@ class Checkpointer:
     n = 1
     while dst.exists():
       dst, n = self.directory / f"{step}.corrupt{n}", n + 1
-    reason = str(error).strip().splitlines()[0][:200] if str(error) else (
-        type(error).__name__)
     try:
       src.rename(dst)
       where = str(dst)
     except Exception:  # pylint: disable=broad-except
       where = f"{src} (could not be renamed)"
-    log.warning("checkpoint %s does not restore (%s: %s); set aside as %s, "
-                "trying the previous one.", src, type(error).__name__, reason,
-                where)
+    log.warning("checkpoint %s does not restore (%s); set aside as %s, "
+                "trying the previous one.", src, describe(error), where)
     self._manager.reload()
     return where
 

@@ -271,8 +271,9 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
   Returns `(state, model, mesh, step)`.
 
   Raises:
-    errors.CheckpointError: no checkpoint in the workdir, or no
-      `config.model.pretrained` for ``which="pretrained"``.
+    errors.CheckpointError: no checkpoint in the workdir, the checkpoint
+      does not restore (one line naming it), or no `config.model.pretrained`
+      for ``which="pretrained"``.
   """
   mesh = sharding.make_mesh()
   if which == "pretrained":
@@ -293,12 +294,24 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
     ckpt = checkpoints.Checkpointer(root / sub, 1)
     step = ckpt.latest_step()
     if step is not None:
-      phase = PhaseState.from_json(ckpt.read_meta(step), str(root / sub))
-      tx = optimizer_for_phase(config.train, phase.phase)
-      like = create_train_state(config, model, mesh, config.data.crop_size,
-                                tx=tx)
-      state, _ = ckpt.restore(like, step)
-      ckpt.close()
+      where = root / sub / str(step)
+      # A damaged checkpoint is one line; it is left where it is (training,
+      # which resumes from the newest that restores, sets it aside).
+      advice = (f"rename it to {where.name}.corrupt to use "
+                + ("the latest checkpoint under checkpoints/" if sub == "best"
+                   else "the previous checkpoint")
+                + ", or train again.")
+      try:
+        with checkpoints.reported_as_damaged(where, advice):
+          meta = ckpt.read_meta(step)
+        phase = PhaseState.from_json(meta, str(root / sub))
+        tx = optimizer_for_phase(config.train, phase.phase)
+        like = create_train_state(config, model, mesh, config.data.crop_size,
+                                  tx=tx)
+        with checkpoints.reported_as_damaged(where, advice):
+          state, _ = ckpt.restore(like, step)
+      finally:
+        ckpt.close()
       return state, model, mesh, int(jax.device_get(state.step))
     ckpt.close()
   raise errors.CheckpointError(
