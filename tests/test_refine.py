@@ -393,9 +393,7 @@ def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
     refine_driver.run(config, workdir, runs[-1], split="validation",
                min_confidence=confidence)
   out = str(tmp_path / "table")
-  refine_figures.main([f"--workdir={workdir}", f"--refined={runs[0]}",
-                       f"--refined={runs[1]}", "--split=validation",
-                       f"--out={out}", "--num_figure_images=2"])
+  refine_figures.write(workdir, runs, "validation", out, num_figure_images=2)
   with open(out + ".json") as f:
     table = json.load(f)
   labels = [r["method"] for r in table["rows"]]
@@ -504,3 +502,24 @@ def test_readme_refine_commands(tmp_path):
         label = np.asarray(Image.open(f"{out}/{stem}.png"))
         known = ex.coarse != U
         np.testing.assert_array_equal(label[known], ex.coarse[known])
+
+
+def test_figures_command_line_errors_are_one_line(tmp_path):
+  """`python -m coarseseg_jax.refine.figures` runs on the one CLI runner: a
+  missing flag is a usage line (2), a folder without a report one line (1)."""
+  base = [sys.executable, "-m", "coarseseg_jax.refine.figures"]
+  usage = subprocess.run(base + [f"--workdir={tmp_path}"], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True,
+                         timeout=300)
+  assert usage.returncode == 2, usage.stderr[-2000:]
+  assert "Traceback" not in usage.stderr
+  missing = subprocess.run(
+      base + [f"--workdir={tmp_path}", f"--refined={tmp_path}",
+              f"--out={tmp_path}/table"], cwd=ROOT, env=_env(),
+      capture_output=True, text=True, timeout=300)
+  assert missing.returncode == 1, missing.stderr[-2000:]
+  last = missing.stderr.strip().splitlines()[-1]
+  assert re.match(rf"error: {re.escape(str(tmp_path))}/refine_validation"
+                  r"\.json: no refine report", last), last
+  assert "Traceback" not in missing.stderr
+  assert not list(tmp_path.iterdir())

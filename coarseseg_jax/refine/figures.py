@@ -10,7 +10,6 @@ model's row at their `--min_confidence`, with DIR's per-class figures) and
 (`<stem>.png`) and the fine label of the split's first images).
 """
 
-import argparse
 import itertools
 import json
 import os
@@ -18,6 +17,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from coarseseg_jax import cli
+from coarseseg_jax import errors
 from coarseseg_jax import figures
 from coarseseg_jax.refine import fills
 from coarseseg_jax.refine import inputs as refine_inputs
@@ -55,31 +56,33 @@ def save_figure(examples, refined_dir: str, num_classes: int,
   figures.save_figure(fig, path)
 
 
-def main(argv=None) -> None:
-  """The README's table and figure from refine runs (module docstring)."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True)
-  parser.add_argument("--refined", required=True, action="append",
-                      help="A refine output folder; more for the model "
-                      "rows of other --min_confidence runs.")
-  parser.add_argument("--split", default="validation")
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--num_figure_images", type=int, default=3)
-  args = parser.parse_args(argv)
+def write(workdir: str, refined: Sequence[str], split: str, out: str,
+          num_figure_images: int = 3) -> str:
+  """Writes `<out>.json`, `.md` and `.png` from the refine reports in the
+  `refined` folders (module docstring); returns the Markdown table.
+
+  Raises:
+    errors.DatasetError: a folder without `refine_<split>.json`.
+  """
   reports = []
-  for folder in args.refined:
-    with open(os.path.join(folder, f"refine_{args.split}.json")) as f:
+  for folder in refined:
+    path = os.path.join(folder, f"refine_{split}.json")
+    if not os.path.isfile(path):
+      raise errors.DatasetError(
+          f"{path}: no refine report; run --mode=refine --split={split} "
+          f"--output_dir={folder} first.")
+    with open(path) as f:
       reports.append(json.load(f))
-  config = workdir_lib.config_from_json(workdir_lib.load_config(args.workdir))
+  config = workdir_lib.config_from_json(workdir_lib.load_config(workdir))
   t, first = config.train, reports[0]
-  run = (f"{config.data.dataset} data ({args.workdir}/config.json): "
+  run = (f"{config.data.dataset} data ({workdir}/config.json): "
          f"{config.model.name}, lambda {t.lmbda}, batch {t.batch_size}, "
          f"max_steps {t.max_steps}, checkpoint of step "
-         f"{first['checkpoint_step']}; the {args.split} split, "
+         f"{first['checkpoint_step']}; the {split} split, "
          f"{first['num_images']} images, "
          f"{100 * first['labelled_share']:.1f} % of pixels labelled")
-  with open(args.out + ".json", "w") as f:
-    json.dump({"run": run, "reports": args.refined,
+  with open(out + ".json", "w") as f:
+    json.dump({"run": run, "reports": list(refined),
                "rows": [{"method": label, **{k: v for k, v in row.items()
                                              if k != "per_class"}}
                         for label, row in refine_report.table_rows(reports)],
@@ -88,15 +91,36 @@ def main(argv=None) -> None:
               f, indent=1)
     f.write("\n")
   table = refine_report.markdown_table(reports)
-  with open(args.out + ".md", "w") as f:
+  with open(out + ".md", "w") as f:
     f.write(f"Refine: {run}.\n\n{table}\nPer class (first run), band "
             f"accuracy / boundary F1:\n\n{refine_report.per_class_table(first)}")
-  _, examples, names = refine_inputs.split_examples(config, args.split)
-  picked = list(itertools.islice(examples, args.num_figure_images))
-  save_figure(picked, args.refined[0], int(config.model.num_classes), names,
-              args.out + ".png")
-  print(table, end="")
+  _, examples, names = refine_inputs.split_examples(config, split)
+  picked = list(itertools.islice(examples, num_figure_images))
+  save_figure(picked, refined[0], int(config.model.num_classes), names,
+              out + ".png")
+  return table
 
 
-if __name__ == "__main__":
-  main()
+def _main() -> None:
+  """The command line (module docstring), run by `cli.run`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  values = flags.FLAGS
+  print(write(values.workdir, values.refined, values.split, values.out,
+              values.num_figure_images), end="")
+
+
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "The refining workdir.", required=True)
+  flags.DEFINE_multi_string(
+      "refined", None, "A refine output folder; more for the model rows of "
+      "other --min_confidence runs.", required=True)
+  flags.DEFINE_string("split", "validation", "The refined split.")
+  flags.DEFINE_string("out", None, "Path prefix of the table and figure.",
+                      required=True)
+  flags.DEFINE_integer("num_figure_images", 3, "Rows of the figure.")
+
+
+if __name__ == "__main__":  # Flags only for the command line, not imports.
+  _define_flags()
+  cli.run(_main, on_ctrl_c="interrupted; run the same command again.")
