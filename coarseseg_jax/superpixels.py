@@ -194,8 +194,8 @@ def assign(fine_feat: jax.Array, coarse_feat: jax.Array,
   * ``"dot"``: the raw dot product, as in the authors' code. Its
     scale is whatever the projections give: with tau = 0.07 on an untrained
     HCFCN-16 it saturates the softmax (measure it with
-    `coarseseg_jax.assignment_stats`; README, "How the similarity was
-    chosen").
+    `coarseseg_jax.assignment_stats`; results/README.md, "How the
+    similarity was chosen").
   * ``"cosine"``: both vectors L2-normalised first, as the method's text (the
     thesis) describes it; logits then lie in ``[-1/tau, 1/tau]``. A
     learnable temperature (an array ``tau``) with cosine similarity is

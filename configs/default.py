@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   # / tau) | hcformer = HCFormer's clustering module (LayerNorm, 1x1
   # projection, L2 norm, learnable tau initialised to model.tau; HCFormer
   # uses 0.05). Default cosine with tau 0.05, chosen on validation accuracy
-  # (results/synthetic_similarity.md; README).
+  # (results/synthetic_similarity.md; results/README.md).
   model.similarity = "cosine"
   model.tau = 0.05             # Temperature (hcformer: its initial value).
   # Candidates outside the grid of the assignments: mask (weight 0) | zero
@@ -189,7 +189,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 # Where the project departs from the authors' model, loss and validation
 # pass: key -> the authors' value (the experiments' authors'-code rows take
-# these; README "Differences from the authors' code").
+# these; docs/differences.md).
 AUTHORS_CODE = {
     "model.similarity": "dot",
     "model.tau": 0.07,

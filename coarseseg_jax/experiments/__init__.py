@@ -10,7 +10,7 @@ each run, sweeps, the three experiments), `tables` (every table as a pure
 function of per-seed rows), `report` (the files: CSV, Markdown, figures),
 `__main__` (the command line).
 
-(README, "Experiments", has the variants.) Without `--config` the runs use
+(docs/experiments.md has the variants.) Without `--config` the runs use
 the synthetic dataset sized by `methods.FULL_SYNTHETIC`, with it the
 config's. Each run is a method of `methods.METHODS` with its swept values
 and seed, trained on coarse labels (except `hcfcn_fine`), tested on fine

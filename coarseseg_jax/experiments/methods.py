@@ -12,7 +12,7 @@ keeps, e.g.
       --workdir=workdirs/experiments/synthetic/main/hcfcn_slic/lmbda0.025/seed1
 
 `FULL_SYNTHETIC` sizes the default experiment (the synthetic dataset, 160
-px, a half-width encoder, 25 epochs; README "Experiments" gives run times);
+px, a half-width encoder, 25 epochs; docs/experiments.md gives run times);
 with `--config` the sizes are the config's. `QUICK` shrinks any config for
 the tests (a tiny model, 1 epoch; tiny synthetic data).
 """
@@ -27,7 +27,7 @@ from coarseseg_jax.configs import default as default_config
 Delta = Dict[str, Any]  # Dotted config key -> value.
 
 # The `_dot` methods of the main table are the authors' code
-# (`configs/default.py`: AUTHORS_CODE, README "Differences from the authors'
+# (`configs/default.py`: AUTHORS_CODE, docs/differences.md, "Differences from the authors'
 # code"): their model, loss and validation pass on the same data and test
 # protocol, at the EXPERIMENT's model size (FULL: encoder width 32, 32
 # similarity features, half the authors'; `model.sim_features` stays the
