@@ -171,7 +171,8 @@ class HCFCN(FCN):
   * ``"cosine"``: the method's text (the thesis): the same projections, both
     L2-normalised, / tau (fixed). The configs' default, with tau 0.05: on
     validation data it trained far better than ``"dot"``
-    (results/README.md, "How the similarity was chosen"). The attributes' defaults here stay the paper's
+    (results/README.md, "How the similarity was chosen"). The attributes'
+    defaults here stay the paper's
     code.
   * ``"hcformer"``: HCFormer's clustering module (Suzuki, "Clustering as
     attention: unified image segmentation with hierarchical clustering",
