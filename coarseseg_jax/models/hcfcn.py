@@ -172,8 +172,7 @@ class HCFCN(FCN):
     L2-normalised, / tau (fixed). The configs' default, with tau 0.05: on
     validation data it trained far better than ``"dot"``
     (results/README.md, "How the similarity was chosen"). The attributes'
-    defaults here stay the paper's
-    code.
+    defaults here stay the paper's code.
   * ``"hcformer"``: HCFormer's clustering module (Suzuki, "Clustering as
     attention: unified image segmentation with hierarchical clustering",
     arXiv 2205.09949; ``Clustering`` in github.com/DensoITLab/HCFormer,
