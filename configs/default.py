@@ -61,9 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
   # erosion (the paper's and the authors' code: every region eroded by
   # coarse_kernel // 2 px, polygons traced) | annotator (polygons with uneven
   # margins of about coarse_kernel / 2 px, some small regions unlabelled,
-  # some regions only scribbled: datasets/annotator.py). No counterpart in
-  # the authors' code, which only erodes; like coarse_kernel it chooses the
-  # data, not the method, so it is not in AUTHORS_CODE (paper mode keeps it).
+  # some regions only scribbled: datasets/annotator.py). The authors' code
+  # only erodes: AUTHORS_SHARED (like coarse_kernel it chooses the data, not
+  # the method, so it is not in AUTHORS_CODE and paper mode keeps it).
   data.coarse_style = "erosion"
   data.slic_block = 16         # One SLIC segment per slic_block^2 pixels.
   data.slic_compactness = 10.0
@@ -221,6 +221,7 @@ AUTHORS_SHARED = {
     "data.eval_split": "validation",
     "data.test_split": "test",
     "data.coarse_kernel": 25,         # Their DataSet(erode=25).
+    "data.coarse_style": "erosion",   # Their only way to make coarse labels.
     "data.scale_range": (1.0, 1.0),   # No rescaling: RandomCrop only.
     "data.hflip": True,
     "model.name": "hcfcn",
