@@ -350,10 +350,11 @@ def test_training_reads_the_refined_labels_and_records_their_source(
   augmentation here), so none keeps the coarse band."""
   config, workdir = untrained
   out = str(tmp_path / "refined")
-  refine_driver.run(config, workdir, out, split="train")
+  chosen = refine_driver.run(config, workdir, out, split="train")["chosen"]
   second = _refined_config(config, out, scale_range=(1.0, 1.0), hflip=False)
   config_validation.validate(second)
-  assert second.data.refined_from == f"{workdir} step 0 min_confidence 0.0"
+  assert second.data.refined_from == (
+      f"{workdir} step 0 min_confidence 0.0 fill {chosen['method']}")
   builder = datasets.get_builder(second.data, second.model.num_classes)
   config_validation.check_dataset(second, builder)
   refined = [np.asarray(Image.open(os.path.join(out, f)))

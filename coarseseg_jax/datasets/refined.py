@@ -41,7 +41,7 @@ def _refine_hint(refined_dir: str, split: str) -> str:
 
 
 def provenance(refined_dir: str, split: str, dataset: str) -> str:
-  """`data.refined_from`: the workdir and step that refined `split`.
+  """`data.refined_from`: the workdir, step and fill that refined `split`.
 
   Raises:
     errors.ConfigError: no report for `split` in `refined_dir`, or one of
@@ -65,8 +65,10 @@ def provenance(refined_dir: str, split: str, dataset: str) -> str:
     raise errors.ConfigError(
         f"{path}: refines {source.get('dataset')}/{source.get('split')}, not "
         f"{dataset}/{split}; {_refine_hint(refined_dir, split)}.")
-  return (f"{workdir} step {step} min_confidence "
+  line = (f"{workdir} step {step} min_confidence "
           f"{report.get('min_confidence', 0.0)}")
+  chosen = report.get("chosen")  # Reports before the fills had one fill.
+  return f"{line} fill {chosen['method']}" if chosen else line
 
 
 def manifest(refined_dir: str, split: str

@@ -251,8 +251,9 @@ def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
                                                 report["methods"])
     report["coarse_only"] = {
         "what": "each fill of the held-out coarse label (a ring of labelled "
-                "pixels about the band's width hidden), scored on the ring "
-                "against the coarse labels",
+                "pixels beside the band hidden: half the band's width, at "
+                "most half a region's depth), scored on the ring against the "
+                "coarse labels",
         "labelled_share": coarse_only["labelled_share"],
         "methods": coarse_only["methods"]}
     for stem, image in images():  # The chosen fill and its overlay.
