@@ -164,13 +164,7 @@ def annotator_label(
     The (H, W) uint8 coarse label (same shape as `fine`), and, if asked, the
     number of conflicting pixels.
   """
-  if kernel_size < 1:
-    raise ValueError(f"kernel_size must be >= 1, got {kernel_size}.")
-  fine = np.asarray(fine)
-  squeeze = fine.ndim == 3
-  fine2d = fine[..., 0] if squeeze else fine
-  if fine2d.ndim != 2:
-    raise ValueError(f"expected an (H, W) label, got shape {fine.shape}.")
+  squeeze, fine2d = coarse.checked_label(fine, kernel_size)
   rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, kernel_size])
   field = _smooth_field(rng, fine2d.shape)
   coarse_out = np.full(fine2d.shape, IGNORE_LABEL, dtype=np.uint8)

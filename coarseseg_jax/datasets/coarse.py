@@ -119,6 +119,31 @@ def fill_polygons(polygons: List[Tuple[Polygon, bool]],
   return depth > 0
 
 
+def checked_label(fine: np.ndarray, kernel_size: int
+                  ) -> Tuple[bool, np.ndarray]:
+  """The checks of a coarse-label generator's arguments.
+
+  Args:
+    fine: (H, W) or (H, W, 1) int labels.
+    kernel_size: must be >= 1.
+
+  Returns:
+    (squeeze, fine2d): whether `fine` had the trailing channel (the result
+    gets it back), and the (H, W) label.
+
+  Raises:
+    ValueError: a kernel below 1, or a label of another shape.
+  """
+  if kernel_size < 1:
+    raise ValueError(f"kernel_size must be >= 1, got {kernel_size}.")
+  fine = np.asarray(fine)
+  squeeze = fine.ndim == 3
+  fine2d = fine[..., 0] if squeeze else fine
+  if fine2d.ndim != 2:
+    raise ValueError(f"expected an (H, W) label, got shape {fine.shape}.")
+  return squeeze, fine2d
+
+
 def coarse_label(
     fine: np.ndarray, kernel_size: int = 25, *, tolerance: float = 0.005,
     return_conflicts: bool = False,
@@ -137,13 +162,7 @@ def coarse_label(
     The (H, W) uint8 coarse label (same shape as `fine`), and, if asked, the
     number of conflicting pixels.
   """
-  if kernel_size < 1:
-    raise ValueError(f"kernel_size must be >= 1, got {kernel_size}.")
-  fine = np.asarray(fine)
-  squeeze = fine.ndim == 3
-  fine2d = fine[..., 0] if squeeze else fine
-  if fine2d.ndim != 2:
-    raise ValueError(f"expected an (H, W) label, got shape {fine.shape}.")
+  squeeze, fine2d = checked_label(fine, kernel_size)
   coarse = np.full(fine2d.shape, IGNORE_LABEL, dtype=np.uint8)
   conflicts = 0
   for c in np.unique(fine2d):
