@@ -175,7 +175,7 @@ def synthetic_model(delta=None):
   config = synthetic_config.get_config()
   if delta:
     config = methods.apply(config, delta)
-  config_validation.resolve_num_classes(config)
+  config = config_validation.resolve(config, "images").config
   return config.model, config.data.crop_size
 
 

@@ -107,7 +107,7 @@ def main():
       "import runpy; from coarseseg_jax import config_validation, datasets; "
       f"c = runpy.run_path({config!r})['get_config'](); "
       f"c.data.data_dir = {data_dir!r}; "
-      "config_validation.resolve_num_classes(c); "
+      "c = config_validation.resolve(c, 'images').config; "
       "datasets.prepare(c.data, c.model.num_classes)")],
                  cwd=ROOT, env=env, check=True, capture_output=True)
   results = {}

@@ -1,13 +1,21 @@
-"""Config checks that run before anything is compiled, read or written.
+"""The config, checked and completed once, before anything is compiled, read
+or written.
 
-Each problem raises `ConfigError` with one message saying which config value
-is wrong and what would be right; `main` prints it without a traceback.
-`validate` also resolves `config.model.num_classes` when it is None (the
-dataset's number: its builder parameters, or a folder's classes.txt) and
-`config.data.refined_from` (the source of refined training labels, from
-their refine report); `check_dataset` checks the config against the
-prepared dataset.
+Every entry point (`main`'s modes, the experiments, `datasets.prepare`)
+calls `resolve` once; what runs below it takes the `Resolved` it returns
+and neither checks the config again nor changes it. Each problem raises
+`ConfigError` with one message saying which config value is wrong and what
+would be right; the entry points print it without a traceback. `resolve`
+works on a copy: it completes `config.model.num_classes` when it is None
+(the dataset's number: its builder parameters, or a folder's classes.txt)
+and, for training, `config.data.refined_from` (the source of refined
+training labels, from their refine report). `check_dataset` checks the
+config against the prepared dataset, once it is prepared.
 """
+
+import copy
+import dataclasses
+from typing import Any
 
 import jax
 import ml_collections
@@ -32,21 +40,60 @@ COARSE_SELECTABLE = tuple(m for m in evaluate.SELECTABLE
                           if "boundary" not in m)
 
 
-def validate(config: ml_collections.ConfigDict):
-  """Raises ConfigError for the first invalid value found in `config`.
+# What a run reads (`resolve`'s `use`): "train" the dataset and (with
+# train_labels='refined') its refined labels; "split" a prepared split (eval,
+# refine of a split, prepare); "images" no dataset (predict, refine of a
+# folder, summary): a dataset that is not there is no error.
+USES = ("train", "split", "images")
 
-  The one pass over a config before a run: fills `config.model.num_classes`
-  from the dataset when it is None and `config.data.refined_from` from the
-  refine report, and returns the dataset's TFDS builder (not prepared by
-  this call), which the run then uses.
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+  """A config checked and completed by `resolve`, and what the run needs."""
+  config: ml_collections.ConfigDict  # A completed copy (locked: no new keys).
+  builder: Any  # The dataset's TFDS builder, not prepared; None if "images"
+  #               and there is no dataset to build.
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.config.model.num_classes)
+
+
+def resolve(config: ml_collections.ConfigDict, use: str = "train"
+            ) -> Resolved:
+  """The one check of a config at an entry point (see the module docstring).
+
+  Args:
+    config: as given (a config file with overrides, or a workdir's
+      config.json); not changed.
+    use: what the run reads, one of `USES`.
+
+  Returns:
+    `Resolved`: a completed copy of `config` and the dataset's builder.
+
+  Raises:
+    ConfigError: the first invalid value, in one line.
   """
+  if use not in USES:
+    raise ValueError(f"use={use!r}: one of {USES}.")
+  config = copy.deepcopy(config)
+  builder = _complete(config, use)
+  config.lock()
+  return Resolved(config, builder)
+
+
+def _complete(config: ml_collections.ConfigDict, use: str):
+  """Checks `config` and completes it in place; returns the builder."""
   d, m, t = config.data, config.model, config.train
-  check_sizes(config, jax.device_count())
+  check_sizes(config, jax.device_count(),
+              ("train.batch_size", "data.eval_batch_size") if use == "train"
+              else ("data.eval_batch_size",))
   if d.train_labels not in TRAIN_LABELS:
     raise ConfigError(
         f"config.data.train_labels={d.train_labels!r}: use one of "
         f"{', '.join(TRAIN_LABELS)}.")
-  resolve_refined(d)
+  if use == "train":  # Only training reads them; the others keep the record.
+    _resolve_refined(d)
   if d.coarse_style not in annotator.STYLES:
     raise ConfigError(
         f"config.data.coarse_style={d.coarse_style!r}: use one of "
@@ -59,13 +106,13 @@ def validate(config: ml_collections.ConfigDict):
     builder = datasets.get_builder(d, m.num_classes)
   except errors.DatasetError:
     builder = None  # A folder dataset with no prepared copy and no files.
-  if (datasets.needs_manual_dir(d.dataset) and not d.manual_dir
-      and (builder is None or not builder.is_prepared())):
+  if (use != "images" and datasets.needs_manual_dir(d.dataset)
+      and not d.manual_dir and (builder is None or not builder.is_prepared())):
     raise ConfigError(
         f"dataset {d.dataset!r} is not prepared in {d.data_dir!r} and "
         "config.data.manual_dir is not set: download it (see data/README.md) "
         "and pass --config.data.manual_dir=PATH.")
-  resolve_num_classes(config, builder)
+  _resolve_num_classes(config, builder)
   if m.num_classes < 2:
     raise ConfigError(f"config.model.num_classes={m.num_classes} must be >= 2.")
   try:
@@ -160,7 +207,7 @@ def _validate_training_options(config) -> None:
         f"{', '.join(models.PRETRAINED_FORMATS)}.")
 
 
-def resolve_refined(d) -> None:
+def _resolve_refined(d) -> None:
   """Checks `data.refined_dir` against `train_labels` (`d` = config.data);
   sets `refined_from` from the refine report, what config.json records of
   the labels' source (ConfigError if the report is missing)."""
@@ -178,8 +225,8 @@ def resolve_refined(d) -> None:
   d.refined_from = refined.provenance(d.refined_dir, d.train_split, d.dataset)
 
 
-def resolve_num_classes(config: ml_collections.ConfigDict,
-                        builder=None) -> None:
+def _resolve_num_classes(config: ml_collections.ConfigDict,
+                         builder=None) -> None:
   """Sets `config.model.num_classes` to the dataset's when it is None.
 
   The dataset's number comes from its builder (`builder`, or one made here;
@@ -188,6 +235,8 @@ def resolve_num_classes(config: ml_collections.ConfigDict,
   """
   m = config.model
   if builder is None:
+    if m.num_classes is not None:  # Nothing to complete or compare.
+      return
     builder = datasets.get_builder(config.data, m.num_classes)
   n = datasets.num_classes(builder)
   if m.num_classes is None:

@@ -19,6 +19,9 @@ counts exactly once, and summarises: mean and std over images, the dataset's
 confusion matrix, mIoU, and per-class IoU and accuracy keyed by class name.
 `METRICS` is the one list of per-image metric names (`config.train.
 select_metric` is validated against `SELECTABLE`).
+
+`evaluate_checkpoint` is `--mode=eval`: a workdir's checkpoint (restored as
+`predictor` restores it, `state.restore_for_inference`) on a split.
 """
 
 import dataclasses
@@ -33,10 +36,13 @@ from jax.experimental import multihost_utils
 import tqdm
 
 from coarseseg_jax import assignment_stats
+from coarseseg_jax import datasets
+from coarseseg_jax import filesystem
 from coarseseg_jax import interruption
 from coarseseg_jax import losses
 from coarseseg_jax import metrics
 from coarseseg_jax import sharding
+from coarseseg_jax import state as state_lib
 from coarseseg_jax import superpixels
 from coarseseg_jax.labels import IGNORE_LABEL
 
@@ -314,3 +320,31 @@ def summarize(rows: List[dict], confusion: Optional[np.ndarray],
                                else float("nan"))
   summary["loss"] = loss_sum / max(loss_pixels, 1)
   return summary
+
+
+def evaluate_checkpoint(resolved, workdir: str, split: str,
+                        which: str = "best") -> dict:
+  """`--mode=eval`: the checkpoint `which` (best | latest | pretrained) of
+  `workdir` on `split`, every metric of the final test.
+
+  `resolved` is `config_validation.resolve(config, "split")` (the workdir's
+  config.json, or for `pretrained` the given config). The dataset is
+  prepared first if it is not (e.g. on a new machine), as training does.
+  Writes `workdir/eval_<split>.json`: `split`, `step` and the result under
+  results.json's key names with the split's name for "test"
+  (`EvalResult.to_json`); returns the same.
+  """
+  config = resolved.config
+  builder = datasets.prepare_on_hosts(resolved.builder, config.data,
+                                      config.model.num_classes)
+  state, model, mesh, step = state_lib.restore_for_inference(config, workdir,
+                                                            which)
+  evaluator = Evaluator(model, config.model.num_classes, mesh,
+                        datasets.class_names(builder))
+  result = evaluator.evaluate_split(state_lib.variables(state), builder,
+                                    config.data, split, full=True)
+  out = {"split": split, "step": step, **result.to_json(split)}
+  if jax.process_index() == 0:
+    filesystem.write_json(filesystem.path(workdir) / f"eval_{split}.json",
+                          out)
+  return out

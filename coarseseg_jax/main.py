@@ -143,33 +143,47 @@ def _run(config, workdir: str) -> None:
   from coarseseg_jax import compilation_cache  # pylint: disable=g-import-not-at-top
   compilation_cache.setup(config, workdir, _MODE.value)
   # Heavy imports after flag parsing, so `--help` and flag errors are fast.
-  from coarseseg_jax import inference  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import models  # pylint: disable=g-import-not-at-top
-  from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   mode = _MODE.value
+  folder = bool(_INPUT_DIR.value or _COARSE_DIR.value)
+  if mode == "predict" and not (_INPUT_DIR.value and _OUTPUT_DIR.value):
+    raise app.UsageError("--mode=predict needs --input_dir and --output_dir.")
+  if mode == "refine":
+    if not _OUTPUT_DIR.value or folder and not (_INPUT_DIR.value
+                                                 and _COARSE_DIR.value):
+      raise app.UsageError("--mode=refine needs --output_dir, and --input_dir "
+                           "with --coarse_dir for images not prepared.")
+    if not 0.0 <= _MIN_CONFIDENCE.value <= 1.0:
+      raise app.UsageError("--min_confidence must be in [0, 1].")
+  # The one check of the config: what runs below takes it as resolved here.
+  use = {"train": "train", "eval": "split", "refine": "split"}.get(mode,
+                                                                   "images")
+  resolved = config_validation.resolve(
+      config, "images" if mode == "refine" and folder else use)
   if mode == "summary":
-    from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
     from coarseseg_jax import memory  # pylint: disable=g-import-not-at-top
-    config_validation.resolve_num_classes(config)
-    print(models.summary(config.model, image_size=config.data.crop_size),
+    from coarseseg_jax import models  # pylint: disable=g-import-not-at-top
+    print(models.summary(resolved.config.model,
+                         image_size=resolved.config.data.crop_size),
           flush=True)
     # Compiles the train step (no step runs): a minute at 512x512 on 2 cores.
-    print(memory.format_memory(memory.train_step_memory(config)))
+    print(memory.format_memory(memory.train_step_memory(resolved.config)))
   elif mode == "train":
-    results = train.train_and_evaluate(config, workdir)
+    from coarseseg_jax import train  # pylint: disable=g-import-not-at-top
+    results = train.train_and_evaluate(resolved, workdir)
     test = results["test"]
     print("test: " + ", ".join(
         f"{k}={v:.4f}" for k, v in sorted(test.items()) if k.endswith("_mean")))
     print(f"results: {workdir}/results.json, figures: {workdir}/figures/")
   elif mode == "eval":
-    result = inference.evaluate_checkpoint(config, workdir, _SPLIT.value,
-                                           _CHECKPOINT.value)
+    from coarseseg_jax import evaluate  # pylint: disable=g-import-not-at-top
+    result = evaluate.evaluate_checkpoint(resolved, workdir, _SPLIT.value,
+                                          _CHECKPOINT.value)
     print({k: round(v, 4) for k, v in result[_SPLIT.value].items()})
   elif mode == "predict":
-    if not _INPUT_DIR.value or not _OUTPUT_DIR.value:
-      raise app.UsageError("--mode=predict needs --input_dir and --output_dir.")
-    report = inference.predict_folder(config, workdir, _INPUT_DIR.value,
-                                      _OUTPUT_DIR.value)
+    from coarseseg_jax import predictor  # pylint: disable=g-import-not-at-top
+    report = predictor.predict_folder(resolved.config, workdir,
+                                      _INPUT_DIR.value, _OUTPUT_DIR.value)
     print(f"wrote predictions for {len(report.written)} images to "
           f"{report.output_dir}; skipped {len(report.skipped)} files"
           + (" (named above)" if report.skipped else ""))
@@ -177,14 +191,7 @@ def _run(config, workdir: str) -> None:
       sys.exit(1)
   elif mode == "refine":
     from coarseseg_jax.refine import driver  # pylint: disable=g-import-not-at-top
-    folder = bool(_INPUT_DIR.value or _COARSE_DIR.value)
-    if not _OUTPUT_DIR.value or folder and not (_INPUT_DIR.value
-                                                 and _COARSE_DIR.value):
-      raise app.UsageError("--mode=refine needs --output_dir, and --input_dir "
-                           "with --coarse_dir for images not prepared.")
-    if not 0.0 <= _MIN_CONFIDENCE.value <= 1.0:
-      raise app.UsageError("--min_confidence must be in [0, 1].")
-    print(driver.run(config, workdir, _OUTPUT_DIR.value,
+    print(driver.run(resolved, workdir, _OUTPUT_DIR.value,
                      split=None if folder else _SPLIT.value,
                      input_dir=_INPUT_DIR.value, coarse_dir=_COARSE_DIR.value,
                      min_confidence=_MIN_CONFIDENCE.value,

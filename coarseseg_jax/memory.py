@@ -89,7 +89,7 @@ def _check(config: ml_collections.ConfigDict, num_devices: int) -> None:
   if config.model.num_classes is None:
     raise errors.ConfigError(
         "config.model.num_classes is not set (config_validation."
-        "resolve_num_classes sets the dataset's); pass "
+        "resolve sets the dataset's); pass "
         "--config.model.num_classes=N.")
   config_validation.check_sizes(config, num_devices, ("train.batch_size",))
 

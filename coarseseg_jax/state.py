@@ -265,7 +265,7 @@ def restore_for_inference(config, workdir: str, which: str = "best"):
   """Restores the `best` (falling back to `latest`) or `latest` state, or
   (``which="pretrained"``) the weights `config.model.pretrained` names, e.g.
   an authors' checkpoint (`pretrained_format="authors"`), at step 0 (the
-  config validated by the caller: `config_validation.validate` resolves its
+  config resolved by the caller: `config_validation.resolve` completes its
   number of classes).
 
   Returns `(state, model, mesh, step)`.

@@ -1,6 +1,7 @@
 """Training: the loop.
 
-`train_and_evaluate(config, workdir)` checks the workdir (config.json),
+`train_and_evaluate(resolved, workdir)` (`resolved` being
+`config_validation.resolve(config)`) checks the workdir (config.json),
 prepares the dataset if needed, trains with data parallelism over every
 device of every host (a 1-D `Mesh` named `data`: batches sharded, parameters
 replicated), evaluates on the validation split each `eval_every_epochs`
@@ -25,7 +26,6 @@ import logging
 import time
 
 import jax
-import ml_collections
 import numpy as np
 import tqdm
 
@@ -305,16 +305,22 @@ def _test_and_write(run: _Run, state, ps) -> dict:
   return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
+def train_and_evaluate(resolved: config_validation.Resolved,
                        workdir: str) -> dict:
   """Trains, selects, (optionally) fine-tunes, tests; returns results.json.
+
+  Args:
+    resolved: `config_validation.resolve(config)`: the config, checked and
+      completed, and the dataset's builder.
+    workdir: where checkpoints, metrics, figures and results.json go; a
+      workdir holding a run of this config resumes it.
 
   Raises:
     errors.Interrupted: SIGTERM / SIGINT stopped it (a checkpoint of the
       current step is saved; the same call resumes).
     errors.Error: anything else the user can fix (one line).
   """
-  builder = config_validation.validate(config)
+  config, builder = resolved.config, resolved.builder
   if config.distributed:
     jax.distributed.initialize()
   with workdir_lib.claim(config, workdir):

@@ -195,7 +195,7 @@ def test_config_validation_names_a_bad_style_and_old_workdirs_mean_erosion():
   config.data.coarse_style = "drawn"
   with pytest.raises(errors.ConfigError,
                      match=r"config.data.coarse_style='drawn'.*annotator"):
-    config_validation.validate(config)
+    config_validation.resolve(config)
   # A config.json written before the key existed is the erosion style.
   old = workdir_lib.config_as_json(tiny_config.get_config())
   del old["data"]["coarse_style"]

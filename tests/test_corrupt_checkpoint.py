@@ -221,7 +221,7 @@ def damaged_best(tiny_data_dir, tmp_path):
   saved as the best checkpoint (step 4) and the latest (step 6), the best
   one's largest data file truncated."""
   config = helpers.tiny_config(tiny_data_dir)
-  config_validation.resolve_num_classes(config)  # As training does.
+  config = config_validation.resolve(config, "images").config
   workdir = str(tmp_path / "wd")
   workdir_lib.record_config(workdir, config)
   state = state_lib.create_train_state(
@@ -242,7 +242,7 @@ def test_inference_restore_of_a_damaged_checkpoint_is_a_checkpoint_error(
   """In process: errors.CheckpointError naming the checkpoint, no read left
   pending, nothing renamed (inference only reads a workdir)."""
   del lingering_reads
-  config_validation.resolve_num_classes(tiny_config)
+  tiny_config = config_validation.resolve(tiny_config, "images").config
   state = state_lib.create_train_state(
       tiny_config, models.create_model(tiny_config.model),
       sharding.make_mesh(), tiny_config.data.crop_size)

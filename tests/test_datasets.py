@@ -424,5 +424,21 @@ def test_cli_prepares_the_dataset_a_config_reads(tmp_path):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: coarseseg_suim is not prepared in ") and (
+  assert last.startswith("error: dataset 'suim' is not prepared in ") and (
       "--config.data.manual_dir=PATH" in last), last
+
+
+def test_builder_defaults_are_the_configs_and_datasets_import_no_config():
+  """The builders own their parameters' defaults; configs/default.py repeats
+  them (what a run prepares when it sets none), and datasets/ reads no
+  config module for them."""
+  from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
+  data = default.get_config().data
+  assert {k: data[k] for k in datasets.BUILDER_DEFAULTS} == (
+      datasets.BUILDER_DEFAULTS)
+  assert data.data_dir == datasets.DEFAULT_DATA_DIR
+  root = os.path.dirname(datasets.__file__)
+  for name in sorted(os.listdir(root)):
+    if name.endswith(".py"):
+      with open(os.path.join(root, name)) as f:
+        assert "coarseseg_jax.configs" not in f.read(), name

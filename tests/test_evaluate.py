@@ -11,10 +11,10 @@ import pytest
 
 from coarseseg_jax import checkpoints
 from coarseseg_jax import evaluate
-from coarseseg_jax import inference
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
 from coarseseg_jax import models
+from coarseseg_jax import predictor
 from coarseseg_jax import profiling
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
@@ -35,13 +35,13 @@ def _config(num_classes=4):
 
 
 def test_bucket_ladder():
-  sides = [inference.bucket_side(n) for n in range(1, 1100)]
+  sides = [predictor.bucket_side(n) for n in range(1, 1100)]
   assert sorted(set(sides))[:10] == [64, 80, 96, 112, 128, 160, 192, 224, 256,
                                      320]
   for n, side in zip(range(1, 1100), sides):
     assert side >= n and side % 16 == 0
     assert n <= 64 or side <= 1.25 * n + 1e-9, (n, side)
-  assert inference.bucket_shape(109, 75) == (112, 80)
+  assert predictor.bucket_shape(109, 75) == (112, 80)
 
 
 @pytest.mark.slow
@@ -103,7 +103,7 @@ def test_prediction_of_many_sizes_one_program_per_bucket(tmp_path):
         images / f"im{i}.png")
   (images / "broken.png").write_bytes(b"not a png")
   with profiling.CompilationCounter() as programs:
-    report = inference.predict_folder(config, workdir, str(images),
+    report = predictor.predict_folder(config, workdir, str(images),
                                       str(tmp_path / "out"))
   assert len(report.written) == 12
   assert [os.path.basename(p) for p, _ in report.skipped] == ["broken.png"]

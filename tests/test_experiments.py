@@ -18,13 +18,13 @@ from coarseseg_jax import config_validation
 from coarseseg_jax import errors
 from coarseseg_jax import input_pipeline as ip
 from coarseseg_jax import metrics
-from coarseseg_jax import stats
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.configs import default
 from coarseseg_jax.configs import synthetic
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
+from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
 
 import pipeline_fixtures as fixtures  # pylint: disable=g-bad-import-order
@@ -438,7 +438,7 @@ def test_authors_code_rows_say_their_size():
   full = default.get_config()
   for method in ("hcfcn_authors", "hcfcn_authors_slic"):
     config = methods.apply(base, methods.run_delta(method, {"lmbda": 0.05}, 0))
-    config_validation.validate(config)
+    config = config_validation.resolve(config).config
     assert model_departures(config) == []
     assert (config.model.width, config.model.head_channels,
             tuple(config.model.stage_blocks), config.model.sim_features) == (
@@ -455,7 +455,7 @@ def test_authors_code_rows_say_their_size():
 
 def test_full_setup_is_valid_and_boundary_recall_can_be_nonzero():
   config = methods.apply(synthetic.get_config(), methods.FULL_SYNTHETIC)
-  config_validation.validate(config)
+  config = config_validation.resolve(config).config
   size = config.data.builder_kwargs.image_size
   assert config.data.crop_size == size == 160
   # Below a 200 px diagonal the paper's tolerance is 0 and its recall 0.
@@ -493,12 +493,12 @@ def test_config_validation_labels_key():
   base = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
   assert base.data.validation_labels == "fine"
   coarse = methods.apply(base, {"data.validation_labels": "coarse"})
-  config_validation.validate(methods.apply(coarse, {}))  # A copy.
+  config_validation.resolve(coarse)
   with pytest.raises(errors.ConfigError, match="validation_labels='none'"):
-    config_validation.validate(methods.apply(
+    config_validation.resolve(methods.apply(
         base, {"data.validation_labels": "none"}))
   with pytest.raises(errors.ConfigError, match="needs fine validation"):
-    config_validation.validate(methods.apply(
+    config_validation.resolve(methods.apply(
         coarse, {"train.select_metric": "boundary_recall"}))
   # A config.json written before the key existed reads as fine.
   old = workdir_lib.config_as_json(base)
@@ -643,16 +643,16 @@ def test_retraining_for_a_checkpoint_keeps_the_archive_and_resumes(
   params = {"lmbda": 0.05}
   workdir = tmp_path / "wd" / "hcfcn_slic" / "lmbda0.05" / "seed0"
   where = tmp_path / "archive" / "hcfcn_slic" / "lmbda0.05" / "seed0"
-  workdir_lib.record_config(where, methods.apply(
-      base, methods.run_delta("hcfcn_slic", params, 0)))
+  workdir_lib.record_config(where, config_validation.resolve(methods.apply(
+      base, methods.run_delta("hcfcn_slic", params, 0))).config)
   reported = {"test": {"accuracy_mean": 0.7}}
   filesystem.write_json(where / "results.json", reported)
   calls = []
 
-  def fake_train(config, wd):
+  def fake_train(resolved, wd):
     calls.append(wd)
     (filesystem.path(wd) / "checkpoints").mkdir(parents=True, exist_ok=True)
-    workdir_lib.record_config(wd, config)
+    workdir_lib.record_config(wd, resolved.config)
     if len(calls) == 1:
       raise KeyboardInterrupt  # Killed part-way, a checkpoint on disk.
     results = {"test": {"accuracy_mean": 0.6}}

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from coarseseg_jax import config_validation
 from coarseseg_jax import finetune
 from coarseseg_jax import losses
 from coarseseg_jax import models
@@ -96,7 +97,7 @@ def test_paper_mode_finetunes_with_the_authors_rule(tiny_data_dir, tmp_path,
 
   monkeypatch.setattr(train._Run, "loss_of_split", scripted_loss)  # pylint: disable=protected-access
   workdir = str(tmp_path / "paper")
-  results = train.train_and_evaluate(config, workdir)
+  results = train.train_and_evaluate(config_validation.resolve(config), workdir)
   epochs = authors_finetune_epochs(target, scripted, 4)
   assert epochs == 3
   # The target: the train split in eval mode; then validation as validated.

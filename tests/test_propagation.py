@@ -94,7 +94,7 @@ def test_train_batches_are_propagated_before_augmentation(tmp_path):
 def test_config_accepts_slic_propagated():
   config = default.get_config()
   config.data.train_labels = "slic_propagated"
-  config_validation.validate(config)
+  config_validation.resolve(config)
   config.data.train_labels = "propagated"
   with pytest.raises(ConfigError, match="slic_propagated"):
-    config_validation.validate(config)
+    config_validation.resolve(config)

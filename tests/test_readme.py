@@ -247,7 +247,7 @@ def _tiny(args: List[str], tmp: str) -> List[str]:
   if "distributed=True" in joined:
     extra.append("--config.distributed=False")  # One process here.
   if args[0] == "./run.sh":
-    extra.append(f"--workdir={tmp}/workdirs/synthetic")
+    extra.append(f"--workdir={tmp}/workdirs/quickstart")
   return extra
 
 
@@ -276,6 +276,11 @@ def _results(workdir: str) -> dict:
     return json.load(f)
 
 
+def _config(workdir: str) -> dict:
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f)
+
+
 # -------------------------------------------------------------------- tests
 
 
@@ -295,10 +300,23 @@ def test_readme_synthetic_journey(tmp_path):
     if "--mode=summary" in command:
       assert "parameters" in proc.stdout
   assert set(os.listdir(ROOT)) == before
-  for name in ("synthetic", "syn", "fcn_fine"):
+  for name in ("quickstart/without", "quickstart/with", "syn", "fcn_fine"):
     results = _results(f"{tmp}/workdirs/{name}")
     assert 0 <= results["test"]["accuracy_mean"] <= 1
     assert len(results["test_per_class"]) == 6
+  # The quick start: the two runs differ in lambda alone; table and figure.
+  configs = [_config(f"{tmp}/workdirs/quickstart/{n}")
+             for n in ("without", "with")]
+  assert [c["train"]["lmbda"] for c in configs] == [0.0, 0.05]
+  assert {k: v for k, v in configs[0].items() if k != "train"} == {
+      k: v for k, v in configs[1].items() if k != "train"}
+  with open(f"{tmp}/workdirs/quickstart/quickstart.json") as f:
+    quick = json.load(f)
+  assert quick["difference"]["boundary_recall_mean"] == (
+      quick["runs"]["with"]["boundary_recall_mean"]
+      - quick["runs"]["without"]["boundary_recall_mean"])
+  image = np.asarray(Image.open(f"{tmp}/workdirs/quickstart/quickstart.png"))
+  assert image.shape[1] > 1000
   assert os.path.exists(f"{tmp}/workdirs/syn/eval_test.json")
   predictions = f"{tmp}/workdirs/syn/predictions"
   for name, shape in photos:

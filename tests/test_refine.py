@@ -225,7 +225,7 @@ def untrained(shared_tmp_path, tiny_data_dir):
   tiny_data_dir), config.json and a checkpoint of the initial model (refine
   reads nothing else); the workdir is made once per test run."""
   config = helpers.tiny_config(tiny_data_dir)
-  config_validation.resolve_num_classes(config)  # As training does.
+  config = config_validation.resolve(config, "split").config
 
   def make(tmp):
     workdir = str(tmp / "wd")
@@ -240,7 +240,8 @@ def untrained(shared_tmp_path, tiny_data_dir):
 
 
 def _split(config, split):
-  count, examples, _ = refine_inputs.split_examples(config, split)
+  count, examples, _ = refine_inputs.split_examples(
+      config_validation.resolve(config, "split"), split)
   examples = list(examples)
   assert len(examples) == count
   return {ex.stem: ex for ex in examples}
@@ -253,7 +254,7 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
   out = tmp_path / "out"
   out.mkdir()
   (out / "mine.txt").write_text("kept")  # An existing folder gains files.
-  report = refine_driver.run(config, workdir, str(out), split="validation")
+  report = refine_driver.run(config_validation.resolve(config, "split"), workdir, str(out), split="validation")
   examples = _split(config, "validation")
   assert report["num_images"] == len(examples) == 4
   pixels = labelled = 0
@@ -312,7 +313,7 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
 def test_min_confidence_one_leaves_the_band_unlabelled(untrained, tmp_path):
   config, workdir = untrained
   out = tmp_path / "out"
-  report = refine_driver.run(config, workdir, str(out), split="test",
+  report = refine_driver.run(config_validation.resolve(config, "split"), workdir, str(out), split="test",
                              min_confidence=1.0, method="model")
   for stem, ex in _split(config, "test").items():
     np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}.png")),
@@ -328,10 +329,10 @@ def test_an_error_after_the_start_leaves_no_output(untrained, tmp_path):
   empty = tmp_path / "empty_workdir"
   workdir_lib.record_config(str(empty), config)
   with pytest.raises(errors.CheckpointError):
-    refine_driver.run(config, str(empty), str(tmp_path / "out"), split="test")
+    refine_driver.run(config_validation.resolve(config, "split"), str(empty), str(tmp_path / "out"), split="test")
   assert sorted(os.listdir(tmp_path)) == ["empty_workdir"]
   with pytest.raises(errors.DatasetError, match="no split 'tset'"):
-    refine_driver.run(config, str(empty), str(tmp_path / "out"), split="tset")
+    refine_driver.run(config_validation.resolve(config, "split"), str(empty), str(tmp_path / "out"), split="tset")
 
 
 # ------------------------------------- self-training on refined labels
@@ -350,9 +351,9 @@ def test_training_reads_the_refined_labels_and_records_their_source(
   augmentation here), so none keeps the coarse band."""
   config, workdir = untrained
   out = str(tmp_path / "refined")
-  chosen = refine_driver.run(config, workdir, out, split="train")["chosen"]
+  chosen = refine_driver.run(config_validation.resolve(config, "split"), workdir, out, split="train")["chosen"]
   second = _refined_config(config, out, scale_range=(1.0, 1.0), hflip=False)
-  config_validation.validate(second)
+  second = config_validation.resolve(second).config
   assert second.data.refined_from == (
       f"{workdir} step 0 min_confidence 0.0 fill {chosen['method']}")
   builder = datasets.get_builder(second.data, second.model.num_classes)
@@ -391,7 +392,7 @@ def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
   runs = []
   for i, confidence in enumerate((0.0, 0.5)):
     runs.append(str(tmp_path / f"r{i}"))
-    refine_driver.run(config, workdir, runs[-1], split="validation",
+    refine_driver.run(config_validation.resolve(config, "split"), workdir, runs[-1], split="validation",
                min_confidence=confidence)
   out = str(tmp_path / "table")
   refine_figures.write(workdir, runs, "validation", out, num_figure_images=2)
@@ -411,32 +412,31 @@ def test_readme_table_and_figure_of_refine_runs(untrained, tmp_path):
 def test_refined_labels_bad_input_is_one_line(untrained, tmp_path):
   config, workdir = untrained
   with pytest.raises(errors.ConfigError, match="needs config.data.refined_dir"):
-    config_validation.validate(_refined_config(config, ""))
+    config_validation.resolve(_refined_config(config, ""))
   missing = str(tmp_path / "nothing")
   with pytest.raises(errors.ConfigError,
                      match=r"refine_train\.json: not found.*--mode=refine "
                      r"--split=train"):
-    config_validation.validate(_refined_config(config, missing))
+    config_validation.resolve(_refined_config(config, missing))
   coarse = ml_collections.ConfigDict(config.to_dict())
   coarse.data.refined_dir = missing
   with pytest.raises(errors.ConfigError, match="read only with"):
-    config_validation.validate(coarse)
+    config_validation.resolve(coarse)
   # A report of another split, and a train split with an image missing.
   out = str(tmp_path / "val")
-  refine_driver.run(config, workdir, out, split="validation")
+  refine_driver.run(config_validation.resolve(config, "split"), workdir, out, split="validation")
   os.rename(os.path.join(out, "refine_validation.json"),
             os.path.join(out, "refine_train.json"))
   with pytest.raises(errors.ConfigError, match="refines synthetic/validation"):
-    config_validation.validate(_refined_config(config, out))
+    config_validation.resolve(_refined_config(config, out))
   out = str(tmp_path / "train")
-  refine_driver.run(config, workdir, out, split="train")
+  refine_driver.run(config_validation.resolve(config, "split"), workdir, out, split="train")
   path = os.path.join(out, "refine_train.csv")
   with open(path) as f:
     lines = f.readlines()
   with open(path, "w") as f:
     f.writelines(lines[:-1])
-  second = _refined_config(config, out)
-  config_validation.validate(second)
+  second = config_validation.resolve(_refined_config(config, out)).config
   builder = datasets.get_builder(second.data, second.model.num_classes)
   with pytest.raises(errors.DatasetError, match="no refined label for example"):
     config_validation.check_dataset(second, builder)

@@ -28,8 +28,10 @@ import pytest
 import tensorflow as tf
 
 from coarseseg_jax import checkpoints
+from coarseseg_jax import config_validation
+from coarseseg_jax import evaluate
 from coarseseg_jax import filesystem
-from coarseseg_jax import inference
+from coarseseg_jax import predictor
 from coarseseg_jax import train
 
 import helpers  # pylint: disable=g-bad-import-order
@@ -124,7 +126,9 @@ def test_train_eval_predict_on_a_non_local_file_system(
   config.train.num_epochs = 1
   config.train.kappa = 0.0
   workdir = "ram://bucket/runs/tiny"
-  results = train.train_and_evaluate(config, workdir)
+  resolved = config_validation.resolve(config)
+  config = resolved.config
+  results = train.train_and_evaluate(resolved, workdir)
   assert results["test"]["num_images"] == 4
 
   files = _ram_files(workdir)
@@ -138,7 +142,8 @@ def test_train_eval_predict_on_a_non_local_file_system(
       "ram://bucket/runs/tiny/checkpoints", "ram://bucket/runs/tiny/best"}
 
   # eval and predict read and write there too.
-  inference.evaluate_checkpoint(config, workdir, "test")
+  evaluate.evaluate_checkpoint(config_validation.resolve(config, "split"),
+                               workdir, "test")
   assert "eval_test.json" in _ram_files(workdir)
   rng = np.random.default_rng(0)
   for name, shape in (("a.png", (40, 56, 3)), ("b.jpg", (64, 70, 3))):
@@ -147,7 +152,7 @@ def test_train_eval_predict_on_a_non_local_file_system(
     tf.io.gfile.makedirs("ram://bucket/photos")
     with tf.io.gfile.GFile(f"ram://bucket/photos/{name}", "wb") as f:
       f.write(encode(image).numpy())
-  report = inference.predict_folder(config, workdir, "ram://bucket/photos",
+  report = predictor.predict_folder(config, workdir, "ram://bucket/photos",
                                     "ram://bucket/predictions")
   assert len(report.written) == 2 and not report.skipped
   with tf.io.gfile.GFile("ram://bucket/predictions/a.png", "rb") as f:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from coarseseg_jax import stats
+from coarseseg_jax.experiments import stats
 
 A = [3.0, 5.0, 4.0]
 B = [2.0, 3.0, 1.0]  # a - b = 1, 2, 3.

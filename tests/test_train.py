@@ -27,9 +27,10 @@ import pytest
 from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
 from coarseseg_jax import errors
-from coarseseg_jax import inference
+from coarseseg_jax import evaluate
 from coarseseg_jax import interruption
 from coarseseg_jax import models
+from coarseseg_jax import predictor
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
 from coarseseg_jax import train
@@ -119,9 +120,7 @@ def _saved_step(err):
 def scenario_config(tiny_data_dir):
   """The in-process runs' config as training leaves it (validated: the
   dataset's number of classes filled in), for the tests' own calls."""
-  config = _scenario_config(tiny_data_dir)
-  config_validation.validate(config)
-  return config
+  return config_validation.resolve(_scenario_config(tiny_data_dir)).config
 
 
 @pytest.fixture
@@ -138,7 +137,8 @@ def reference(shared_tmp_path, tiny_data_dir):
   def run(base):
     assert jax.device_count() == 8
     ref_dir = str(base / "uninterrupted")
-    ref = train.train_and_evaluate(_scenario_config(tiny_data_dir), ref_dir)
+    ref = train.train_and_evaluate(
+        config_validation.resolve(_scenario_config(tiny_data_dir)), ref_dir)
     return dict(base=str(base), ref_dir=ref_dir, test=ref["test"])
   return types.SimpleNamespace(
       **helpers.run_once(shared_tmp_path, "kill_resume", run))
@@ -205,8 +205,8 @@ def resumed(shared_tmp_path, tiny_data_dir, interrupted, killed):
   del killed  # Only its order: after the SIGKILL.
   def run(_):
     workdir = interrupted.workdir
-    results = train.train_and_evaluate(_scenario_config(tiny_data_dir),
-                                       workdir)
+    results = train.train_and_evaluate(
+        config_validation.resolve(_scenario_config(tiny_data_dir)), workdir)
     return dict(workdir=workdir, test=results["test"],
                 lock=os.path.exists(os.path.join(workdir, "lock.json")))
   return types.SimpleNamespace(
@@ -296,7 +296,8 @@ class TestKillResume:
     workdir = scenario_workdir
     with open(os.path.join(workdir, "results.json")) as f:
       results = json.load(f)
-    evaluated = inference.evaluate_checkpoint(scenario_config, workdir, "test")
+    evaluated = evaluate.evaluate_checkpoint(
+        config_validation.resolve(scenario_config, "split"), workdir, "test")
     assert evaluated["step"] == results["selected_step"]
     for key in ("accuracy_mean", "boundary_recall_mean", "miou_dataset"):
       assert evaluated["test"][key] == pytest.approx(results["test"][key])
@@ -308,7 +309,7 @@ class TestKillResume:
     from skimage import io as skio  # pylint: disable=g-import-not-at-top
     images = tmp_path / "images"
     _write_photos(images)
-    report = inference.predict_folder(scenario_config, scenario_workdir,
+    report = predictor.predict_folder(scenario_config, scenario_workdir,
                                       str(images), str(tmp_path / "pred"))
     out = report.output_dir
     assert len(report.written) == 2
@@ -354,7 +355,7 @@ def test_a_signal_while_the_run_is_set_up_stops_it_before_training(
   monkeypatch.setattr(config_validation, "check_dataset", check_dataset)
   workdir = str(tmp_path / "w")
   with pytest.raises(errors.Interrupted) as info:
-    train.train_and_evaluate(tiny_config, workdir)
+    train.train_and_evaluate(config_validation.resolve(tiny_config), workdir)
   assert info.value.exit_status == 130 and info.value.step is None
   assert "SIGINT" in str(info.value)
   assert _train_steps(workdir) == 0 and not _checkpoint_steps(workdir)
@@ -368,7 +369,8 @@ def test_interruption_during_validation_resumes_it(tiny_config, tmp_path,
   validation pending; the resumed run validates that step first."""
   config = tiny_config
   config.train.num_epochs = 2
-  ref = train.train_and_evaluate(config, str(tmp_path / "ref"))
+  ref = train.train_and_evaluate(config_validation.resolve(config),
+                                 str(tmp_path / "ref"))
   calls, steps = [], []
 
   def requested(self, step=None):
@@ -382,12 +384,12 @@ def test_interruption_during_validation_resumes_it(tiny_config, tmp_path,
   monkeypatch.setattr(interruption.StopRequest, "requested", requested)
   workdir = str(tmp_path / "run")
   with pytest.raises(errors.Interrupted, match="at step 2: checkpoint 2"):
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config_validation.resolve(config), workdir)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 2)
   assert ckpt.read_meta(2)["pending_validation"] == 2
   ckpt.close()
   monkeypatch.undo()
-  resumed = train.train_and_evaluate(config, workdir)
+  resumed = train.train_and_evaluate(config_validation.resolve(config), workdir)
   records = [json.loads(l) for l in open(os.path.join(workdir,
                                                       "metrics.jsonl"))]
   assert [r["step"] for r in records if r["split"] == "validation"] == [2, 4]
@@ -402,7 +404,7 @@ def test_a_corrupt_newest_checkpoint_is_set_aside(tiny_data_dir, tiny_config,
   config = tiny_config
   config.train.num_epochs = 2  # Checkpoints 3 and 4 kept.
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config_validation.resolve(config), workdir)
   newest = os.path.join(workdir, "checkpoints", "4")
   arrays = os.path.join(newest, "state", "ocdbt.process_0", "d")
   for name in os.listdir(arrays):  # Truncate the arrays' data files.
@@ -445,7 +447,9 @@ def test_finetune_continues_the_step_count_and_stops(tiny_config, tmp_path):
   config.train.finetune = True
   config.train.finetune_max_epochs = 2
   workdir = str(tmp_path / "finetune")
-  results = train.train_and_evaluate(config, workdir)
+  resolved = config_validation.resolve(config)
+  config = resolved.config
+  results = train.train_and_evaluate(resolved, workdir)
   records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   ft_steps = sorted(r["step"] for r in records if r["split"] == "finetune")
   # Train+validation = 20 images = 2 steps per epoch, after training's 2 steps.
@@ -464,7 +468,7 @@ def test_non_finite_update_stops_without_writing_a_checkpoint(tiny_config,
   config.train.learning_rate = float("nan")
   workdir = str(tmp_path / "nan")
   with pytest.raises(errors.NonFiniteLossError, match="at step 1"):
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config_validation.resolve(config), workdir)
   assert _checkpoint_steps(workdir) == []
 
 
@@ -514,7 +518,7 @@ def test_training_options_profile_and_validation_pictures(tiny_config,
   config.train.class_weights = (1.0, 2.0, 1.0, 1.0, 1.0, 0.5)
   config.train.profile_steps = 1
   workdir = str(tmp_path / "options")
-  results = train.train_and_evaluate(config, workdir)
+  results = train.train_and_evaluate(config_validation.resolve(config), workdir)
   names = synthetic.class_names(6)
   assert list(results["test_per_class"]) == list(names)
   assert np.asarray(results["test_confusion"]).shape == (6, 6)

@@ -24,7 +24,6 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from coarseseg_jax import errors
-from coarseseg_jax.configs import default as default_config
 
 DATASETS = {
     "synthetic": "coarseseg_jax.datasets.synthetic:Synthetic",
@@ -35,11 +34,14 @@ DATASETS = {
     "pannuke": "coarseseg_jax.datasets.pannuke:PanNuke",
     "cityscapes_coarse": "coarseseg_jax.datasets.cityscapes:CityscapesCoarse",
 }
-# The builder-config fields of `config.data`; a data config without one (a
-# plain dict) takes configs/default.py's value.
-_FIXED_FIELDS = ("coarse_kernel", "coarse_style", "slic_block",
-                 "slic_compactness", "slic_sigma")
-_DEFAULT_DATA = default_config.get_config().data
+# The builder-config fields of `config.data` (how coarse labels and SLIC maps
+# are made; changing one prepares a new version) and their defaults, which
+# configs/default.py repeats (tests/test_datasets.py checks that they agree).
+# A data config without one (a config.json older than the key) takes it.
+BUILDER_DEFAULTS = {"coarse_kernel": 25, "coarse_style": "erosion",
+                    "slic_block": 16, "slic_compactness": 10.0,
+                    "slic_sigma": 1.0}
+DEFAULT_DATA_DIR = "data"  # configs/default.py's data.data_dir.
 
 
 def builder_class(name: str):
@@ -116,7 +118,7 @@ def get_builder(data_config, num_classes: Optional[int] = None, *,
   cls = builder_class(name)
   data_dir = data_dir_of(data_config)
   manual_dir = _get(data_config, "manual_dir")
-  fixed = {k: _get(data_config, k, _DEFAULT_DATA[k]) for k in _FIXED_FIELDS}
+  fixed = {k: _get(data_config, k, v) for k, v in BUILDER_DEFAULTS.items()}
   kwargs = _kwargs(data_config)
   class_names = None
   if hasattr(cls, "config_for_dir"):  # Number of classes from the config.
@@ -181,16 +183,17 @@ def prepare_on_hosts(builder: tfds.core.DatasetBuilder, data_config,
                      ) -> tfds.core.DatasetBuilder:
   """Prepares the dataset as a run does: process 0 prepares it (unless it is
   already), the other hosts wait for it; returns a builder of the prepared
-  dataset (on those hosts a new one, since theirs was made before it was
-  there). `data_config` and `num_classes` are what made `builder`."""
+  dataset (a new one where `builder` was made before the dataset was there:
+  on the other hosts, or when another run prepared it since). `data_config`
+  and `num_classes` are what made `builder`."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     prepare_builder(builder)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("coarseseg_dataset_prepared")
-    if jax.process_index() > 0:
-      builder = get_builder(data_config, num_classes)
+  if not list(builder.info.splits):  # Its info predates the prepared copy.
+    builder = get_builder(data_config, num_classes)
   return builder
 
 

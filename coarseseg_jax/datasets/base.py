@@ -50,8 +50,8 @@ from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
+from coarseseg_jax import datasets
 from coarseseg_jax import errors
-from coarseseg_jax.configs import default as default_config
 from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import features
 from coarseseg_jax.datasets import items as items_lib
@@ -61,8 +61,7 @@ from coarseseg_jax.datasets.items import (  # pylint: disable=unused-import
     ItemFiles, LoadedItem, ProcessSpec, encode_png, open_image, process_item,
     read_image, validate_item)
 
-# Builder-config defaults (coarse kernel, SLIC): configs/default.py's.
-_DEFAULT_DATA = default_config.get_config().data
+_DEFAULTS = datasets.BUILDER_DEFAULTS  # Coarse kernel and style, SLIC.
 CITATION = """@article{dejong2025coarse,
   title={Semantic segmentation with coarse annotations},
   author={de Jong, Jort and Holenderski, Mike},
@@ -154,11 +153,11 @@ class CoarsesegBuilder(tfds.core.GeneratorBasedBuilder,
 
   # -- configs -----------------------------------------------------------
   @classmethod
-  def make_config(cls, *, coarse_kernel: int = _DEFAULT_DATA.coarse_kernel,
-                  slic_block: int = _DEFAULT_DATA.slic_block,
-                  slic_compactness: float = _DEFAULT_DATA.slic_compactness,
-                  slic_sigma: float = _DEFAULT_DATA.slic_sigma,
-                  coarse_style: str = _DEFAULT_DATA.coarse_style,
+  def make_config(cls, *, coarse_kernel: int = _DEFAULTS["coarse_kernel"],
+                  slic_block: int = _DEFAULTS["slic_block"],
+                  slic_compactness: float = _DEFAULTS["slic_compactness"],
+                  slic_sigma: float = _DEFAULTS["slic_sigma"],
+                  coarse_style: str = _DEFAULTS["coarse_style"],
                   tag: Optional[str] = None, **params) -> CoarsesegConfig:
     """A config whose name encodes every parameter (so it parses back)."""
     unknown = sorted(set(params) - set(cls.PARAMS))

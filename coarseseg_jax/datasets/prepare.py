@@ -37,21 +37,21 @@ from ml_collections import config_flags
 import tensorflow_datasets as tfds
 
 from coarseseg_jax import cli
+from coarseseg_jax import datasets
 from coarseseg_jax import errors
-from coarseseg_jax.configs import default as default_config
 
-# Defaults: configs/default.py's `config.data` (what training prepares).
-_D = default_config.get_config().data
+# Defaults: the builders' (which configs/default.py's `config.data` repeats).
+_D = datasets.BUILDER_DEFAULTS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py) or a shipped config's name: "
     "prepare the dataset it reads (with its --config.data.* overrides).",
     lock_config=True)
 _DATASET = flags.DEFINE_string(
-    "dataset", _D.dataset,
+    "dataset", "synthetic",
     "synthetic | texture_mosaic | folder | suim | pannuke | "
     "cityscapes_coarse.")
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", _D.data_dir, "TFDS data dir where the prepared dataset goes.")
+    "data_dir", datasets.DEFAULT_DATA_DIR, "TFDS data dir where the prepared dataset goes.")
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "Raw files (the folder of `folder`, downloads of the "
     "paper datasets; see data/README.md).")
@@ -59,17 +59,17 @@ _NUM_CLASSES = flags.DEFINE_integer(
     "num_classes", None, "Number of classes (folder without classes.txt; "
     "synthetic: how many to generate; others: checked).")
 _COARSE_KERNEL = flags.DEFINE_integer(
-    "coarse_kernel", _D.coarse_kernel,
+    "coarse_kernel", _D["coarse_kernel"],
     "Erosion kernel (px) of generated coarse labels.")
 _COARSE_STYLE = flags.DEFINE_enum(
-    "coarse_style", _D.coarse_style, ["erosion", "annotator"],
+    "coarse_style", _D["coarse_style"], ["erosion", "annotator"],
     "How coarse labels are generated: erosion (the paper's) or annotator "
     "(uneven polygons, scribbles, small regions skipped).")
 _SLIC_BLOCK = flags.DEFINE_integer(
-    "slic_block", _D.slic_block, "One SLIC segment per slic_block^2 pixels.")
+    "slic_block", _D["slic_block"], "One SLIC segment per slic_block^2 pixels.")
 _SLIC_COMPACTNESS = flags.DEFINE_float(
-    "slic_compactness", _D.slic_compactness, "SLIC compactness.")
-_SLIC_SIGMA = flags.DEFINE_float("slic_sigma", _D.slic_sigma,
+    "slic_compactness", _D["slic_compactness"], "SLIC compactness.")
+_SLIC_SIGMA = flags.DEFINE_float("slic_sigma", _D["slic_sigma"],
                                  "SLIC smoothing sigma.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Worker processes (default: all cores; 1 = none).")
@@ -155,7 +155,6 @@ def run(data_config, num_classes, num_workers, beam_pipeline_options=None,
   otherwise `num_classes` is the `--num_classes` flag, which also sets a
   dataset's `num_classes` parameter.
   """
-  from coarseseg_jax import datasets  # pylint: disable=g-import-not-at-top
   cls = datasets.builder_class(data_config.dataset)
   if (not from_config and num_classes is not None
       and "num_classes" in cls.PARAMS):
@@ -211,6 +210,9 @@ def main() -> None:
         f"{', '.join(conflicts)}: --config gives the dataset; pass its "
         "settings as --config.data.* overrides instead (e.g. "
         "--config.data.manual_dir=PATH).")
+  # The entry point's one check, as `main` makes it for a run on a split.
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  config = config_validation.resolve(config, "split").config
   print(run(config.data, config.model.num_classes, _NUM_WORKERS.value,
             _BEAM_PIPELINE_OPTIONS.value, from_config=True))
 

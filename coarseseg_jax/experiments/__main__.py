@@ -23,12 +23,12 @@ import tqdm
 
 from coarseseg_jax import cli
 from coarseseg_jax import filesystem
-from coarseseg_jax import stats
 from coarseseg_jax import writers
 from coarseseg_jax.configs import synthetic
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
+from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
 
 
@@ -111,8 +111,9 @@ def _base_config():
     overrides["data.data_dir"] = _DATA_DIR.value
   if _EPOCHS.value:
     overrides["train.num_epochs"] = _EPOCHS.value
-  base = methods.apply(base, overrides)
-  config_validation.resolve_num_classes(base)
+  # The entry point's one check; each run's config is checked where it is
+  # trained (`runner.Runner.run`).
+  base = config_validation.resolve(methods.apply(base, overrides)).config
   tag = base.data.dataset
   if base.data.manual_dir:
     tag += "-" + os.path.basename(os.path.normpath(base.data.manual_dir))

@@ -16,9 +16,9 @@ import numpy as np
 
 from coarseseg_jax import figures
 from coarseseg_jax import filesystem
-from coarseseg_jax import host
-from coarseseg_jax import stats
+from coarseseg_jax.experiments import host
 from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
 
 LABELS = {"accuracy": "pixel accuracy", "boundary_recall": "boundary recall",

@@ -23,10 +23,10 @@ import numpy as np
 import tqdm
 
 from coarseseg_jax import filesystem
-from coarseseg_jax import stats
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
+from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
 
 log = logging.getLogger("coarseseg_jax.experiments")
@@ -170,14 +170,15 @@ class Runner:
     status = "skipped"
     if archive and not results_path.exists() and self.restore(workdir):
       status = "restored"
+    resolved = config_validation.resolve(config)  # As training checks it.
     if results_path.exists():
-      config_validation.resolve_refined(config.data)  # As training does.
-      workdir_lib.check_config(workdir, config)  # Refuses another config.
+      # Refuses another config.
+      workdir_lib.check_config(workdir, resolved.config)
       results = filesystem.read_json(results_path)
     else:
       status = "trained"
       log.info("training %s\n  = %s", workdir, command)
-      results = train.train_and_evaluate(config, workdir)
+      results = train.train_and_evaluate(resolved, workdir)
     if archive and status != "restored":
       self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
@@ -194,6 +195,7 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
   into its workdir unless it is there (`--mode=refine`); returns the dir.
   `labels_needed=False` (the run that learns from them is finished): the
   refine report alone, restored from the archive, will do."""
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.refine import driver as refine_driver  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
   source = runner.workdir(method, params, seed)
@@ -213,7 +215,8 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
     log.info("refining %s\n  = %s", source, command)
     config = methods.apply(runner.base,
                            methods.run_delta(method, params, seed))
-    report = refine_driver.run(config, source, out, split=split)
+    report = refine_driver.run(config_validation.resolve(config, "split"),
+                               source, out, split=split)
     log.info("%s", report["line"])
   if status != "restored":
     runner.save(out, (report_name,))

@@ -18,8 +18,8 @@ import numpy as np
 
 from coarseseg_jax import evaluate
 from coarseseg_jax import filesystem
-from coarseseg_jax import stats
 from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import stats
 
 # The tables' metrics: evaluate.METRICS but the learned superpixels' ASA.
 METRICS = tuple(m for m in evaluate.METRICS if m != "superpixel_asa")

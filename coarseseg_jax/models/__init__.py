@@ -65,7 +65,7 @@ def create_model(model_config) -> nn.Module:
   name = model_config.name
   if model_config.num_classes is None:
     raise ValueError("num_classes is not set (training resolves it from the "
-                     "dataset: config_validation.resolve_num_classes).")
+                     "dataset: config_validation.resolve).")
   dtype = resnet.get_dtype(model_config)
   encoder_kw = dict(num_classes=model_config.num_classes,
                     stage_blocks=tuple(model_config.stage_blocks),

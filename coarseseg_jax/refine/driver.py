@@ -20,7 +20,7 @@ one process.
 import logging
 import os
 import shutil
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +28,8 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from coarseseg_jax import config_validation
 from coarseseg_jax import evaluate
-from coarseseg_jax import figures as figures_lib
-from coarseseg_jax import inference
-from coarseseg_jax import state as state_lib
+from coarseseg_jax import predictor
 from coarseseg_jax.datasets import items
 from coarseseg_jax.labels import IGNORE_LABEL
 from coarseseg_jax.refine import fills
@@ -57,17 +54,17 @@ class _Predicted:
     self.held_votes, self.held_heard = held_votes, held_heard
 
 
-def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]], model,
-               variables, batch_size: int, num_classes: int
+def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
+               restored: predictor.Restored, batch_size: int,
+               num_classes: int
                ) -> Iterator[Tuple[inputs.Example, np.ndarray, _Predicted]]:
-  """(example, held-out coarse, outputs); images are batched by
-  `inference.bucket_shape` (padded bottom/right), as `--mode=predict`
-  does."""
-  predict = evaluate.make_predict_fn(model)
+  """(example, held-out coarse, outputs), batched by bucket shape as
+  `--mode=predict` does (`predictor.batched`)."""
+  predict = evaluate.make_predict_fn(restored.model)
 
   @jax.jit
-  def outputs(variables, images, coarse, held):
-    _, logits, assignments = predict(variables, images)
+  def outputs(images, coarse, held):
+    _, logits, assignments = predict(restored.variables, images)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if assignments:
       votes, heard = fills.label_votes(coarse, assignments, num_classes)
@@ -78,29 +75,12 @@ def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]], model,
       heard = held_heard = jnp.zeros(probs.shape[:3], jnp.float32)
     return probs, votes, heard, held_votes, held_heard
 
-  pending: Dict[Tuple[int, int], List] = {}
-
-  def flush(shape):
-    group = pending.pop(shape)
-    batch = np.zeros((batch_size,) + shape + (3,), np.float32)
-    coarse = np.full((batch_size,) + shape, IGNORE_LABEL, np.int32)
-    held = coarse.copy()
-    for i, (ex, held_i) in enumerate(group):
-      h, w = ex.coarse.shape
-      batch[i, :h, :w] = ex.image / 255.0
-      coarse[i, :h, :w], held[i, :h, :w] = ex.coarse, held_i
-    out = jax.device_get(outputs(variables, batch, coarse, held))
-    for i, (ex, held_i) in enumerate(group):
-      h, w = ex.coarse.shape
-      yield ex, held_i, _Predicted(*(x[i, :h, :w] for x in out))
-
-  for ex, held in examples:
-    shape = inference.bucket_shape(*ex.image.shape[:2])
-    pending.setdefault(shape, []).append((ex, held))
-    if len(pending[shape]) == batch_size:
-      yield from flush(shape)
-  for shape in list(pending):
-    yield from flush(shape)
+  arrays = (((ex, held), (ex.image.astype(np.float32) / 255.0,
+                          ex.coarse.astype(np.int32), held.astype(np.int32)))
+            for ex, held in examples)
+  for (ex, held), out in predictor.batched(
+      arrays, outputs, batch_size, (0.0, IGNORE_LABEL, IGNORE_LABEL)):
+    yield ex, held, _Predicted(*out)
 
 
 def _figures(masks: Dict[str, np.ndarray], coarse: np.ndarray,
@@ -110,7 +90,7 @@ def _figures(masks: Dict[str, np.ndarray], coarse: np.ndarray,
   against `truth`, in a canvas of the bucket shape (so images of many sizes
   compile once per bucket)."""
   h, w = coarse.shape
-  hb, wb = inference.bucket_shape(h, w)
+  hb, wb = predictor.bucket_shape(h, w)
   pad = lambda x: np.pad(x, ((0, hb - h), (0, wb - w)),
                          constant_values=IGNORE_LABEL)[None]
   fn = scores.mask_metrics_fn(num_classes)
@@ -180,26 +160,20 @@ def agreement(coarse_only: dict, fine: dict,
           "kendall_tau": float(stats.kendalltau(a, b).statistic)}
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, num_classes: int) -> bytes:
-  overlay = 0.5 * image / 255.0 + 0.5 * figures_lib.colorize(mask,
-                                                             num_classes)
-  return items.encode_png((np.clip(overlay, 0, 1) * 255).astype(np.uint8))
-
-
-def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
+def run(resolved, workdir: str, output_dir: str, *,
+        split: Optional[str] = None,
         input_dir: Optional[str] = None, coarse_dir: Optional[str] = None,
         min_confidence: float = 0.0, method: str = AUTO) -> dict:
   """`--mode=refine`: refines a prepared `split`, or the images of
   `input_dir` with the coarse PNGs of `coarse_dir` (see the module
   docstring), writing `method`'s fill (one of `METHODS`, or `auto`).
-  Returns the report (`report.Accumulator.summarize`, with `chosen`), with
+  `resolved`: `config_validation.resolve(config, "split")` (a split) or
+  `"images"` (a folder), for the workdir's config. Returns the report (`report.Accumulator.summarize`, with `chosen`), with
   `line`, the one-line summary."""
   if method != AUTO and method not in METHODS:
     raise ValueError(f"refine method {method!r}: use auto or one of "
                      f"{', '.join(METHODS)}.")
-  if config.model.num_classes is None:  # A config.json not written by train.
-    config_validation.resolve_num_classes(config)
-  num_classes = int(config.model.num_classes)
+  config, num_classes = resolved.config, resolved.num_classes
   if input_dir is not None:
     name = "folder"
     pairs = inputs.folder_pairs(input_dir, coarse_dir, num_classes)
@@ -210,20 +184,20 @@ def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
     source = {"input_dir": input_dir, "coarse_dir": coarse_dir}
   else:
     name = split
-    count, examples, class_names = inputs.split_examples(config, split)
+    count, examples, class_names = inputs.split_examples(resolved, split)
     images = lambda: ((ex.stem, ex.image)
-                      for ex in inputs.split_examples(config, split)[1])
+                      for ex in inputs.split_examples(resolved, split)[1])
     source = {"split": split, "dataset": config.data.dataset}
   with report_lib.staged_output(output_dir) as tmp:
     for m in METHODS:
       os.makedirs(os.path.join(tmp, "fills", m))
-    state, model, _, step = state_lib.restore_for_inference(config, workdir)
+    restored = predictor.restore(config, workdir)
     acc = report_lib.Accumulator(METHODS, num_classes, class_names)
     held_acc = report_lib.Accumulator(METHODS, num_classes, class_names)
     with_held = ((ex, scores.holdout(ex.coarse)[0]) for ex in examples)
     for ex, held, out in tqdm.tqdm(
-        _predicted(with_held, model, state_lib.variables(state),
-                   int(config.data.eval_batch_size), num_classes),
+        _predicted(with_held, restored, int(config.data.eval_batch_size),
+                   num_classes),
         total=count, desc="refine", unit="image", mininterval=2):
       masks = fills.all_fills(ex.coarse, ex.slic, out.probs, out.votes,
                               out.heard, min_confidence=min_confidence)
@@ -238,7 +212,7 @@ def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
                                    min_confidence=min_confidence)
       held_acc.add(ex.stem, ex.source, held, ex.coarse, held_masks,
                    _figures(held_masks, held, ex.coarse, num_classes))
-    kwargs = dict(name=name, workdir=workdir, step=step, source=source,
+    kwargs = dict(name=name, workdir=workdir, step=restored.step, source=source,
                   min_confidence=min_confidence)
     report = acc.summarize(**kwargs)
     coarse_only = held_acc.summarize(**kwargs)
@@ -262,7 +236,7 @@ def run(config, workdir: str, output_dir: str, *, split: Optional[str] = None,
       with Image.open(path) as im:
         mask = np.asarray(im)
       with open(os.path.join(tmp, f"{stem}_overlay.png"), "wb") as f:
-        f.write(_overlay(image, mask, num_classes))
+        f.write(predictor.overlay_png(image, mask, num_classes))
     report_lib.write(report, acc.rows(), tmp, name)
   report["line"] = report_lib.summary_line(report, output_dir)
   return report

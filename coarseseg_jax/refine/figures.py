@@ -18,12 +18,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from coarseseg_jax import cli
+from coarseseg_jax import config_validation
 from coarseseg_jax import errors
 from coarseseg_jax import figures
+from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.refine import fills
 from coarseseg_jax.refine import inputs as refine_inputs
 from coarseseg_jax.refine import report as refine_report
-from coarseseg_jax import workdir as workdir_lib
 
 
 def save_figure(examples, refined_dir: str, num_classes: int,
@@ -73,7 +74,10 @@ def write(workdir: str, refined: Sequence[str], split: str, out: str,
           f"--output_dir={folder} first.")
     with open(path) as f:
       reports.append(json.load(f))
-  config = workdir_lib.config_from_json(workdir_lib.load_config(workdir))
+  # The tool's one check of the refining run's config (an entry point).
+  resolved = config_validation.resolve(
+      workdir_lib.config_from_json(workdir_lib.load_config(workdir)), "split")
+  config = resolved.config
   t, first = config.train, reports[0]
   run = (f"{config.data.dataset} data ({workdir}/config.json): "
          f"{config.model.name}, lambda {t.lmbda}, batch {t.batch_size}, "
@@ -94,7 +98,7 @@ def write(workdir: str, refined: Sequence[str], split: str, out: str,
   with open(out + ".md", "w") as f:
     f.write(f"Refine: {run}.\n\n{table}\nPer class (first run), band "
             f"accuracy / boundary F1:\n\n{refine_report.per_class_table(first)}")
-  _, examples, names = refine_inputs.split_examples(config, split)
+  _, examples, names = refine_inputs.split_examples(resolved, split)
   picked = list(itertools.islice(examples, num_figure_images))
   save_figure(picked, refined[0], int(config.model.num_classes), names,
               out + ".png")

@@ -12,8 +12,8 @@ import numpy as np
 
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
-from coarseseg_jax import inference
 from coarseseg_jax import input_pipeline
+from coarseseg_jax import predictor
 from coarseseg_jax.datasets import folder
 from coarseseg_jax.datasets import items
 from coarseseg_jax.datasets import slic as slic_lib
@@ -38,13 +38,14 @@ class Example(NamedTuple):
   fine: Optional[np.ndarray] = None  # (H, W) uint8, prepared splits only.
 
 
-def split_examples(config, split: str
+def split_examples(resolved, split: str
                    ) -> Tuple[int, Iterator[Example], Optional[List[str]]]:
-  """(count, examples, class names) of a split, in file order (the dataset
-  prepared first if it is not)."""
+  """(count, examples, class names) of a split of `resolved`'s dataset
+  (`config_validation.Resolved`), in file order (the dataset prepared first
+  if it is not)."""
+  config = resolved.config
   builder = datasets.prepare_on_hosts(  # As training does, if it is not.
-      datasets.get_builder(config.data, config.model.num_classes),
-      config.data, config.model.num_classes)
+      resolved.builder, config.data, config.model.num_classes)
   try:
     count = builder.info.splits[split].num_examples
   except (KeyError, ValueError):
@@ -114,7 +115,7 @@ def folder_pairs(input_dir: str, coarse_dir: str,
         found[stem] = path
     return found
 
-  images = listing(input_dir, inference.IMAGE_EXTENSIONS)
+  images = listing(input_dir, predictor.IMAGE_EXTENSIONS)
   coarse = listing(coarse_dir, (".png",))
   for stem, path in coarse.items():
     if stem not in images:
@@ -140,7 +141,7 @@ def folder_pairs(input_dir: str, coarse_dir: str,
     raise errors.DatasetError("\n".join(problems))
   if not pairs:
     raise errors.DatasetError(f"{input_dir}: no images "
-                              f"({', '.join(inference.IMAGE_EXTENSIONS)}).")
+                              f"({', '.join(predictor.IMAGE_EXTENSIONS)}).")
   return pairs
 
 
