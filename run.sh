@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The two commands of the README:
-#   ./run.sh            install into .venv and train + evaluate on the synthetic default
+#   ./run.sh            install into .venv and run the quick start: HCFCN-16 on
+#                       synthetic coarse labels with and without the SLIC
+#                       regularizer, side by side (coarseseg_jax.quickstart)
 #   ./run.sh test       install into .venv (with test extras) and run the test suite
-# Extra arguments are passed on (to coarseseg_jax.main, or to pytest).
+# Extra arguments are passed on (to coarseseg_jax.quickstart, or to pytest).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -31,5 +33,5 @@ if [ "${1:-}" = "test" ]; then
   exec .venv/bin/python -m pytest -n auto --durations=15 "$@"
 fi
 install "train"
-exec .venv/bin/python -m coarseseg_jax.main --config=configs/synthetic.py \
-  --workdir=workdirs/synthetic "$@"
+exec .venv/bin/python -m coarseseg_jax.quickstart --config=configs/synthetic.py \
+  --workdir=workdirs/quickstart "$@"
