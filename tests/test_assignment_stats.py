@@ -30,6 +30,7 @@ def candidates(h, w):
   return superpixels.valid_mask(h, w).sum(-1)
 
 
+@pytest.mark.slow  # 3 s on 2 cores (compiles or runs more).
 def test_uniform_entropy_is_log_of_the_in_grid_candidates():
   h, w = 4, 5
   a = uniform(2, h, w)
@@ -116,6 +117,7 @@ def _loop_reference(a):
   return np.mean(ent), np.mean(parent), np.mean(mass < 1.0)
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 def test_summary_matches_loop_and_is_jittable():
   rng = np.random.default_rng(1)
   fine4 = rng.normal(size=(2, 8, 12, 3)).astype(np.float32)

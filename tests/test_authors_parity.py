@@ -112,6 +112,7 @@ def _train_loss(model, config, fx):
   return loss_fn
 
 
+@pytest.mark.slow  # 7 s on 2 cores (compiles or runs more).
 def test_train_mode_loss_gradients_and_statistics(fx):
   config, model, variables = load(fx)
   loss_fn = _train_loss(model, config, fx)
@@ -161,6 +162,7 @@ def _bn_count(key):
   return 2 * side * side
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 def test_fcn_matches_the_authors_fcn(fx):
   config, model, variables = load(fx, "fcn")
   images = nhwc(fx["images"])
@@ -185,6 +187,7 @@ def test_fcn_matches_the_authors_fcn(fx):
       close(as_authors(path, g), want, 6e-4, f"FCN grad {plan[path][0]}")
 
 
+@pytest.mark.slow  # 8 s on 2 cores (compiles or runs more).
 def test_deformable_conv_matches_torchvision_semantics():
   with np.load(os.path.join(FIXTURES, "authors_dcn.npz")) as f:
     d = {k: f[k] for k in f.files}

@@ -80,6 +80,7 @@ def test_kernel_one_keeps_almost_every_pixel():
   assert min(fractions) > 0.97, fractions
 
 
+@pytest.mark.slow  # 3 s on 2 cores (compiles or runs more).
 def test_larger_kernels_label_fewer_pixels():
   fines = _layouts(4, size=256)
   means = [np.mean([coarse.labelled_fraction(coarse.coarse_label(f, k))

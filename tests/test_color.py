@@ -61,6 +61,7 @@ def test_jacobian_matches_finite_differences_of_skimage():
                                rtol=2e-3, atol=1e-2)
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 def test_gradient_is_finite_everywhere():
   rgb = jnp.asarray(np.concatenate([
       CORNERS, np.full((1, 3), 0.04045), np.full((1, 3), 1e-7),

@@ -112,6 +112,7 @@ def lingering_reads(monkeypatch):
   monkeypatch.setattr(serialization, "_read_shard", lingering)
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_a_failed_read_leaves_no_other_read_pending(tmp_path, capfd,
                                                     monkeypatch,
                                                     lingering_reads):

@@ -60,6 +60,7 @@ def _inputs(seed, b=2, h=7, w=6, c=3, o=4, k=3):
   return x, kernel
 
 
+@pytest.mark.slow  # 15 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1),
                                                      (1, 2, 2), (2, 0, 1)])
 def test_zero_offsets_unit_mask_is_plain_conv(stride, padding, dilation):
@@ -78,6 +79,7 @@ def test_zero_offsets_unit_mask_is_plain_conv(stride, padding, dilation):
   np.testing.assert_allclose(got_none, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # 6 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("dy,dx,stride", [(1, -2, 1), (-3, 1, 2), (2, 2, 1)])
 def test_integer_offset_is_shifted_plain_conv(dy, dx, stride):
   x, kernel = _inputs(1, h=8, w=8)
@@ -93,6 +95,7 @@ def test_integer_offset_is_shifted_plain_conv(dy, dx, stride):
   assert np.abs(want - plain_conv(x, kernel, stride)).max() > 1e-2
 
 
+@pytest.mark.slow  # 12 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("stride,padding,dilation,k",
                          [(1, 1, 1, 3), (2, 1, 1, 3), (1, 2, 2, 3),
                           (2, 0, 1, 2)])
@@ -112,6 +115,7 @@ def test_matches_numpy_reference(stride, padding, dilation, k):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_sample_outside_reads_zero_and_border_is_partial():
   x = np.ones((1, 4, 4, 1), np.float32)
   offsets = np.zeros((1, 4, 4, 1, 2), np.float32)
@@ -126,6 +130,7 @@ def test_sample_outside_reads_zero_and_border_is_partial():
   np.testing.assert_allclose(taps[0, 2, 2, 0, 0], 1.0, atol=1e-6)
 
 
+@pytest.mark.slow  # 7 s on 2 cores (compiles or runs more).
 def test_gradients_match_finite_differences():
   x, kernel = _inputs(4, b=1, h=5, w=5, c=2, o=2)
   rng = np.random.default_rng(5)
@@ -164,6 +169,7 @@ def test_jit_and_shape_errors():
     deformable.deform_conv2d(x[..., :2], kernel, jnp.zeros((2, 7, 6, 9, 2)))
 
 
+@pytest.mark.slow  # 7 s on 2 cores (compiles or runs more).
 def test_module_starts_as_half_plain_conv_and_learns_offsets():
   x, _ = _inputs(7, h=8, w=8)
   layer = deformable.DeformConv(5, strides=(2, 2))

@@ -115,6 +115,7 @@ def test_label_votes_of_a_regular_grid_are_the_cell_label_shares():
   assert (got[4:12, 20:28] == U).all() and (got[20:28, 4:12] == 1).all()
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 def test_label_votes_follow_learned_superpixels():
   # Stride-4 pixels of the band (columns 4-5 of 8) assigned to the right
   # neighbour cell hear only class 1, though their parent cell is mixed.
@@ -148,6 +149,7 @@ def test_slic_sure_needs_one_class_and_enough_labels():
   assert not fills.slic_sure(coarse, np.full((4, 8), -1), 0.0).any()
 
 
+@pytest.mark.slow  # 6 s on 2 cores (compiles or runs more).
 def test_all_fills_equal_each_fill_alone():
   rng = np.random.default_rng(1)
   coarse = _two_regions(far=(slice(0, 6), slice(0, 6)))

@@ -49,6 +49,7 @@ def test_epochs_run_needs_enough_losses():
     finetune.epochs_run(0.1, [0.5, 0.4], 3)
 
 
+@pytest.mark.slow  # 39 s on 2 cores (compiles or runs more).
 def test_loss_step_is_each_images_loss_with_the_regularizer():
   config = helpers.tiny_config(arg="paper")
   config.model.num_classes = 4

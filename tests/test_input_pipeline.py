@@ -136,6 +136,7 @@ def test_augmentation_with_scaling_keeps_correspondence(builder):
   assert not np.all(np.isin(red, fixtures.RED))  # Bilinear resizing happened.
 
 
+@pytest.mark.slow  # 3 s on 2 cores (compiles or runs more).
 def test_deterministic_with_seed(builder):
   config = data_config(scale_range=(0.75, 1.5))
   a = take(ip.create_train_iterator(builder, config, 4, seed=7), 3)
@@ -145,6 +146,7 @@ def test_deterministic_with_seed(builder):
   assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 def test_resume_yields_the_uninterrupted_batches(builder):
   config = data_config(scale_range=(0.75, 1.5))
   fresh = take(ip.create_train_iterator(builder, config, 4, seed=3), 7)
@@ -179,6 +181,7 @@ def test_train_processes_read_disjoint_shards(builder):
   assert not seen[0] & seen[1]
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("batch_size,process_count", [(2, 1), (4, 2), (8, 8)])
 def test_eval_covers_every_image_once(builder, batch_size, process_count):
   config = data_config()

@@ -149,6 +149,7 @@ def test_cross_entropy_all_ignored_is_zero_with_finite_grad():
   assert np.all(grad == 0.0)
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("s0,m", [(2, 0.0), (4, 0.7)])
 def test_slic_loss_matches_reference(s0, m):
   rng = np.random.default_rng(1)
@@ -160,6 +161,7 @@ def test_slic_loss_matches_reference(s0, m):
                              rtol=1e-4)
 
 
+@pytest.mark.slow  # 6 s on 2 cores (compiles or runs more).
 def test_slic_loss_one_level_and_non_square():
   rng = np.random.default_rng(2)
   image = rng.random((1, 8, 12, 3)).astype(np.float32)
@@ -228,6 +230,7 @@ def test_slic_map_loss_near_zero_when_assignments_follow_the_map():
   assert float(fn(wrong, [a0, a1])) > 1.0
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 def test_slic_map_loss_matches_reference_with_ignored_pixels():
   rng = np.random.default_rng(5)
   slic = rng.integers(-1, 6, size=(2, 16, 16)).astype(np.int32)
@@ -283,6 +286,7 @@ def test_regularized_loss_without_regularizers_is_cross_entropy():
   assert terms["slic"] == 0.0 and terms["slic_map"] == 0.0
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_regularized_loss_sums_the_weighted_terms():
   rng = np.random.default_rng(8)
   logits = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)

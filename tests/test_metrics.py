@@ -528,6 +528,7 @@ def _canvas(maps, sizes, h, w, fill):
   return out
 
 
+@pytest.mark.slow  # 13 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("seed", [0, 1])
 def test_padded_batch_equals_each_image_alone(seed):
   """Boundary metrics on a padded canvas with `size` give each image's own

@@ -91,6 +91,7 @@ def trained(name):
   return bundle(name).grads(X, LABELS)
 
 
+@pytest.mark.slow  # 17 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_shapes_dtypes_and_batch_stats(name):
   logits, assignments = evaluated(name)
@@ -135,6 +136,7 @@ def test_errors():
     models.create_model(tiny_config("fcn", dtype="float16"))
 
 
+@pytest.mark.slow  # 6 s on 2 cores (compiles or runs more).
 def test_assignments_are_partitions_of_unity_inside_the_grid():
   _, assignments = evaluated("hcfcn")
   (_, (_, assignments_t, _)), _ = trained("hcfcn")
@@ -161,6 +163,7 @@ def test_cosine_similarity_and_plain_convs():
   np.testing.assert_allclose(assignments[0].sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow  # 20 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
 def test_gradients_reach_every_parameter(name):
   _, grads = trained(name)
@@ -189,6 +192,7 @@ def test_determinism_for_a_fixed_seed():
   assert np.abs(o1 - o3).max() > 0
 
 
+@pytest.mark.slow  # 8 s on 2 cores (compiles or runs more).
 def test_train_step_compiles_once_per_shape():
   b = bundle("hcfcn")
   traces = []
@@ -214,6 +218,7 @@ def test_train_step_compiles_once_per_shape():
   assert traces == [(2, 32, 32, 3), (1, 32, 32, 3)]
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_bfloat16_computation_float32_params():
   model16 = models.create_model(tiny_config("hcfcn", dtype="bfloat16"))
   shapes = jax.eval_shape(functools.partial(model16.init, train=False),
@@ -286,6 +291,7 @@ def test_default_assignment_options_add_no_parameters():
   assert models.hcfcn.assign_parameters(shapes) == {}
 
 
+@pytest.mark.slow  # 7 s on 2 cores (compiles or runs more).
 def test_hcformer_similarity_with_parent_bias_in_bfloat16():
   b = bundle("hcfcn", similarity="hcformer", tau=0.05, parent_bias=1.0,
              dtype="bfloat16")
@@ -315,6 +321,7 @@ def test_hcformer_similarity_with_parent_bias_in_bfloat16():
              for s in (4, 8))
 
 
+@pytest.mark.slow  # 28 s on 2 cores (compiles or runs more).
 def test_zero_init_starts_uniform_and_the_parent_bias_makes_a_soft_grid():
   b = bundle("hcfcn", similarity="dot", tau=0.07, assign_init="zero",
              parent_bias=2.0)

@@ -237,6 +237,7 @@ def test_torch_bilinear_resize():
       up, jax.image.resize(x, (2, 32, 24, 3), "bilinear"), atol=1e-6)
 
 
+@pytest.mark.slow  # 7 s on 2 cores (compiles or runs more).
 def test_slic_loss_options():
   rng = np.random.default_rng(2)
   image = jnp.asarray(rng.random((1, 32, 32, 3)), jnp.float32)
@@ -253,6 +254,7 @@ def test_slic_loss_options():
     losses.slic_loss(image, a, 0.0, resize="area")
 
 
+@pytest.mark.slow  # 16 s on 2 cores (compiles or runs more).
 def test_validation_in_train_mode_uses_batch_statistics():
   config = default.authors_code(default.get_config())
   m = config.model

@@ -22,6 +22,7 @@ def _inputs():
           -np.abs(continuous)]  # all negative: the -inf padding never wins.
 
 
+@pytest.mark.slow  # 13 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("index", range(3))
 def test_values_and_gradients_equal_flax(index):
   x = jnp.asarray(_inputs()[index])

@@ -110,6 +110,7 @@ def _check_export(exported: export.Exported, what: str) -> str:
   return text
 
 
+@pytest.mark.slow  # 20 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_train_step_exports_for_tpu_and_gpu(dtype):
   config = _config(dtype)
@@ -138,6 +139,7 @@ def test_train_step_exports_for_tpu_and_gpu(dtype):
   assert re.search(rf"stablehlo\.convolution.*x{conv_type}>", text)
 
 
+@pytest.mark.slow  # 7 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_eval_step_exports_for_tpu_and_gpu(dtype):
   config = _config(dtype)

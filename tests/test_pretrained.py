@@ -164,6 +164,7 @@ def resnet_file(tmp_path_factory):
   return saved_state_dict(str(tmp_path_factory.mktemp("weights")))
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("deformable", [True, False])
 def test_resnet34_conversion_matches_reference_forward(resnet_file, deformable):
   sd, path = resnet_file
@@ -211,6 +212,7 @@ def test_other_models_take_the_same_encoder(resnet_file):
         {k: v for k, v in variables["params"].items() if k != "encoder"}))
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_conversion_errors_are_clear(resnet_file):
   sd, _ = resnet_file
   broken = dict(sd)

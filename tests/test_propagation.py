@@ -64,6 +64,7 @@ def test_matches_numpy_loop_reference(seed):
   np.testing.assert_array_equal(got[labelled], label[labelled])
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_train_batches_are_propagated_before_augmentation(tmp_path):
   builder = pipeline_fixtures.prepare(str(tmp_path))
   config = default.get_config().data

@@ -96,6 +96,7 @@ def _blocks(seed, h=40, w=48):
   return fine, np.where(inner, fine, U)
 
 
+@pytest.mark.slow  # 12 s on 2 cores (compiles or runs more).
 def test_mask_metrics_of_perfect_wrong_and_partial_masks():
   fine, coarse = _blocks(0)
   band = coarse == U
@@ -126,6 +127,7 @@ def test_mask_metrics_of_perfect_wrong_and_partial_masks():
       metrics.boundary_recall(one, np.stack([(fine == 1).astype(int)] * 3)))
 
 
+@pytest.mark.slow  # 19 s on 2 cores (compiles or runs more).
 def test_mask_metrics_in_a_padded_canvas_equal_those_at_the_image_size():
   fine, coarse = _blocks(1, 40, 48)
   refined = fills.nearest_labelled(coarse)
@@ -187,6 +189,7 @@ def _env():
   return dict(os.environ, XLA_FLAGS="", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow  # 13 s on 2 cores (compiles or runs more).
 def test_bad_input_names_every_problem_and_writes_nothing(tmp_path):
   """Through the command line: exit status 1, one line `error: <file>: ...`
   per problem (three here, all named in one run), no output folder and
@@ -505,6 +508,7 @@ def test_readme_refine_commands(tmp_path):
         np.testing.assert_array_equal(label[known], ex.coarse[known])
 
 
+@pytest.mark.slow  # 23 s on 2 cores (compiles or runs more).
 def test_figures_command_line_errors_are_one_line(tmp_path):
   """`python -m coarseseg_jax.refine.figures` runs on the one CLI runner: a
   missing flag is a usage line (2), a folder without a report one line (1)."""

@@ -114,6 +114,7 @@ def test_valid_mask_matches_loop(h, w):
                                 ref_valid_mask(h, w))
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_assign_matches_loop_masks_border_and_sums_to_one(similarity):
   rng = np.random.default_rng(0)
@@ -131,6 +132,7 @@ def test_assign_matches_loop_masks_border_and_sums_to_one(similarity):
   np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow  # 5 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_assign_with_array_tau_and_parent_bias_matches_loop(similarity):
   rng = np.random.default_rng(10)
@@ -214,6 +216,7 @@ def test_cosine_ignores_feature_scale():
   assert np.abs(dot(fine) - dot(fine * scale)).max() > 1e-2
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_upsample_and_downsample_match_loops():
   rng = np.random.default_rng(2)
   a = random_assignment(rng, 2, 3, 4)
@@ -225,6 +228,7 @@ def test_upsample_and_downsample_match_loops():
                              ref_downsample(xf, a), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 def test_downsample_of_constant_is_constant():
   rng = np.random.default_rng(3)
   a = random_assignment(rng, 2, 3, 3)
@@ -272,6 +276,7 @@ def test_shape_errors():
     superpixels.hard_superpixels([])
 
 
+@pytest.mark.slow  # 3 s on 2 cores (compiles or runs more).
 def test_hard_superpixels_matches_loop_on_two_levels():
   rng = np.random.default_rng(5)
   # Finest grid 8x12 -> 4x6 -> coarsest 2x3.
@@ -323,6 +328,7 @@ def _finite_difference(fn, arr, h=1e-6):
   return grad
 
 
+@pytest.mark.slow  # 4 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("op", ["upsample", "downsample"])
 def test_hand_written_gradients_match_finite_differences(op):
   rng = np.random.default_rng(7)
@@ -345,6 +351,7 @@ def test_hand_written_gradients_match_finite_differences(op):
       rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # 3 s on 2 cores (compiles or runs more).
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_assign_gradients_match_finite_differences(similarity):
   # assign's logits use the hand-written correlation gradients (_up, _pool).
@@ -376,6 +383,7 @@ def test_assign_gradients_match_finite_differences(similarity):
   np.testing.assert_allclose(hvp, fd, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.slow  # 8 s on 2 cores (compiles or runs more).
 def test_second_order_and_vmap():
   rng = np.random.default_rng(8)
   a = random_assignment(rng, 2, 3, 3)
