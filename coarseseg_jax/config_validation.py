@@ -1,8 +1,8 @@
 """The config, checked and completed once, before anything is compiled, read
 or written.
 
-Every entry point (`main`'s modes, the experiments, `datasets.prepare`)
-calls `resolve` once; what runs below it takes the `Resolved` it returns
+Every entry point (`main`'s modes, the experiments, `datasets.prepare`,
+`refine.figures`, `quickstart`) calls `resolve` once per run; what runs below it takes the `Resolved` it returns
 and neither checks the config again nor changes it. Each problem raises
 `ConfigError` with one message saying which config value is wrong and what
 would be right; the entry points print it without a traceback. `resolve`
