@@ -81,7 +81,9 @@ def batched(examples: Iterable[Tuple[Any, Sequence[np.ndarray]]],
       all of one H, W (e.g. the image (H, W, 3) float in [0, 1] and its
       coarse label (H, W)).
     fn: (batch of arrays[0], batch of arrays[1], ...) -> a tuple of arrays
-      (B, Hb, Wb, ...) at the batch's (bucket) resolution; jit it.
+      (B, Hb, Wb, ...) at the batch's (bucket) resolution: a jitted function
+      (that takes the model's variables as an argument, not as a constant
+      it closes over, which would be compiled into the program).
     batch_size: B, fixed, so each bucket compiles once (a short last batch is
       padded with empty images).
     pad_values: what each input is padded with.
@@ -187,8 +189,8 @@ def predict_folder(config, workdir: str, input_dir: str,
   model_predict = evaluate.make_predict_fn(restored.model)
 
   @jax.jit
-  def predict_labels(images):
-    return (model_predict(restored.variables, images)[0].astype(np.uint8),)
+  def predict_labels(variables, images):
+    return (model_predict(variables, images)[0].astype(np.uint8),)
 
   out_root = filesystem.path(output_dir)
   names = _out_names(paths)
@@ -202,8 +204,9 @@ def predict_folder(config, workdir: str, input_dir: str,
       images[path] = image
       yield path, (image.astype(np.float32) / 255.0,)
 
-  for path, (label,) in batched(examples(), predict_labels,
-                                int(config.data.eval_batch_size), (0.0,)):
+  for path, (label,) in batched(
+      examples(), lambda images: predict_labels(restored.variables, images),
+      int(config.data.eval_batch_size), (0.0,)):
     image = images.pop(path)
     stem = names[path]
     filesystem.write_bytes(out_root / f"{stem}.png", items.encode_png(label))

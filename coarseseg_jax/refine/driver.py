@@ -63,8 +63,8 @@ def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
   predict = evaluate.make_predict_fn(restored.model)
 
   @jax.jit
-  def outputs(images, coarse, held):
-    _, logits, assignments = predict(restored.variables, images)
+  def outputs(variables, images, coarse, held):
+    _, logits, assignments = predict(variables, images)
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if assignments:
       votes, heard = fills.label_votes(coarse, assignments, num_classes)
@@ -79,7 +79,8 @@ def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
                           ex.coarse.astype(np.int32), held.astype(np.int32)))
             for ex, held in examples)
   for (ex, held), out in predictor.batched(
-      arrays, outputs, batch_size, (0.0, IGNORE_LABEL, IGNORE_LABEL)):
+      arrays, lambda *batch: outputs(restored.variables, *batch), batch_size,
+      (0.0, IGNORE_LABEL, IGNORE_LABEL)):
     yield ex, held, _Predicted(*out)
 
 
@@ -168,7 +169,8 @@ def run(resolved, workdir: str, output_dir: str, *,
   `input_dir` with the coarse PNGs of `coarse_dir` (see the module
   docstring), writing `method`'s fill (one of `METHODS`, or `auto`).
   `resolved`: `config_validation.resolve(config, "split")` (a split) or
-  `"images"` (a folder), for the workdir's config. Returns the report (`report.Accumulator.summarize`, with `chosen`), with
+  `"images"` (a folder), for the workdir's config. Returns the report
+  (`report.Accumulator.summarize`, with `chosen`), with
   `line`, the one-line summary."""
   if method != AUTO and method not in METHODS:
     raise ValueError(f"refine method {method!r}: use auto or one of "
@@ -212,8 +214,8 @@ def run(resolved, workdir: str, output_dir: str, *,
                                    min_confidence=min_confidence)
       held_acc.add(ex.stem, ex.source, held, ex.coarse, held_masks,
                    _figures(held_masks, held, ex.coarse, num_classes))
-    kwargs = dict(name=name, workdir=workdir, step=restored.step, source=source,
-                  min_confidence=min_confidence)
+    kwargs = dict(name=name, workdir=workdir, step=restored.step,
+                  source=source, min_confidence=min_confidence)
     report = acc.summarize(**kwargs)
     coarse_only = held_acc.summarize(**kwargs)
     chosen, why = (choose(coarse_only["methods"]) if method == AUTO
