@@ -76,6 +76,15 @@ def overlay_boundaries(image: np.ndarray, segments: np.ndarray,
   return out
 
 
+def overlay_learned(image: np.ndarray, sample: Dict[str, np.ndarray]
+                    ) -> np.ndarray:
+  """`overlay_boundaries` of a sample's learned superpixels (`superpixels`,
+  cells of its padded canvas `image`) over `image` (H, W, 3), its crop."""
+  sp = sample["superpixels"]
+  return overlay_boundaries(image, sp,
+                            stride=sample["image"].shape[0] // sp.shape[0])
+
+
 def class_legend(fig: Figure, num_classes: int,
                  class_names: Optional[Sequence[str]] = None) -> None:
   """A legend of the class colours (and white = unlabelled) below `fig`."""
@@ -97,9 +106,7 @@ def panel_strip(sample: Dict[str, np.ndarray], num_classes: int,
   image = np.clip(sample["image"][:h, :w], 0, 1)
   panels = [image, colorize(sample["pred"][:h, :w], num_classes)]
   if "superpixels" in sample:
-    sp = sample["superpixels"]
-    panels.append(overlay_boundaries(
-        image, sp, stride=sample["image"].shape[0] // sp.shape[0]))
+    panels.append(overlay_learned(image, sample))
   if "slic" in sample and (sample["slic"][:h, :w] >= 0).any():
     panels.append(overlay_boundaries(image, sample["slic"][:h, :w]))
   white = np.ones((h, gap, 3))
@@ -122,10 +129,7 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
               ("fine label", colorize(s["label_fine"][:h, :w], num_classes)),
               ("prediction", colorize(s["pred"][:h, :w], num_classes))]
     if "superpixels" in s:  # Cells of the padded canvas.
-      sp = s["superpixels"]
-      stride = s["image"].shape[0] // sp.shape[0]
-      panels.append(("learned superpixels",
-                     overlay_boundaries(image, sp, stride=stride)))
+      panels.append(("learned superpixels", overlay_learned(image, s)))
     if "slic" in s:
       panels.append(("SLIC superpixels",
                      overlay_boundaries(image, s["slic"][:h, :w])))

@@ -72,7 +72,8 @@ def restore(config, workdir: str, which: str = "best") -> Restored:
 
 
 def batched(examples: Iterable[Tuple[Any, Sequence[np.ndarray]]],
-            fn: Callable, batch_size: int, pad_values: Sequence[float]
+            fn: Callable, variables, batch_size: int,
+            pad_values: Sequence[float]
             ) -> Iterator[Tuple[Any, Tuple[np.ndarray, ...]]]:
   """Runs `fn` over examples of any size, batched by bucket shape.
 
@@ -80,10 +81,11 @@ def batched(examples: Iterable[Tuple[Any, Sequence[np.ndarray]]],
     examples: (key, arrays): arrays[i] of shape (H, W, ...) for one image,
       all of one H, W (e.g. the image (H, W, 3) float in [0, 1] and its
       coarse label (H, W)).
-    fn: (batch of arrays[0], batch of arrays[1], ...) -> a tuple of arrays
-      (B, Hb, Wb, ...) at the batch's (bucket) resolution: a jitted function
-      (that takes the model's variables as an argument, not as a constant
-      it closes over, which would be compiled into the program).
+    fn: (variables, batch of arrays[0], batch of arrays[1], ...) -> a tuple
+      of arrays (B, Hb, Wb, ...) at the batch's (bucket) resolution; jitted.
+    variables: the model's variables, passed to `fn` as its first argument
+      (a jitted function that closed over them would compile them into its
+      program as constants).
     batch_size: B, fixed, so each bucket compiles once (a short last batch is
       padded with empty images).
     pad_values: what each input is padded with.
@@ -104,7 +106,7 @@ def batched(examples: Iterable[Tuple[Any, Sequence[np.ndarray]]],
         a = arrays[j]
         b[i, :a.shape[0], :a.shape[1]] = a
       batch.append(b)
-    out = jax.device_get(fn(*batch))
+    out = jax.device_get(fn(variables, *batch))
     for i, (key, arrays) in enumerate(group):
       h, w = arrays[0].shape[:2]
       yield key, tuple(np.asarray(o[i, :h, :w]) for o in out)
@@ -195,19 +197,16 @@ def predict_folder(config, workdir: str, input_dir: str,
   out_root = filesystem.path(output_dir)
   names = _out_names(paths)
   num_classes = config.model.num_classes
-  images = {}
 
   def examples():
     for path, image in _read(paths, report):
       shape = bucket_shape(*image.shape[:2])
       report.buckets[shape] = report.buckets.get(shape, 0) + 1
-      images[path] = image
-      yield path, (image.astype(np.float32) / 255.0,)
+      yield (path, image), (image.astype(np.float32) / 255.0,)
 
-  for path, (label,) in batched(
-      examples(), lambda images: predict_labels(restored.variables, images),
+  for (path, image), (label,) in batched(
+      examples(), predict_labels, restored.variables,
       int(config.data.eval_batch_size), (0.0,)):
-    image = images.pop(path)
     stem = names[path]
     filesystem.write_bytes(out_root / f"{stem}.png", items.encode_png(label))
     filesystem.write_bytes(out_root / f"{stem}_overlay.png",

@@ -70,16 +70,27 @@ def configs(config):
           for name, _, lmbda in RUNS}
 
 
-def table(results) -> str:
-  """The runs' test figures and their difference, as printed."""
+def summary(results, seed: int) -> dict:
+  """quickstart.json: each run's lambda and test `FIGURES` (from `results`,
+  {run name: results.json's "test"}), their difference (with - without),
+  the test images and the seed."""
+  keys = [k for k, _ in FIGURES]
+  return {"runs": {n: {"lmbda": l, **{k: results[n][k] for k in keys}}
+                   for n, _, l in RUNS},
+          "difference": {k: results["with"][k] - results["without"][k]
+                         for k in keys},
+          "test_images": results["with"]["num_images"], "seed": seed}
+
+
+def table(out: dict) -> str:
+  """The runs' test figures and their difference (`summary`), as printed."""
   width = max(len(title) for _, title, _ in RUNS) + 2
+  rows = [(title, out["runs"][name], ".3f") for name, title, _ in RUNS]
+  rows.append(("difference", out["difference"], "+.3f"))
   lines = ["".ljust(width) + "  ".join(t for _, t in FIGURES)]
-  for name, title, _ in RUNS:
+  for title, values, fmt in rows:
     lines.append(title.ljust(width) + "  ".join(
-        f"{results[name][k]:.3f}".rjust(len(t)) for k, t in FIGURES))
-  lines.append("difference".ljust(width) + "  ".join(
-      f"{results['with'][k] - results['without'][k]:+.3f}".rjust(len(t))
-      for k, t in FIGURES))
+        format(values[k], fmt).rjust(len(t)) for k, t in FIGURES))
   return "\n".join(lines)
 
 
@@ -97,14 +108,12 @@ def figure(path, samples, num_classes: int) -> None:
     ref = samples["with"][i]
     h, w = int(ref["height"]), int(ref["width"])
     image = np.clip(ref["image"][:h, :w], 0, 1)
-    learned = lambda s: figures.overlay_boundaries(
-        image, s["superpixels"], stride=s["image"].shape[0] //
-        s["superpixels"].shape[0])
     panels = ([image, figures.colorize(ref["label"][:h, :w], num_classes),
                figures.colorize(ref["label_fine"][:h, :w], num_classes)]
               + [figures.colorize(samples[n][i]["pred"][:h, :w], num_classes)
                  for n, _, _ in RUNS]
-              + [learned(samples[n][i]) for n, _, _ in RUNS]
+              + [figures.overlay_learned(image, samples[n][i])
+                 for n, _, _ in RUNS]
               + [figures.overlay_boundaries(image, ref["slic"][:h, :w])])
     for ax, title, img in zip(row, titles, panels):
       ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
@@ -138,17 +147,11 @@ def main() -> None:
         root / name / "figures" / "samples.npz")
   config = runs["with"].config
   figure(root / "quickstart.png", samples, config.model.num_classes)
-  keys = [k for k, _ in FIGURES]
-  filesystem.write_json(root / "quickstart.json", {
-      "runs": {n: {"lmbda": l, **{k: results[n][k] for k in keys}}
-               for n, _, l in RUNS},
-      "difference": {k: results["with"][k] - results["without"][k]
-                     for k in keys},
-      "test_images": results["with"]["num_images"],
-      "seed": config.seed})
+  out = summary(results, config.seed)
+  filesystem.write_json(root / "quickstart.json", out)
   print(f"\nHCFCN-16 on coarse labels, seed {config.seed}, "
-        f"{results['with']['num_images']} test images (fine labels):")
-  print(table(results))
+        f"{out['test_images']} test images (fine labels):")
+  print(table(out))
   print(f"figure: {root / 'quickstart.png'} (learned superpixels beside "
         f"SLIC's); runs: {root}/without, {root}/with")
 

@@ -51,7 +51,8 @@ _DATASET = flags.DEFINE_string(
     "synthetic | texture_mosaic | folder | suim | pannuke | "
     "cityscapes_coarse.")
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", datasets.DEFAULT_DATA_DIR, "TFDS data dir where the prepared dataset goes.")
+    "data_dir", datasets.DEFAULT_DATA_DIR,
+    "TFDS data dir where the prepared dataset goes.")
 _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "Raw files (the folder of `folder`, downloads of the "
     "paper datasets; see data/README.md).")

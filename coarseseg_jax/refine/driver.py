@@ -79,7 +79,7 @@ def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
                           ex.coarse.astype(np.int32), held.astype(np.int32)))
             for ex, held in examples)
   for (ex, held), out in predictor.batched(
-      arrays, lambda *batch: outputs(restored.variables, *batch), batch_size,
+      arrays, outputs, restored.variables, batch_size,
       (0.0, IGNORE_LABEL, IGNORE_LABEL)):
     yield ex, held, _Predicted(*out)
 
