@@ -71,6 +71,10 @@ _HEAVY = ("image", "label_fine", "label_coarse", "slic")
 _LABEL_KEYS = {"coarse": "label_coarse", "fine": "label_fine",
                "slic_propagated": "label_coarse", "refined": "label_coarse"}
 _size_cache: Dict[Tuple[str, str], Tuple[int, int]] = {}
+# Every function given to tf.data runs as written, not through autograph:
+# they branch only on Python values (the config) or with explicit tf.cond /
+# tf.where, and autograph's source conversion costs seconds at each start.
+_plain = tf.autograph.experimental.do_not_convert
 
 
 def _hide_tf_accelerators():
@@ -134,7 +138,8 @@ def _decode(builder, record, label_key: str,
 def example_shapes(builder, split: str) -> Iterator[Tuple[str, int, int]]:
   """(example id, height, width) of every example of `split`, in file
   order, from the stored SLIC shapes (nothing is decoded)."""
-  shapes = _read(builder, split).map(lambda r: (r["id"], r["slic"]["shape"]))
+  shapes = _read(builder, split).map(
+      _plain(lambda r: (r["id"], r["slic"]["shape"])))
   for ident, shape in shapes.as_numpy_iterator():
     yield ident.decode("utf-8", "replace"), int(shape[0]), int(shape[1])
 
@@ -269,7 +274,7 @@ def create_train_iterator(
                          reshuffle_each_iteration=False).take(per_epoch)
     ds = ds.enumerate().skip(
         tf.where(epoch == start_epoch, tf.constant(skip * local, tf.int64), 0))
-    return ds.map(lambda pos, rec: (epoch, pos, rec))
+    return ds.map(_plain(lambda pos, rec: (epoch, pos, rec)))
 
   def example(epoch, pos, record):
     decoded = _decode(builder, record, label_key)
@@ -284,8 +289,9 @@ def create_train_iterator(
         tf.random.experimental.stateless_fold_in(key, epoch), pos + 1)
     return _augment(decoded["image"], labels, ex_key, data_config)
 
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(
+      _plain(epoch_records))
+  ds = ds.map(_plain(example), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options(bool(data_config.deterministic))
                          ).as_numpy_iterator()
@@ -319,7 +325,7 @@ def eval_pad_size(builder: tfds.core.DatasetBuilder, data_config,
   """
   cache_key = (str(builder.data_dir), str(split))
   if cache_key not in _size_cache:
-    shapes = _read(builder, split).map(lambda r: r["slic"]["shape"])
+    shapes = _read(builder, split).map(_plain(lambda r: r["slic"]["shape"]))
     _size_cache[cache_key] = tuple(int(v) for v in shapes.reduce(
         tf.zeros([2], tf.int32), tf.maximum))
   h, w = _size_cache[cache_key]
@@ -407,7 +413,8 @@ def create_eval_iterator(
   padding = tf.data.Dataset.from_tensors(dummy).repeat(total - sizes[index])
   if sizes[index]:
     ds = _read(builder, tfds.even_splits(split, count)[index]).map(
-        example, num_parallel_calls=tf.data.AUTOTUNE).concatenate(padding)
+        _plain(example), num_parallel_calls=tf.data.AUTOTUNE
+    ).concatenate(padding)
   else:
     ds = padding
   ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
