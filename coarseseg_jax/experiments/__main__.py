@@ -149,8 +149,8 @@ def _setup(experiment: str) -> methods.Setup:
 
 
 def _run(experiment: str) -> None:
-  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
-  base, config_file, overrides, tag = _base_config()
+  # The flags' own checks first: resolving the config (and importing
+  # TensorFlow, which it needs) takes seconds.
   setup = _setup(experiment)
   names = methods.select_methods(_METHODS.value)
   if experiment == "budget":
@@ -164,9 +164,6 @@ def _run(experiment: str) -> None:
       "main": setup.seeds, "coarseness": setup.coarseness_seeds,
       "similarity": setup.similarity_seeds,
       "budget": setup.budget_seeds}[experiment]
-  default = base.data.validation_labels
-  variants = {"both": ["fine", "coarse"], None: [default]}.get(
-      _LABELS.value, [_LABELS.value])
   try:
     seeds = (methods.selection_seeds(n) if experiment in ("similarity",
                                                           "budget")
@@ -176,6 +173,11 @@ def _run(experiment: str) -> None:
     raise app.UsageError(f"--seeds / --sweep_seeds: {e}") from None
   if not _MARGIN.value > 0:
     raise app.UsageError(f"--margin={_MARGIN.value} must be > 0.")
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  base, config_file, overrides, tag = _base_config()
+  default = base.data.validation_labels
+  variants = {"both": ["fine", "coarse"], None: [default]}.get(
+      _LABELS.value, [_LABELS.value])
   if ("coarse" in variants
       and _SELECT.value not in config_validation.COARSE_SELECTABLE):
     raise app.UsageError(f"--select_metric={_SELECT.value} needs fine "
