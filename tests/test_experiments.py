@@ -275,45 +275,6 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
         "test"]["accuracy_mean"] == retrained
 
 
-@pytest.mark.slow
-def test_coarse_validation_selects_on_coarse_labels(tmp_path):
-  """--validation_labels=both: the same training, validated on coarse and on
-  fine labels. One validation per run (1 epoch), so both keep the same
-  checkpoint: equal test figures, different validation figures."""
-  runs = _run(tmp_path, "main", "--methods=fcn", "--validation_labels=both")
-  names, seeds = ("fcn", "hcfcn"), methods.report_seeds(methods.QUICK.seeds)
-  assert runs["trained"] == 2 * len(names) * len(seeds)
-  assert runs["validation_labels"] == ["fine", "coarse"]
-  wd = tmp_path / "wd" / "synthetic"
-  differs = 0
-  for method in names:
-    for seed in seeds:
-      path = os.path.join(method, "ce", f"seed{seed}")
-      fine, coarse = (
-          json.loads((wd / root / path / "results.json").read_text())
-          for root in ("main_quick", "main_quick_coarseval"))
-      assert coarse["config"]["data"]["validation_labels"] == "coarse"
-      assert coarse["test"]["accuracy_mean"] == pytest.approx(
-          fine["test"]["accuracy_mean"], abs=1e-6)
-      assert coarse["validation"]["num_images"] == (
-          fine["validation"]["num_images"])
-      differs += coarse["validation"]["accuracy_mean"] != pytest.approx(
-          fine["validation"]["accuracy_mean"], abs=1e-6)
-  assert differs == len(names) * len(seeds)
-  out = tmp_path / "out"
-  coarse_rows = tables.read_seeds(out / "synthetic_coarseval_main_seeds.csv")
-  assert {r["validation_labels"] for r in coarse_rows} == {"coarse"}
-  assert (out / "synthetic_coarseval_coarse.md").exists()
-  header, cost = _csv(out / "synthetic_validation_labels.csv")
-  assert header[:3] == ["method", "param_coarse", "param_fine"]
-  assert [r["method"] for r in cost] == [m for m in names
-                                         for _ in tables.TESTED]
-  _check_comparisons(cost)
-  for row in cost:  # Identical test figures: a zero difference, equivalent.
-    assert float(row["mean_diff"]) == pytest.approx(0.0, abs=1e-6)
-  assert "TOST" in (out / "synthetic_validation_labels.md").read_text()
-
-
 def test_coarse_targets_are_the_coarse_labels(tmp_path):
   """What coarse validation evaluates against: the stored coarse labels in
   `label_fine` (and `label`), whatever the training labels."""
@@ -752,60 +713,24 @@ def test_budget_tables_from_seed_rows(tmp_path):
   assert again[1:] == (chosen, overall)
 
 
-@pytest.mark.slow
-def test_budget_quick_end_to_end_then_restored(tmp_path):
-  """The budget experiment: every method at every budget on the selection
-  seeds, each run's cosine schedule as long as the run; the table recomputes
-  from its seed rows and names the budget the rule picks; with the workdirs
-  gone, the archive restores every run and the files are the same."""
-  quick = methods.QUICK
-  names = methods.select_methods(["hcfcn_slic"])  # hcfcn comes with it.
-  assert names == ("hcfcn", "hcfcn_slic")
-  runs = _run(tmp_path, "budget", "--methods=hcfcn_slic")
-  select = methods.selection_seeds(quick.budget_seeds)
-  assert runs["seeds"] == list(select)
-  assert runs["trained"] == len(runs["runs"]) == (
-      len(names) * len(quick.budgets) * len(select))
-  # Cheapest first: every run of a budget before the next budget.
-  root = tmp_path / "wd" / "synthetic" / "budget_quick"
-  planned = [(m, e, s) for e in quick.budgets for s in select for m in names]
-  assert [os.path.relpath(r["workdir"], root) for r in runs["runs"]] == [
-      os.path.join(m, methods.param_name(
-          {**methods.budget_params(m, quick), "epochs": e}), f"seed{s}")
-      for m, e, s in planned]
-  for record, (_, epochs, _) in zip(runs["runs"], planned):
-    with open(os.path.join(record["workdir"], "config.json")) as f:
-      config = json.load(f)
-    assert config["train"]["num_epochs"] == epochs
-    assert config["train"]["lr_schedule"] == "warmup_cosine"
-    assert config["train"]["warmup_steps"] == 0
-    assert "--config.train.lr_schedule=warmup_cosine" in record["command"]
-    assert f"--config.train.num_epochs={epochs}" in record["command"]
-  out = tmp_path / "out"
-  seed_rows = tables.read_seeds(out / "synthetic_budget_seeds.csv")
-  assert {r["seed"] for r in seed_rows} == set(select)
-  assert {r["epochs"] for r in seed_rows} == set(quick.budgets)
-  assert not any(k.startswith("test_") for k in seed_rows[0])
-  summary, chosen, overall = tables.budget_tables(seed_rows)
-  written = {name: (out / name).read_text() for name in (
-      "synthetic_budget.csv", "synthetic_budget_seeds.csv",
-      "synthetic_budget.md")}
-  assert tables.csv_text(summary, tables.BUDGET_COLUMNS) == written[
-      "synthetic_budget.csv"]
-  markdown = written["synthetic_budget.md"]
-  assert f"**Chosen budget: {overall} epochs.**" in markdown
-  assert report.budget_rule("accuracy", 0.01) in markdown
-  assert "gains less than 0.01" in markdown
-  for method, budget in chosen.items():
-    assert f"{method} {budget}" in markdown
-  assert "hcfcn_slic lambda 0.05" in markdown
-  assert (" epochs, batch" not in markdown) and "VALIDATION" in markdown
-  _png(out / "synthetic_budget.png")
-  # Another machine: only the archive; nothing trains, same files.
-  shutil.rmtree(tmp_path / "wd")
-  runs = _run(tmp_path, "budget", "--methods=hcfcn_slic")
-  assert {r["status"] for r in runs["runs"]} == {"restored"}
-  assert {name: (out / name).read_text() for name in written} == written
+def test_budget_report_names_each_methods_budget_and_fixed_values(tmp_path):
+  """The budget's note, table and figure from seed rows (the command's own
+  end-to-end test, archive included, is test_readme's budget command)."""
+  rows = _budget_rows({"hcfcn": {1: [0.50], 2: [0.60]},
+                       "hcfcn_slic": {1: [0.55], 2: [0.555]}})
+  out = str(tmp_path / "synthetic")
+  chosen = report.write_budget(out, synthetic.get_config(), methods.QUICK,
+                               rows, methods.selection_seeds(1), "accuracy")
+  assert chosen == 2  # hcfcn gains 0.1 from 1 to 2 epochs; hcfcn_slic not.
+  markdown = (tmp_path / "synthetic_budget.md").read_text()
+  assert "Per method: hcfcn 2, hcfcn_slic 1." in markdown
+  assert "**Chosen budget: 2 epochs.**" in markdown
+  assert "largest budget run" in markdown  # 2 is the last budget: an edge.
+  assert "Fixed: hcfcn_slic lambda 0.05." in markdown
+  assert "VALIDATION" in markdown and " epochs, batch" not in markdown
+  header, table = _csv(tmp_path / "synthetic_budget.csv")
+  assert header == tables.BUDGET_COLUMNS and len(table) == 4
+  _png(tmp_path / "synthetic_budget.png")
 
 
 @pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from typing import Dict, List, Tuple
@@ -41,6 +42,8 @@ import helpers
 import paper_fixtures
 from coarseseg_jax.configs import suim
 from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import report
+from coarseseg_jax.experiments import tables
 from coarseseg_jax.datasets import synthetic
 
 ROOT = helpers.ROOT
@@ -394,27 +397,76 @@ def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path):
 
 @pytest.mark.slow
 def test_readme_prepare_and_experiment_commands(tmp_path):
-  """The prepare and experiment commands, and what the experiments write
-  (the runner's own end-to-end test of the main table is test_experiments'
-  --quick chain)."""
+  """The prepare and experiment commands, and what the experiments write:
+  this is the end-to-end test of coarse validation, the coarseness and
+  similarity sweeps, the budget experiment and the runner on a folder (the
+  main table's is test_experiments' --quick chain)."""
   tmp = str(tmp_path)
+  out, root = f"{tmp}/results", f"{tmp}/workdirs/experiments/synthetic"
   write_folder(f"{tmp}/raw/my_data")
   for scenario in ("synthetic_prepare", "experiments"):
     for command in _commands(scenario):
       run_command(command, tmp)
-      if "--experiment=coarseness" in command:
-        _check_coarseness(f"{tmp}/results", f"{tmp}/data")
+      if "--validation_labels=both" in command:
+        _check_validation_labels(out, root)
+      elif "--experiment=coarseness" in command:
+        _check_coarseness(out, f"{tmp}/data")
       elif "--experiment=similarity" in command:
-        _check_similarity(f"{tmp}/results")
+        _check_similarity(out)
       elif "--experiment=budget" in command:
-        _check_budget(f"{tmp}/results")
+        _check_budget(out, f"{root}/budget_quick",
+                      lambda c=command: run_command(c, tmp))
       elif "folder.py" in command:
-        _check_folder_experiment(f"{tmp}/results", tmp)
+        _check_folder_experiment(out, tmp)
 
 
 def _csv(path: str) -> List[dict]:
   with open(path, newline="") as f:
     return list(csv.DictReader(f))
+
+
+def _check_validation_labels(out: str, root: str) -> None:
+  """--validation_labels=both: the same training validated on fine and on
+  coarse labels. One validation per run (1 epoch), so both keep the same
+  checkpoint: equal test figures, different validation figures, and the
+  cost table's difference is zero."""
+  with open(f"{out}/synthetic_main_runs.json") as f:
+    runs = json.load(f)
+  seeds = methods.report_seeds(1)
+  assert runs["validation_labels"] == ["fine", "coarse"]
+  assert runs["trained"] == 2 * len(seeds)  # hcfcn, each validation.
+  for seed in seeds:
+    path = os.path.join("hcfcn", "ce", f"seed{seed}", "results.json")
+    fine, coarse = (_json(os.path.join(root, run, path))
+                    for run in ("main_quick", "main_quick_coarseval"))
+    assert coarse["config"]["data"]["validation_labels"] == "coarse"
+    assert fine["config"]["data"]["validation_labels"] == "fine"
+    assert coarse["test"]["accuracy_mean"] == pytest.approx(
+        fine["test"]["accuracy_mean"], abs=1e-6)
+    assert coarse["validation"]["num_images"] == (
+        fine["validation"]["num_images"])
+    assert coarse["validation"]["accuracy_mean"] != pytest.approx(
+        fine["validation"]["accuracy_mean"], abs=1e-6)
+  rows = _csv(f"{out}/synthetic_coarseval_main_seeds.csv")
+  assert {r["validation_labels"] for r in rows} == {"coarse"}
+  assert os.path.exists(f"{out}/synthetic_coarseval_coarse.md")
+  cost = _csv(f"{out}/synthetic_validation_labels.csv")
+  assert list(cost[0])[:3] == ["method", "param_coarse", "param_fine"]
+  assert {r["method"] for r in cost} == {"hcfcn"}
+  for row in cost:  # Identical test figures: a zero difference.
+    assert float(row["mean_diff"]) == pytest.approx(0.0, abs=1e-6)
+  with open(f"{out}/synthetic_validation_labels.md") as f:
+    assert "TOST" in f.read()
+
+
+def _json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _text(path: str) -> str:
+  with open(path) as f:
+    return f.read()
 
 
 def _check_coarseness(out: str, data_dir: str) -> None:
@@ -450,18 +502,53 @@ def _check_similarity(out: str) -> None:
   assert "), similarity " not in note
 
 
-def _check_budget(out: str) -> None:
-  """hcfcn at each quick budget on the first selection seed; the table
-  names the budget its rule picks."""
+def _check_budget(out: str, root: str, rerun) -> None:
+  """hcfcn at each quick budget on the first selection seed, cheapest budget
+  first, each run's cosine schedule as long as the run; the table recomputes
+  from its seed rows and names the budget its rule picks; with the workdirs
+  gone, `rerun` (the same command) restores every run from the archive and
+  writes the same files."""
+  budgets = methods.QUICK.budgets
+  with open(f"{out}/synthetic_budget_runs.json") as f:
+    runs = json.load(f)
+  assert runs["trained"] == len(runs["runs"]) == len(budgets)
+  assert runs["seeds"] == [methods.SELECTION_SEED]
+  for record, epochs in zip(runs["runs"], budgets):
+    assert os.path.relpath(record["workdir"], root) == os.path.join(
+        "hcfcn", methods.param_name({**methods.budget_params(
+            "hcfcn", methods.QUICK), "epochs": epochs}),
+        f"seed{methods.SELECTION_SEED}")
+    train = _json(os.path.join(record["workdir"], "config.json"))["train"]
+    assert (train["num_epochs"], train["lr_schedule"],
+            train["warmup_steps"]) == (epochs, "warmup_cosine", 0)
+    assert f"--config.train.num_epochs={epochs}" in record["command"]
   rows = _csv(f"{out}/synthetic_budget.csv")
   assert [(r["method"], int(r["epochs"])) for r in rows] == [
-      ("hcfcn", e) for e in methods.QUICK.budgets]
+      ("hcfcn", e) for e in budgets]
   assert [r["converged"] for r in rows].count("1") == 1
   chosen = [int(r["epochs"]) for r in rows if r["converged"] == "1"][0]
-  with open(f"{out}/synthetic_budget.md") as f:
-    assert f"**Chosen budget: {chosen} epochs.**" in f.read()
-  seeds = {r["seed"] for r in _csv(f"{out}/synthetic_budget_seeds.csv")}
-  assert seeds == {str(methods.SELECTION_SEED)}
+  seed_rows = tables.read_seeds(f"{out}/synthetic_budget_seeds.csv")
+  assert {r["seed"] for r in seed_rows} == {methods.SELECTION_SEED}
+  assert not any(k.startswith("test_") for k in seed_rows[0])
+  written = {name: _text(f"{out}/{name}") for name in (
+      "synthetic_budget.csv", "synthetic_budget_seeds.csv",
+      "synthetic_budget.md")}
+  summary, _, overall = tables.budget_tables(seed_rows)
+  assert tables.csv_text(summary, tables.BUDGET_COLUMNS) == written[
+      "synthetic_budget.csv"]
+  markdown = written["synthetic_budget.md"]
+  assert overall == chosen
+  assert f"**Chosen budget: {chosen} epochs.**" in markdown
+  assert report.budget_rule("accuracy", 0.01) in markdown
+  assert "VALIDATION" in markdown and " epochs, batch" not in markdown
+  image = np.asarray(Image.open(f"{out}/synthetic_budget.png"))
+  assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
+  # Another machine: only the archive; nothing trains, the same files.
+  shutil.rmtree(root)
+  rerun()
+  with open(f"{out}/synthetic_budget_runs.json") as f:
+    assert {r["status"] for r in json.load(f)["runs"]} == {"restored"}
+  assert {name: _text(f"{out}/{name}") for name in written} == written
 
 
 def _check_folder_experiment(out: str, tmp: str) -> None:
