@@ -9,7 +9,8 @@ would be right; the entry points print it without a traceback. `resolve`
 works on a copy: it completes `config.model.num_classes` when it is None
 (the dataset's number: its builder parameters, or a folder's classes.txt)
 and, for training, `config.data.refined_from` (the source of refined
-training labels, from their refine report). `check_dataset` checks the
+training labels, from their refine report) and `refined_fill` (`best_free`
+becomes the free fill the report ranks first). `check_dataset` checks the
 config against the prepared dataset, once it is prepared.
 """
 
@@ -27,10 +28,12 @@ from coarseseg_jax import finetune
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import losses
 from coarseseg_jax import models
+from coarseseg_jax import refine
 from coarseseg_jax import state
 from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import refined
 from coarseseg_jax.errors import ConfigError
+from coarseseg_jax.refine import scores
 
 TRAIN_LABELS = ("coarse", "fine", "slic_propagated", "refined")
 # Models whose decoder produces superpixel assignments (needed by lmbda/kappa).
@@ -38,6 +41,9 @@ SUPERPIXEL_MODELS = ("hcfcn",)
 # Selection metrics that coarse validation labels can score (no boundaries).
 COARSE_SELECTABLE = tuple(m for m in evaluate.SELECTABLE
                           if "boundary" not in m)
+# data.refined_fill: the free fill (no model) the refine report's coarse-only
+# scores rank first, resolved to its name.
+BEST_FREE = "best_free"
 
 
 # What a run reads (`resolve`'s `use`): "train" the dataset and (with
@@ -212,17 +218,27 @@ def _resolve_refined(d) -> None:
   sets `refined_from` from the refine report, what config.json records of
   the labels' source (ConfigError if the report is missing)."""
   if d.train_labels != "refined":
-    if d.refined_dir:
-      raise ConfigError(
-          f"config.data.refined_dir={d.refined_dir!r} is read only with "
-          "config.data.train_labels='refined'; unset it or set train_labels.")
+    for key in ("refined_dir", "refined_fill"):
+      if d[key]:
+        raise ConfigError(
+            f"config.data.{key}={d[key]!r} is read only with "
+            "config.data.train_labels='refined'; unset it or set "
+            "train_labels.")
     d.refined_from = ""
     return
   if not d.refined_dir:
     raise ConfigError(
         "config.data.train_labels='refined' needs config.data.refined_dir: "
         f"the --output_dir of `--mode=refine --split={d.train_split}`.")
-  d.refined_from = refined.provenance(d.refined_dir, d.train_split, d.dataset)
+  if d.refined_fill == BEST_FREE:
+    d.refined_fill = scores.choose(refined.coarse_only_scores(
+        d.refined_dir, d.train_split), among=refine.FREE_FILLS)[0]
+  elif d.refined_fill and d.refined_fill not in refine.FILLS:
+    raise ConfigError(
+        f"config.data.refined_fill={d.refined_fill!r}: use '' (the fill "
+        f"refine chose), {BEST_FREE!r} or one of {', '.join(refine.FILLS)}.")
+  d.refined_from = refined.provenance(d.refined_dir, d.train_split, d.dataset,
+                                      d.refined_fill)
 
 
 def _resolve_num_classes(config: ml_collections.ConfigDict,
@@ -266,4 +282,4 @@ def check_dataset(config: ml_collections.ConfigDict, builder) -> None:
   d = config.data
   if d.train_labels == "refined":
     refined.check_split(input_pipeline.example_shapes(builder, d.train_split),
-                        d.train_split, d.refined_dir)
+                        d.train_split, d.refined_dir, d.refined_fill)

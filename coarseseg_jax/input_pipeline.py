@@ -259,7 +259,8 @@ def create_train_iterator(
   label_key = _label_key(data_config)
   propagate = data_config.train_labels == "slic_propagated"
   read_refined = (refined.label_reader(data_config.refined_dir,
-                                       data_config.train_split)
+                                       data_config.train_split,
+                                       data_config.refined_fill)
                   if data_config.train_labels == "refined" else None)
   records = _read(builder, tfds.even_splits(split, count)[index])
   key = tf.random.experimental.stateless_fold_in(

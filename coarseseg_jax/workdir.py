@@ -58,7 +58,7 @@ ADDED_DEFAULTS = {
     "train.grad_clip_norm": None, "train.class_weights": None,
     "train.num_validation_images": 3, "train.profile_steps": 0,
     "data.validation_labels": "fine", "train.finetune_rule": "project",
-    "data.refined_dir": "", "data.refined_from": "",
+    "data.refined_dir": "", "data.refined_from": "", "data.refined_fill": "",
     "data.coarse_style": "erosion",
     "compilation_cache_dir": "workdir",
 }

@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   # train_labels=refined: the --mode=refine output of the train split to train
   # on; refined_from is filled in from its report (workdir and step).
   data.refined_dir = ""
+  # Which fill of that output: "" the one refine chose (its <stem>.png), a
+  # fill's name (fills/<name>/), or "best_free": the free fill (no model) its
+  # coarse-only score ranks first, resolved to the name when checked.
+  data.refined_fill = ""
   data.refined_from = ""
   data.train_split = "train"
   data.eval_split = "validation"  # Model selection split.
@@ -276,6 +280,8 @@ NO_COUNTERPART_KEYS = {
     "data.data_dir": "where prepared data is stored",
     "data.manual_dir": "where the download is",
     "data.refined_dir": "self-training (train_labels=refined), beyond them",
+    "data.refined_fill": "self-training on one fill of a refine output, "
+                         "beyond them",
     "data.refined_from": "recorded provenance of refined labels",
     "data.builder_kwargs.split_seed": "their random_split's draw is not "
                                       "recorded",

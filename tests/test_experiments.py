@@ -353,11 +353,14 @@ def test_methods_are_config_deltas():
   expect = {"fcn": ("fcn", "coarse"), "unet": ("unet", "coarse"),
             "hcfcn": ("hcfcn", "coarse"), "hcfcn_fine": ("hcfcn", "fine"),
             "hcfcn_slic_propagated": ("hcfcn", "slic_propagated"),
-            "hcfcn_slic_refined": ("hcfcn", "refined")}
+            "hcfcn_slic_refined": ("hcfcn", "refined"),
+            "hcfcn_slic_refined_free": ("hcfcn", "refined")}
   for method, (model, labels) in expect.items():
     config = methods.apply(base, methods.run_delta(method, {}, seed=3))
     assert (config.model.name, config.data.train_labels) == (model, labels)
     assert (config.train.lmbda, config.train.kappa, config.seed) == (0, 0, 3)
+    assert config.data.refined_fill == (
+        "best_free" if method.endswith("_free") else "")
   delta = methods.run_delta("hcfcn_slicmap_slic",
                             {"kappa": 0.05, "lmbda": 0.1, "kernel": 5}, 0)
   config = methods.apply(base, delta)
@@ -515,6 +518,28 @@ def test_tables_from_seed_rows_pair_by_seed_and_round_trip(tmp_path):
       summary, tables.MAIN_COLUMNS)
 
 
+def test_self_training_rows_are_compared_with_their_first_round_and_each_other():
+  rows = _seed_rows({"fcn": [0.40, 0.52], "hcfcn": [0.50, 0.60],
+                     "hcfcn_slic": [0.55, 0.65],
+                     "hcfcn_slic_refined": [0.56, 0.66],
+                     "hcfcn_slic_refined_free": [0.57, 0.68]})
+  pairs = {(r["method"], r["reference"])
+           for r in tables.main_tables(rows)[1]}
+  assert {("hcfcn_slic_refined", "hcfcn_slic"),
+          ("hcfcn_slic_refined_free", "hcfcn_slic"),
+          ("hcfcn_slic_refined_free", "hcfcn_slic_refined")} <= pairs
+  # Without the model's fill's row, the free one is still compared with
+  # its first round.
+  without = [r for r in rows if r["method"] != "hcfcn_slic_refined"]
+  pairs = {(r["method"], r["reference"])
+           for r in tables.main_tables(without)[1]}
+  assert ("hcfcn_slic_refined_free", "hcfcn_slic") in pairs
+  assert methods.select_methods(["hcfcn_slic", "hcfcn_slic_refined_free"]) == (
+      "hcfcn", "hcfcn_slic", "hcfcn_slic_refined_free")
+  with pytest.raises(ValueError, match="_free needs hcfcn_slic"):
+    methods.select_methods(["hcfcn_slic_refined_free"])
+
+
 def test_validation_cost_compares_the_same_seeds():
   fine = _seed_rows({"fcn": [0.40, 0.50], "hcfcn": [0.60, 0.70]})
   coarse = _seed_rows({"fcn": [0.38, 0.49], "hcfcn": [0.60, 0.70]})
@@ -639,6 +664,50 @@ def test_retraining_for_a_checkpoint_keeps_the_archive_and_resumes(
   assert not (workdir / runner_lib.RETRAINING).exists()
   runner.ensure_checkpoint("hcfcn_slic", params, 0)  # Has one: no training.
   assert len(calls) == 2
+
+
+def test_each_learner_has_its_refine_folder_a_report_alone_is_refined_again(
+    tmp_path, monkeypatch):
+  """Each learner's refine output has its own folder; a report restored
+  without its labels serves a finished learner, not one that must train."""
+  from coarseseg_jax.refine import driver as refine_driver  # pylint: disable=g-import-not-at-top
+  base = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
+  runner = runner_lib.Runner(base, str(tmp_path / "wd"),
+                             archive=str(tmp_path / "archive"))
+  params = {"lmbda": 0.05}
+  source = tmp_path / "wd" / "hcfcn_slic" / "lmbda0.05" / "seed0"
+  (source / "checkpoints").mkdir(parents=True)  # Its model is there.
+  refined = []
+
+  def fake_refine(resolved, workdir, out, split):
+    del resolved, workdir
+    refined.append(out)
+    os.makedirs(out, exist_ok=True)
+    for name in (f"refine_{split}.json", f"refine_{split}.csv"):
+      with open(os.path.join(out, name), "w") as f:
+        f.write("{}")
+    return {"line": "refined"}
+
+  monkeypatch.setattr(refine_driver, "run", fake_refine)
+  monkeypatch.setattr(config_validation, "resolve", lambda c, use: c)
+  free = methods.METHODS["hcfcn_slic_refined_free"].refined_subdir
+  assert free != methods.REFINED_SUBDIR
+  out = runner_lib.refined_labels(runner, "hcfcn_slic", params, 0,
+                                  subdir=free)
+  assert out == str(source / free) and refined == [out]
+  assert runner_lib.refined_labels(runner, "hcfcn_slic", params, 0,
+                                   subdir=free) == out
+  assert len(refined) == 1  # There: not refined again.
+  # Only the report (as the archive keeps it): enough for a finished
+  # learner; one that trains on the labels has them refined again.
+  os.remove(os.path.join(out, "refine_train.csv"))
+  runner_lib.refined_labels(runner, "hcfcn_slic", params, 0,
+                            labels_needed=False, subdir=free)
+  assert len(refined) == 1
+  runner_lib.refined_labels(runner, "hcfcn_slic", params, 0, subdir=free)
+  assert len(refined) == 2
+  assert [r["status"] for r in runner.records] == [
+      "refined", "skipped", "skipped", "refined"]
 
 
 def test_read_seeds_refuses_other_files_in_one_line(tmp_path):

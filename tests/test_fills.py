@@ -214,22 +214,30 @@ def test_the_holdout_score_ranks_a_right_fill_first():
   assert got["nearest_labelled"] == pytest.approx(1.0)
   assert got["model"] == pytest.approx(0.5)
   report = {k: {"band_correct": v} for k, v in got.items()}
-  assert driver.choose(report)[0] == "nearest_labelled"
+  assert scores.choose(report)[0] == "nearest_labelled"
 
 
 def test_choose_breaks_ties_by_order_and_puts_nan_last():
   report = {"model": {"band_correct": 0.9},
             "nearest_labelled": {"band_correct": 0.9},
             "superpixel": {"band_correct": None}}
-  method, why = driver.choose(report)
+  method, why = scores.choose(report)
   assert method == "nearest_labelled" and "0.900" in why
   # Within the tolerance the simpler (earlier) fill wins; beyond it, not.
   close = {"nearest_labelled": {"band_correct": 0.985},
            "superpixel": {"band_correct": 0.992}}
-  assert driver.choose(close)[0] == "nearest_labelled"
-  assert driver.choose(close, tolerance=0.005)[0] == "superpixel"
-  assert driver.choose({"superpixel": {"band_correct": None},
+  assert scores.choose(close)[0] == "nearest_labelled"
+  assert scores.choose(close, tolerance=0.005)[0] == "superpixel"
+  assert scores.choose({"superpixel": {"band_correct": None},
                         "model": {"band_correct": 0.1}})[0] == "model"
+  # Among the free fills only (the self-training row on the best free fill).
+  free = {"superpixel": {"band_correct": 0.99},
+          "nearest_labelled": {"band_correct": 0.90},
+          "slic_then_nearest": {"band_correct": 0.95}}
+  method, why = scores.choose(free, among=refine.FREE_FILLS)
+  assert method == "slic_then_nearest" and "superpixel" not in why
+  with pytest.raises(ValueError, match="no fill to choose"):
+    scores.choose({"model": {"band_correct": 0.5}}, among=refine.FREE_FILLS)
 
 
 def test_holdout_keeps_every_regions_core():
@@ -247,13 +255,13 @@ def test_agreement_of_the_two_rankings():
   fine = {"nearest_labelled": {"band_correct": 0.9},
           "model": {"band_correct": 0.6},
           "constrained": {"band_correct": 0.8}}
-  same = driver.agreement({k: dict(v) for k, v in fine.items()}, fine)
+  same = scores.agreement({k: dict(v) for k, v in fine.items()}, fine)
   assert same["fine_best"] == same["coarse_only_best"] == "nearest_labelled"
   assert same["kendall_tau"] == pytest.approx(1.0)
   coarse_only = {"nearest_labelled": {"band_correct": 0.5},
                  "model": {"band_correct": 0.7},
                  "constrained": {"band_correct": 0.6}}
-  got = driver.agreement(coarse_only, fine)
+  got = scores.agreement(coarse_only, fine)
   assert got["coarse_only_best"] == "model"
   assert got["fine_band_correct_of_coarse_only_best"] == pytest.approx(0.6)
   assert got["kendall_tau"] == pytest.approx(-1.0)

@@ -20,6 +20,7 @@ from coarseseg_jax import errors
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import metrics
 from coarseseg_jax import models
+from coarseseg_jax import refine
 from coarseseg_jax.refine import driver as refine_driver
 from coarseseg_jax.refine import figures as refine_figures
 from coarseseg_jax.refine import fills
@@ -299,8 +300,8 @@ def test_refine_a_split_keeps_labels_and_reports_what_it_did(untrained,
   held_out = report["coarse_only"]["methods"]
   assert set(held_out) == set(refine_driver.METHODS)
   best = max(v["band_correct"] for v in held_out.values())
-  assert held_out[chosen]["band_correct"] >= best - refine_driver.AUTO_TOLERANCE
-  assert all(held_out[m]["band_correct"] < best - refine_driver.AUTO_TOLERANCE
+  assert held_out[chosen]["band_correct"] >= best - scores.AUTO_TOLERANCE
+  assert all(held_out[m]["band_correct"] < best - scores.AUTO_TOLERANCE
              for m in refine_driver.METHODS[:refine_driver.METHODS.index(
                  chosen)])
   assert chosen in report["line"] and report["chosen"]["refine_method"] == "auto"
@@ -385,6 +386,31 @@ def test_training_reads_the_refined_labels_and_records_their_source(
   workdir_lib.record_config(wd, second)
   with open(os.path.join(wd, "config.json")) as f:
     assert json.load(f)["data"]["refined_from"] == second.data.refined_from
+  # refined_fill=best_free: the free fill the report's coarse-only scores
+  # rank first, read from fills/<it>/, named where the config records it.
+  free = _refined_config(config, out, scale_range=(1.0, 1.0), hflip=False)
+  free.data.refined_fill = "best_free"
+  free = config_validation.resolve(free).config
+  with open(os.path.join(out, "refine_train.json")) as f:
+    ranked = json.load(f)["coarse_only"]["methods"]
+  best = scores.choose(ranked, among=refine.FREE_FILLS)[0]
+  assert free.data.refined_fill == best
+  assert free.data.refined_from.endswith(f" fill {best}")
+  fill_dir = os.path.join(out, "fills", best)
+  filled = [np.asarray(Image.open(os.path.join(fill_dir, f)))
+            for f in sorted(os.listdir(fill_dir))]
+  config_validation.check_dataset(free, builder)
+  batch = next(input_pipeline.create_train_iterator(
+      builder, free.data, 8, seed=0, process_index=0, process_count=1))
+  for label in batch["label"]:
+    assert any(np.array_equal(label, r) for r in filled)
+  wrong = _refined_config(config, out, refined_fill="slic")
+  with pytest.raises(errors.ConfigError, match="refined_fill='slic': use"):
+    config_validation.resolve(wrong)
+  wrong.data.update(train_labels="coarse", refined_dir="")
+  with pytest.raises(errors.ConfigError, match="refined_fill='slic' is read "
+                     "only with config.data.train_labels='refined'"):
+    config_validation.resolve(wrong)
 
 
 @pytest.mark.slow  # Uses the tiny dataset (built once per run).

@@ -10,7 +10,14 @@ unlabelled, a second one learns from the filled labels). R holds
   refine_<split>.csv    one row per image: `stem` (the label PNG's name),
                         `source` (the example id), `height`, `width`;
   <stem>.png            uint8 class ids at the stored image's size (255 =
-                        left unlabelled below min_confidence).
+                        left unlabelled below min_confidence): the fill the
+                        report's `chosen` names;
+  fills/<fill>/<stem>.png  every fill's labels, of the same images.
+
+`--config.data.refined_fill=F` trains on fill F (`fills/F/`) instead of the
+chosen one (`""`, the default); `best_free` is resolved, where the config is
+checked, to the free fill the report's coarse-only scores rank first
+(`coarse_only_scores`).
 
 `provenance` reads the report into the one-line `data.refined_from` that
 config.json records; `manifest` maps example ids to label files;
@@ -40,24 +47,54 @@ def _refine_hint(refined_dir: str, split: str) -> str:
           f"--mode=refine --split={split} --output_dir={refined_dir}`")
 
 
-def provenance(refined_dir: str, split: str, dataset: str) -> str:
-  """`data.refined_from`: the workdir, step and fill that refined `split`.
+def _read_report(refined_dir: str, split: str) -> dict:
+  """The refine report of `split` (ConfigError naming it if it is missing
+  or no report)."""
+  path = report_path(refined_dir, split)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      report = json.load(f)
+    if not isinstance(report, dict):
+      raise ValueError
+    return report
+  except tf.errors.NotFoundError:
+    raise errors.ConfigError(
+        f"{path}: not found (config.data.refined_dir); "
+        f"{_refine_hint(refined_dir, split)}.") from None
+  except ValueError:
+    raise errors.ConfigError(
+        f"{path}: not a refine report; {_refine_hint(refined_dir, split)}."
+    ) from None
+
+
+def coarse_only_scores(refined_dir: str, split: str) -> Dict[str, dict]:
+  """{fill: figures} of the report's coarse-only score (the held-out ring),
+  what `refine.scores.choose` ranks (ConfigError if the report has none:
+  written before the fills were scored)."""
+  scores = _read_report(refined_dir, split).get("coarse_only", {})
+  if not isinstance(scores, dict) or not isinstance(
+      scores.get("methods"), dict):
+    raise errors.ConfigError(
+        f"{report_path(refined_dir, split)}: no coarse-only scores of the "
+        f"fills; {_refine_hint(refined_dir, split)} again.")
+  return scores["methods"]
+
+
+def provenance(refined_dir: str, split: str, dataset: str,
+               fill: str = "") -> str:
+  """`data.refined_from`: the workdir, step and fill that refined `split`
+  (`fill`: the one read, `data.refined_fill`; "" the report's chosen one).
 
   Raises:
     errors.ConfigError: no report for `split` in `refined_dir`, or one of
       another split or dataset (one line naming the file).
   """
   path = report_path(refined_dir, split)
+  report = _read_report(refined_dir, split)
   try:
-    with tf.io.gfile.GFile(path) as f:
-      report = json.load(f)
     source = report["source"]
     workdir, step = report["workdir"], report["checkpoint_step"]
-  except tf.errors.NotFoundError:
-    raise errors.ConfigError(
-        f"{path}: not found (config.data.refined_dir); "
-        f"{_refine_hint(refined_dir, split)}.") from None
-  except (ValueError, KeyError, TypeError):
+  except (KeyError, TypeError):
     raise errors.ConfigError(
         f"{path}: not a refine report; {_refine_hint(refined_dir, split)}."
     ) from None
@@ -67,13 +104,16 @@ def provenance(refined_dir: str, split: str, dataset: str) -> str:
         f"{dataset}/{split}; {_refine_hint(refined_dir, split)}.")
   line = (f"{workdir} step {step} min_confidence "
           f"{report.get('min_confidence', 0.0)}")
+  if fill:
+    return f"{line} fill {fill}"
   chosen = report.get("chosen")  # Reports before the fills had one fill.
   return f"{line} fill {chosen['method']}" if chosen else line
 
 
-def manifest(refined_dir: str, split: str
+def manifest(refined_dir: str, split: str, fill: str = ""
              ) -> Dict[str, Tuple[str, int, int]]:
-  """Example id -> (label PNG path, height, width), from refine_<split>.csv.
+  """Example id -> (label PNG path, height, width), from refine_<split>.csv;
+  the PNGs of `fill` (`fills/<fill>/`) or, for "", the chosen fill's.
 
   Raises:
     errors.DatasetError: the CSV is missing or lacks its columns.
@@ -82,7 +122,8 @@ def manifest(refined_dir: str, split: str
   try:
     with tf.io.gfile.GFile(path) as f:
       rows = list(csv.DictReader(io.StringIO(f.read())))
-    return {r["source"]: (os.path.join(refined_dir, r["stem"] + ".png"),
+    where = os.path.join(refined_dir, "fills", fill) if fill else refined_dir
+    return {r["source"]: (os.path.join(where, r["stem"] + ".png"),
                           int(r["height"]), int(r["width"])) for r in rows}
   except tf.errors.NotFoundError:
     raise errors.DatasetError(
@@ -93,12 +134,12 @@ def manifest(refined_dir: str, split: str
         f"{_refine_hint(refined_dir, split)}.") from None
 
 
-def label_reader(refined_dir: str, split: str):
+def label_reader(refined_dir: str, split: str, fill: str = ""):
   """The refined labels as TF ops for the input pipeline:
-  `read(id, coarse) -> int32 (H, W)`, the refined label of a `split`
-  example (by its id, `manifest`), the `coarse` label for other examples
-  (the validation images that fine-tuning adds)."""
-  files = manifest(refined_dir, split)
+  `read(id, coarse) -> int32 (H, W)`, the refined label (of `fill`,
+  `manifest`) of a `split` example by its id, the `coarse` label for other
+  examples (the validation images that fine-tuning adds)."""
+  files = manifest(refined_dir, split, fill)
   ids = sorted(files)
   table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
       tf.constant(ids, tf.string),
@@ -114,7 +155,7 @@ def label_reader(refined_dir: str, split: str):
 
 
 def check_split(shapes: Iterable[Tuple[str, int, int]], split: str,
-                refined_dir: str) -> None:
+                refined_dir: str, fill: str = "") -> None:
   """Checks that every example of `split` has a refined label of its size.
 
   Args:
@@ -122,12 +163,13 @@ def check_split(shapes: Iterable[Tuple[str, int, int]], split: str,
       (`input_pipeline.example_shapes`: nothing is decoded).
     split: the split's name, for messages and the report's name.
     refined_dir: `data.refined_dir`.
+    fill: `data.refined_fill` (resolved: a fill's name, or "").
 
   Raises:
     errors.DatasetError: an example without a refined label, a label of
       another size, or a listed PNG that is missing (naming the first).
   """
-  files = manifest(refined_dir, split)
+  files = manifest(refined_dir, split, fill)
   for ident, h, w in shapes:
     if ident not in files:
       raise errors.DatasetError(

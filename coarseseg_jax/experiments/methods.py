@@ -54,12 +54,18 @@ class Method:
   takes: parameters it takes from the methods that sweep them.
   refined_from: the method whose run of the same seed refines its training
     labels (`--mode=refine`); the runner adds data.refined_dir
-    (`<that run's workdir>/REFINED_SUBDIR`), and the tables compare the two.
+    (`<that run's workdir>/<refined_subdir>`), and the tables compare the two.
+  refined_subdir: the folder of that run's workdir the refine output goes
+    to (one per learner, so that no refine output changes under a finished
+    run that learned from it).
+  against: more methods the tables compare it with (when they ran).
   """
   delta: Delta = dataclasses.field(default_factory=dict)
   sweeps: Optional[str] = None
   takes: Tuple[str, ...] = ()
   refined_from: Optional[str] = None
+  refined_subdir: str = "refined_train"
+  against: Tuple[str, ...] = ()
 
   def needs(self) -> Tuple[str, ...]:
     """The methods this one cannot run without (sorted)."""
@@ -77,6 +83,12 @@ METHODS: Dict[str, Method] = {
     # hcfcn_slic run refined.
     "hcfcn_slic_refined": Method({"data.train_labels": "refined"},
                                  takes=("lmbda",), refined_from="hcfcn_slic"),
+    # The same, on the free fill (no model) of those labels that the refine
+    # report's coarse-only score ranks first: is the model's fill worth it?
+    "hcfcn_slic_refined_free": Method(
+        {"data.train_labels": "refined", "data.refined_fill": "best_free"},
+        takes=("lmbda",), refined_from="hcfcn_slic",
+        refined_subdir="refined_train_free", against=("hcfcn_slic_refined",)),
     "unet": Method({"model.name": "unet"}),
     "hcfcn_fine": Method({"data.train_labels": "fine"}),
     "hcfcn_slic_propagated": Method(
@@ -94,7 +106,7 @@ MAIN_METHODS = tuple(METHODS)
 SWEEPER = {m.sweeps: name for name, m in METHODS.items() if m.sweeps}
 REFERENCE = "hcfcn"  # The t-tests compare every method with this one...
 SECOND_REFERENCE = "fcn"  # ... and with FCN-16.
-REFINED_SUBDIR = "refined_train"
+REFINED_SUBDIR = Method.refined_subdir  # hcfcn_slic_refined's.
 PARAM_KEYS = {"lmbda": "train.lmbda", "kappa": "train.kappa",
               "kernel": "data.coarse_kernel", "epochs": "train.num_epochs"}
 

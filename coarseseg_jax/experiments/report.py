@@ -189,7 +189,8 @@ def write_main(out: str, base: ml_collections.ConfigDict,
   note = (setup_note(base, seeds, os.path.basename(out))
           + " Trained on coarse labels (hcfcn_fine: fine; "
           "hcfcn_slic_refined: the train labels its seed's hcfcn_slic run "
-          "refined, `--mode=refine`), tested on fine "
+          "refined, `--mode=refine`; hcfcn_slic_refined_free: the free fill "
+          "of them the coarse-only score ranks first), tested on fine "
           "labels; mean ± sample std over seeds of each run's mean over test "
           "images." + sweep_note(sweep_infos, metric, select_seeds))
   _write_tables(out, "coarse", rows, comps, [("method", "method"),

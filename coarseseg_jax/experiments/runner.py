@@ -190,16 +190,18 @@ class Runner:
 
 
 def refined_labels(runner: Runner, method: str, params: dict, seed: int,
-                   labels_needed: bool = True) -> str:
+                   labels_needed: bool = True,
+                   subdir: str = methods.REFINED_SUBDIR) -> str:
   """The train split refined by `method`'s run (`params`, `seed`), written
-  into its workdir unless it is there (`--mode=refine`); returns the dir.
-  `labels_needed=False` (the run that learns from them is finished): the
-  refine report alone, restored from the archive, will do."""
+  into `<its workdir>/<subdir>` unless it is there (`--mode=refine`);
+  returns the dir. `labels_needed=False` (the run that learns from them is
+  finished): the refine report alone, restored from the archive, will do;
+  otherwise a report without its labels (restored) is refined again."""
   from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.refine import driver as refine_driver  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
   source = runner.workdir(method, params, seed)
-  out = os.path.join(source, methods.REFINED_SUBDIR)
+  out = os.path.join(source, subdir)
   split = runner.base.data.train_split
   command = (f"python -m coarseseg_jax.main --workdir={source} --mode=refine"
              f" --split={split} --output_dir={out}")
@@ -209,7 +211,10 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
       refined_data.report_path(out, split)).exists() and runner.restore(
           out, (report_name,)):
     status = "restored"
-  if not filesystem.path(refined_data.report_path(out, split)).exists():
+  have = filesystem.path(refined_data.report_path(out, split)).exists() and (
+      not labels_needed or filesystem.path(out).joinpath(
+          f"refine_{split}.csv").exists())
+  if not have:
     runner.ensure_checkpoint(method, params, seed)
     status = "refined"
     log.info("refining %s\n  = %s", source, command)
@@ -292,7 +297,8 @@ def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
     results[method] = [runner.run(method, chosen[method], s, None if (
         source is None) else {"data.refined_dir": refined_labels(
             runner, source, chosen[source], s, labels_needed=not
-            runner.finished(method, chosen[method], s))}) for s in seeds]
+            runner.finished(method, chosen[method], s),
+            subdir=spec.refined_subdir)}) for s in seeds]
   labels = runner.base.data.validation_labels
   seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
                for m in names for s, r in zip(seeds, results[m])]

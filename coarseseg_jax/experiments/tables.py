@@ -118,7 +118,8 @@ def main_tables(rows: Sequence[dict],
   Every method against `methods.REFERENCE` and against
   `methods.SECOND_REFERENCE` (each pair of methods once), and each refined
   method against the method whose labels it learned from
-  (`Method.refined_from`: the second round against the first), in `TESTED`.
+  (`Method.refined_from`: the second round against the first), and each
+  method against its `Method.against`, in `TESTED`.
   """
   by = {k[0]: v for k, v in stats.groups(rows, ("method",)).items()}
   refs = (methods.REFERENCE, methods.SECOND_REFERENCE)
@@ -129,6 +130,9 @@ def main_tables(rows: Sequence[dict],
            if ref in by and m != ref and (m, ref) != refs]
   pairs += [({"method": m, "reference": ref}, by[m], by[ref])
             for m, ref in refined_from.items()
+            if m in by and ref in by and ref not in refs]
+  pairs += [({"method": m, "reference": ref}, by[m], by[ref])
+            for m, spec in methods.METHODS.items() for ref in spec.against
             if m in by and ref in by and ref not in refs]
   return (stats.summary_rows(rows, ("method", "param"), METRICS),
           stats.comparison_rows(pairs, TESTED, margin))

@@ -40,9 +40,6 @@ from coarseseg_jax.refine import scores
 log = logging.getLogger(__name__)
 METHODS = fills.FILLS
 AUTO = "auto"
-# What `auto` ranks the fills by: the held-out ring's share filled right.
-AUTO_SCORE = "band_correct"
-AUTO_TOLERANCE = 0.01  # Scores this close to the best tie (`choose`).
 
 
 class _Predicted:
@@ -104,63 +101,6 @@ def _figures(masks: Dict[str, np.ndarray], coarse: np.ndarray,
   return out
 
 
-def choose(coarse_only: dict, score: str = AUTO_SCORE,
-           tolerance: float = AUTO_TOLERANCE) -> Tuple[str, str]:
-  """(method, why): the fill `auto` writes.
-
-  The first fill of `METHODS` (the simplest first) whose coarse-only score
-  is within `tolerance` of the best: the held-out ring lies inside regions,
-  away from the true borders, so it tells a fill that fails there (a model
-  wrong inside regions, SLIC leaving pixels unfilled) from one that does
-  not, but not which of the rest places borders best.
-
-  Args:
-    coarse_only: the held-out report's `methods` ({method: figures}).
-    score: the figure to rank by (missing or NaN: never chosen unless all
-      are).
-    tolerance: scores this close to the best count as a tie.
-  """
-  values = {m: np.nan_to_num(coarse_only[m].get(score) or np.nan, nan=-1.0)
-            for m in coarse_only}
-  best = max(values.values())
-  order = sorted(coarse_only, key=METHODS.index)
-  chosen = next(m for m in order if values[m] >= best - tolerance)
-  ranked = sorted(coarse_only, key=lambda m: -values[m])
-  figures = ", ".join(f"{m} {coarse_only[m].get(score) or float('nan'):.3f}"
-                      for m in ranked)
-  why = (f"the simplest fill within {tolerance:g} of the best coarse-only "
-         f"score ({score} of a held-out ring of labelled pixels): {figures}")
-  return chosen, why
-
-
-def agreement(coarse_only: dict, fine: dict,
-              score: str = AUTO_SCORE) -> dict:
-  """How the coarse-only ranking of the fills agrees with the fine one.
-
-  Args:
-    coarse_only, fine: {method: figures} of the held-out ring and of the
-      band against fine labels.
-    score: the figure both rank by.
-
-  Returns:
-    `fine_best` (the best fill by fine labels), `coarse_only_best`, the
-    fine-label figure of each, `kendall_tau` between the two rankings.
-  """
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  methods = [m for m in fine if m in coarse_only]
-  a = [np.nan_to_num(coarse_only[m].get(score) or np.nan, nan=-1.0)
-       for m in methods]
-  b = [np.nan_to_num(fine[m].get(score) or np.nan, nan=-1.0)
-       for m in methods]
-  fine_best = methods[int(np.argmax(b))]
-  coarse_best = methods[int(np.argmax(a))]
-  return {"fine_best": fine_best, "coarse_only_best": coarse_best,
-          f"fine_{score}_of_fine_best": float(np.max(b)),
-          f"fine_{score}_of_coarse_only_best": float(b[methods.index(
-              coarse_best)]),
-          "kendall_tau": float(stats.kendalltau(a, b).statistic)}
-
-
 def run(resolved, workdir: str, output_dir: str, *,
         split: Optional[str] = None,
         input_dir: Optional[str] = None, coarse_dir: Optional[str] = None,
@@ -218,12 +158,12 @@ def run(resolved, workdir: str, output_dir: str, *,
                   source=source, min_confidence=min_confidence)
     report = acc.summarize(**kwargs)
     coarse_only = held_acc.summarize(**kwargs)
-    chosen, why = (choose(coarse_only["methods"]) if method == AUTO
+    chosen, why = (scores.choose(coarse_only["methods"]) if method == AUTO
                    else (method, "--refine_method"))
     report["chosen"] = {"method": chosen, "why": why,
                         "refine_method": method}
     if report["fine_labels"]:
-      report["chosen"]["agreement"] = agreement(coarse_only["methods"],
+      report["chosen"]["agreement"] = scores.agreement(coarse_only["methods"],
                                                 report["methods"])
     report["coarse_only"] = {
         "what": "each fill of the held-out coarse label (a ring of labelled "

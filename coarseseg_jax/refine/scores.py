@@ -10,7 +10,7 @@ the coarse-only score that `--refine_method=auto` ranks the fills by.
 """
 
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,13 @@ import numpy as np
 from scipy import ndimage
 
 from coarseseg_jax import metrics
+from coarseseg_jax import refine
 from coarseseg_jax.labels import IGNORE_LABEL
+
+# What `--refine_method=auto` ranks the fills by (`choose`): the held-out
+# ring's share filled right; scores this close to the best tie.
+AUTO_SCORE = "band_correct"
+AUTO_TOLERANCE = 0.01
 
 
 def band_width(coarse: np.ndarray) -> float:
@@ -147,3 +153,65 @@ def mask_metrics_fn(num_classes: int):
   return jax.jit(functools.partial(mask_metrics, num_classes=num_classes))
 
 
+def choose(coarse_only: dict, score: str = AUTO_SCORE,
+           tolerance: float = AUTO_TOLERANCE,
+           among: Optional[Sequence[str]] = None) -> Tuple[str, str]:
+  """(method, why): the fill `auto` writes.
+
+  The first fill of `refine.FILLS` (the simplest first) whose coarse-only score
+  is within `tolerance` of the best: the held-out ring lies inside regions,
+  away from the true borders, so it tells a fill that fails there (a model
+  wrong inside regions, SLIC leaving pixels unfilled) from one that does
+  not, but not which of the rest places borders best.
+
+  Args:
+    coarse_only: the held-out report's `methods` ({method: figures}).
+    score: the figure to rank by (missing or NaN: never chosen unless all
+      are).
+    tolerance: scores this close to the best count as a tie.
+    among: the fills to choose from (e.g. `refine.FREE_FILLS`); all of
+      `coarse_only` when None.
+  """
+  if among is not None:
+    coarse_only = {m: v for m, v in coarse_only.items() if m in among}
+  if not coarse_only:
+    raise ValueError(f"no fill to choose from among {among}.")
+  values = {m: np.nan_to_num(coarse_only[m].get(score) or np.nan, nan=-1.0)
+            for m in coarse_only}
+  best = max(values.values())
+  order = sorted(coarse_only, key=refine.FILLS.index)
+  chosen = next(m for m in order if values[m] >= best - tolerance)
+  ranked = sorted(coarse_only, key=lambda m: -values[m])
+  figures = ", ".join(f"{m} {coarse_only[m].get(score) or float('nan'):.3f}"
+                      for m in ranked)
+  why = (f"the simplest fill within {tolerance:g} of the best coarse-only "
+         f"score ({score} of a held-out ring of labelled pixels): {figures}")
+  return chosen, why
+
+
+def agreement(coarse_only: dict, fine: dict,
+              score: str = AUTO_SCORE) -> dict:
+  """How the coarse-only ranking of the fills agrees with the fine one.
+
+  Args:
+    coarse_only, fine: {method: figures} of the held-out ring and of the
+      band against fine labels.
+    score: the figure both rank by.
+
+  Returns:
+    `fine_best` (the best fill by fine labels), `coarse_only_best`, the
+    fine-label figure of each, `kendall_tau` between the two rankings.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  methods = [m for m in fine if m in coarse_only]
+  a = [np.nan_to_num(coarse_only[m].get(score) or np.nan, nan=-1.0)
+       for m in methods]
+  b = [np.nan_to_num(fine[m].get(score) or np.nan, nan=-1.0)
+       for m in methods]
+  fine_best = methods[int(np.argmax(b))]
+  coarse_best = methods[int(np.argmax(a))]
+  return {"fine_best": fine_best, "coarse_only_best": coarse_best,
+          f"fine_{score}_of_fine_best": float(np.max(b)),
+          f"fine_{score}_of_coarse_only_best": float(b[methods.index(
+              coarse_best)]),
+          "kendall_tau": float(stats.kendalltau(a, b).statistic)}
