@@ -139,6 +139,13 @@ def make_eval_step(model, num_classes: int,
   return eval_step
 
 
+@functools.lru_cache(maxsize=32)
+def _jitted_eval_step(model, num_classes: int, train_mode: bool) -> Callable:
+  """One jitted eval step per (model, C, mode) in a process: evaluators of
+  equal models (`models.create_model`) reuse each other's programs."""
+  return jax.jit(make_eval_step(model, num_classes, train_mode))
+
+
 @functools.lru_cache(maxsize=None)
 def _segment_asa_fn(num_segments: int, num_classes: int) -> Callable:
   return jax.jit(functools.partial(metrics.segment_asa,
@@ -193,7 +200,7 @@ class Evaluator:
     self.num_classes, self.mesh = num_classes, mesh
     self.class_names = (list(class_names) if class_names
                         else [str(i) for i in range(num_classes)])
-    self._steps = {mode: jax.jit(make_eval_step(model, num_classes, mode))
+    self._steps = {mode: _jitted_eval_step(model, num_classes, mode)
                    for mode in (False, True)}
 
   def run(self, variables: Any, batches: Iterable[dict], *, full: bool = False,

@@ -23,6 +23,7 @@ train split is read as evaluation reads it (whole images, or the
 flips, the same at SUIM's 512 x 512).
 """
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -96,8 +97,10 @@ def split_loss(loss_step: Callable, variables, batches, mesh) -> float:
   return total / max(count, 1)
 
 
+@functools.lru_cache(maxsize=8)
 def jit_loss_steps(model, settings: losses.LossSettings) -> dict:
-  """`make_loss_step` jitted for both passes: {False: eval, True: train}."""
+  """`make_loss_step` jitted for both passes: {False: eval, True: train};
+  one pair per (model, settings) in a process (do not mutate the dict)."""
   return {mode: jax.jit(make_loss_step(model, settings, mode))
           for mode in (False, True)}
 

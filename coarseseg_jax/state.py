@@ -77,16 +77,32 @@ def create_optimizer(train_config: ml_collections.ConfigDict,
   schedule (fine-tuning's fresh optimizer).
   """
   t = train_config
-  lr = t.learning_rate if constant else learning_rate(t, total_steps)
-  if t.optimizer == "adam":
-    tx = optax.adam(lr)
-  elif t.optimizer == "adamw":
-    tx = optax.adamw(lr, weight_decay=t.weight_decay)
-  else:
+  if t.optimizer not in ("adam", "adamw"):
     raise ValueError(f"unknown optimizer {t.optimizer!r}")
-  clip = t.grad_clip_norm
+  if not constant and t.lr_schedule != "constant":
+    learning_rate(t, total_steps)  # Its errors, before the cache.
+  schedule = "constant" if constant else t.lr_schedule
+  return _optimizer(
+      t.optimizer, float(t.learning_rate), schedule, int(t.warmup_steps),
+      None if schedule == "constant" else int(total_steps),
+      float(t.weight_decay) if t.optimizer == "adamw" else None,
+      float(t.grad_clip_norm or 0))
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(name: str, lr: float, schedule: str, warmup_steps: int,
+               total_steps: Optional[int], weight_decay: Optional[float],
+               clip: float) -> optax.GradientTransformation:
+  """`create_optimizer`'s chain, one object per settings in a process: a
+  state's `tx` is part of the train step's cache key, so runs with the same
+  settings reuse each other's compiled programs."""
+  train = ml_collections.ConfigDict(dict(
+      learning_rate=lr, lr_schedule=schedule, warmup_steps=warmup_steps))
+  lr = lr if schedule == "constant" else learning_rate(train, total_steps)
+  tx = (optax.adam(lr) if name == "adam"
+        else optax.adamw(lr, weight_decay=weight_decay))
   if clip:
-    tx = optax.chain(optax.clip_by_global_norm(float(clip)), tx)
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
   return tx
 
 
@@ -137,9 +153,7 @@ def create_train_state(config, model, mesh, image_size: int,
   rng = jax.random.PRNGKey(config.seed)
   params_rng, state_rng = jax.random.split(rng)
   dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.jit(functools.partial(model.init, train=False),
-                      compiler_options=_init_compiler_options())(
-                          {"params": params_rng}, dummy)
+  variables = _jitted_init(model)({"params": params_rng}, dummy)
   variables = jax.device_get(variables)
   if config.model.pretrained:
     try:
@@ -152,6 +166,21 @@ def create_train_state(config, model, mesh, image_size: int,
           f"{message}") from None
   if tx is None:
     tx = create_optimizer(config.train, constant=True)
+  return _jitted_make(model, tx, mesh)(
+      replicate(variables, mesh), replicate(state_rng, mesh))
+
+
+# One jitted function per model (and optimizer, mesh) in a process: runs of
+# equal configs (`models.create_model`, `create_optimizer`) reuse programs.
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model):
+  return jax.jit(functools.partial(model.init, train=False),
+                 compiler_options=_init_compiler_options())
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_make(model, tx, mesh):
+  """The state of (variables, rng), replicated over `mesh`."""
 
   def make(variables, rng):
     # A strongly typed int32 step, as a restored one is (flax's is weakly
@@ -163,8 +192,7 @@ def create_train_state(config, model, mesh, image_size: int,
         nonfinite_step=jnp.array(-1, jnp.int32)).replace(
             step=jnp.array(0, jnp.int32))
 
-  return jax.jit(make, out_shardings=NamedSharding(mesh, P()))(
-      replicate(variables, mesh), replicate(state_rng, mesh))
+  return jax.jit(make, out_shardings=NamedSharding(mesh, P()))
 
 
 def variables(state: TrainState) -> Dict[str, Any]:

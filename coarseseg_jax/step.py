@@ -75,7 +75,17 @@ def train_step(state: state_lib.TrainState, batch: dict,
 
 def make_train_step(config: ml_collections.ConfigDict):
   """The jitted `train_step` of `config` (its `losses.LossSettings`), the
-  state (argument 0) donated: what training runs and `memory` measures."""
-  return jax.jit(functools.partial(
-      train_step, settings=losses.LossSettings.from_config(config)),
+  state (argument 0) donated: what training runs and `memory` measures.
+
+  One jitted function per settings in a process: a run with the same
+  settings, model and optimizer (`models.create_model` and
+  `state.create_optimizer` return one object per config) and shapes reuses
+  the programs an earlier run traced and compiled (the experiments' seeds).
+  """
+  return _jitted_train_step(losses.LossSettings.from_config(config))
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_train_step(settings: losses.LossSettings):
+  return jax.jit(functools.partial(train_step, settings=settings),
                  donate_argnums=0)

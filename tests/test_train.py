@@ -31,8 +31,10 @@ from coarseseg_jax import evaluate
 from coarseseg_jax import interruption
 from coarseseg_jax import models
 from coarseseg_jax import predictor
+from coarseseg_jax import profiling
 from coarseseg_jax import sharding
 from coarseseg_jax import state as state_lib
+from coarseseg_jax import step as step_lib
 from coarseseg_jax import train
 
 import helpers  # pylint: disable=g-bad-import-order
@@ -459,6 +461,31 @@ def test_finetune_continues_the_step_count_and_stops(tiny_config, tmp_path):
       config, models.create_model(config.model),
       sharding.make_mesh(), config.data.crop_size))
   assert meta["phase"] == "finetune" and meta["finetune_start"] == 2
+
+
+@pytest.mark.slow
+def test_a_second_seed_in_one_process_reuses_the_first_runs_programs(
+    tiny_config, tmp_path):
+  """The experiments' runs of one method: a run whose config differs from an
+  earlier one's only in the seed traces and compiles nothing (the model,
+  optimizer and jitted steps are one object per config in a process), and
+  still trains its own seed; another lambda is another train step."""
+  config = tiny_config
+  config.train.num_epochs = 1
+  first = train.train_and_evaluate(config_validation.resolve(config),
+                                   str(tmp_path / "seed0"))
+  config.seed = 1
+  with profiling.CompilationCounter() as counter:
+    second = train.train_and_evaluate(config_validation.resolve(config),
+                                      str(tmp_path / "seed1"))
+  assert counter.count == 0 and not counter.traces, counter.traces
+  assert second["test"] != first["test"]
+  other = config.copy_and_resolve_references()
+  other.train.lmbda = 0.1
+  assert step_lib.make_train_step(other) is not step_lib.make_train_step(
+      config)
+  assert state_lib.create_optimizer(other.train) is (
+      state_lib.create_optimizer(config.train))
 
 
 @pytest.mark.slow

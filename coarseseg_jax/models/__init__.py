@@ -31,6 +31,8 @@ bias and `coarseseg_jax.assignment_stats.summary(assignments)` diagnostics of
 the assignments, both for logging.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -55,7 +57,10 @@ def create_model(model_config) -> nn.Module:
       ``configs/default.py``'s ``config.model``.
 
   Returns:
-    an unbound `flax.linen.Module`.
+    an unbound `flax.linen.Module`; equal configs give the same instance in
+    one process, so jitted functions of ``model.apply`` (a bound method,
+    compared by its module's identity) are reused across runs
+    (`canonical`).
 
   Raises:
     ValueError: for an unknown ``name`` (listing the valid ones) or dtype,
@@ -75,6 +80,10 @@ def create_model(model_config) -> nn.Module:
                 dropout=model_config.dropout,
                 input_norm=model_config.input_norm, weight_init=model_config.weight_init,
                 deform_bias=model_config.deform_bias)
+  return canonical(_build(name, model_config, encoder_kw, fcn_kw, dtype))
+
+
+def _build(name, model_config, encoder_kw, fcn_kw, dtype) -> nn.Module:
   if name == "hcfcn":
     assign_kw = dict(tau=model_config.tau,
                      similarity=model_config.similarity,
@@ -93,6 +102,13 @@ def create_model(model_config) -> nn.Module:
                          width=model_config.width, dtype=dtype)
   raise ValueError(f"unknown model.name {name!r}; valid names: "
                    f"{', '.join(MODEL_NAMES)}.")
+
+
+@functools.lru_cache(maxsize=16)
+def canonical(module: nn.Module) -> nn.Module:
+  """The first of the modules equal to `module` (linen modules compare and
+  hash by their fields) seen by this process, among the last 16."""
+  return module
 
 
 def param_count(tree) -> int:

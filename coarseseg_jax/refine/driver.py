@@ -17,6 +17,7 @@ the end, so an error leaves no partial output. Local output folders only;
 one process.
 """
 
+import functools
 import logging
 import os
 import shutil
@@ -51,13 +52,11 @@ class _Predicted:
     self.held_votes, self.held_heard = held_votes, held_heard
 
 
-def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
-               restored: predictor.Restored, batch_size: int,
-               num_classes: int
-               ) -> Iterator[Tuple[inputs.Example, np.ndarray, _Predicted]]:
-  """(example, held-out coarse, outputs), batched by bucket shape as
-  `--mode=predict` does (`predictor.batched`)."""
-  predict = evaluate.make_predict_fn(restored.model)
+@functools.lru_cache(maxsize=8)
+def _jitted_outputs(model, num_classes: int):
+  """The jitted (probabilities, label votes) of a batch: one per model in a
+  process, so refines of equal models (the experiments' seeds) reuse it."""
+  predict = evaluate.make_predict_fn(model)
 
   @jax.jit
   def outputs(variables, images, coarse, held):
@@ -72,6 +71,16 @@ def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
       heard = held_heard = jnp.zeros(probs.shape[:3], jnp.float32)
     return probs, votes, heard, held_votes, held_heard
 
+  return outputs
+
+
+def _predicted(examples: Iterator[Tuple[inputs.Example, np.ndarray]],
+               restored: predictor.Restored, batch_size: int,
+               num_classes: int
+               ) -> Iterator[Tuple[inputs.Example, np.ndarray, _Predicted]]:
+  """(example, held-out coarse, outputs), batched by bucket shape as
+  `--mode=predict` does (`predictor.batched`)."""
+  outputs = _jitted_outputs(restored.model, num_classes)
   arrays = (((ex, held), (ex.image.astype(np.float32) / 255.0,
                           ex.coarse.astype(np.int32), held.astype(np.int32)))
             for ex, held in examples)
