@@ -11,46 +11,35 @@ Batches (process-local NumPy dicts; `b` = global batch // process count):
   Evaluation only: `height`, `width` int32 (b,) the evaluated image's size
   (after the optional centre crop), `id` (b,) bytes.
 
-Training (`create_train_iterator`): random scale in `data.scale_range`
-(bilinear + antialias for the image, nearest neighbour for labels and SLIC),
-images smaller than the crop padded bottom/right (image 0, labels 255, slic
--1), random `crop_size` crop, horizontal flip; one draw applied jointly to the
-image, both labels and the SLIC map. With `data.train_labels =
-'slic_propagated'` (a baseline beyond the paper), before any of this each
-unlabelled (255) coarse pixel takes the majority coarse label of its SLIC
-superpixel, counted over the superpixel's labelled pixels (ties: the smaller
-class id); superpixels without labelled pixels stay 255 and labelled pixels
-never change (`propagate_labels`, TF ops). With `refined`, the label of
-each example is the PNG that `--mode=refine` wrote for its id
-(`datasets/refined.py`; `data.refined_dir`). SLIC ids of a crop are relabelled to
-0..k-1 in raster order of first appearance, ids >= `data.slic_num_segments`
-set to -1 (the loss one-hots them into `slic_num_segments` slots).
+Training (`create_train_iterator`): one random draw per example, applied
+jointly to the image, both labels and the SLIC map: scale in
+`data.scale_range` (bilinear + antialias for the image, nearest neighbour for
+the rest), padding bottom/right up to the crop (image 0, labels 255, slic
+-1), a `crop_size` crop, a horizontal flip. `data.train_labels`:
+`slic_propagated` (beyond the paper) first gives each unlabelled coarse pixel
+the majority coarse label of its SLIC superpixel (ties: the smaller class;
+`propagate_labels`); `refined` reads the PNG `--mode=refine` wrote for the
+example's id (`datasets/refined.py`). SLIC ids of a crop are relabelled
+0..k-1 in raster order, ids >= `data.slic_num_segments` set to -1.
 
-Evaluation (`create_eval_iterator`): no augmentation, no propagation (`label`
-is the coarse label for slic_propagated and refined); whole images, or the
-centre `data.eval_center_crop` crop (the paper's protocol), padded
-bottom/right to ONE fixed size per split: the largest height and width of the
-split (crop-clipped) rounded up to 16 (image 0, labels 255, slic -1). One size
-means one compilation and equal shapes on every host. SLIC ids are relabelled
-0..k-1 for crops but never capped (the SLIC ASA needs them all). The last
-batch is filled with dummy examples (`mask` 0), and every process yields
-`num_eval_batches` batches, so collectives line up and each image is counted
-exactly once over all processes.
+Evaluation (`create_eval_iterator`): no augmentation (`label` is the coarse
+label for slic_propagated and refined); whole images or the centre
+`data.eval_center_crop` (the paper's protocol), padded bottom/right to ONE
+size per split (its largest height and width, rounded up to 16): one
+compilation, equal shapes on every host. SLIC ids are never capped (the SLIC
+ASA needs them all). The last batch is filled with dummy examples (`mask` 0)
+and every process yields `num_eval_batches` batches, so collectives line up
+and each image counts once.
 
 Multi-host: process p of P reads `tfds.even_splits(split, P)[p]`; the global
-batch is the concatenation of the process batches, laid out over the devices
-by `sharding.shard_batch`.
+batch is the concatenation of the process batches (`sharding.shard_batch`).
 
-Determinism and resumption (training): with `data.deterministic` (the
-default), epoch e's order (a `shuffle_buffer` shuffle with a seed derived from
-(seed, e, process)) and its augmentation (stateless ops seeded from (seed, e,
-process, position in the epoch)) are pure functions of those numbers. Each
-epoch has exactly `steps_per_epoch` batches (drop remainder), so step s is
-batch s % steps_per_epoch of epoch s // steps_per_epoch, and
-`create_train_iterator(..., start_step=s)` yields exactly what an uninterrupted
-run yields from step s on; the skipped examples are only read, not decoded.
-The guarantee holds for the same dataset, seed, global batch size and process
-count (and TensorFlow global seed, `tf.random.set_seed`, never set here).
+Resumption: with `data.deterministic` (the default), epoch e's order and
+augmentation are pure functions of (seed, e, process, position); an epoch
+has exactly `steps_per_epoch` batches (drop remainder), so
+`create_train_iterator(..., start_step=s)` yields what an uninterrupted run
+yields from step s on (the skipped examples are read, not decoded), for the
+same dataset, seed, global batch size and process count.
 """
 
 import functools
@@ -71,6 +60,9 @@ _HEAVY = ("image", "label_fine", "label_coarse", "slic")
 _LABEL_KEYS = {"coarse": "label_coarse", "fine": "label_fine",
                "slic_propagated": "label_coarse", "refined": "label_coarse"}
 _size_cache: Dict[Tuple[str, str], Tuple[int, int]] = {}
+# What eval examples are padded with (and dummy examples filled with).
+_PAD_VALUES = {"image": 0.0, "label": IGNORE_LABEL,
+               "label_fine": IGNORE_LABEL, "slic": IGNORE_SLIC}
 # Every function given to tf.data runs as written, not through autograph:
 # they branch only on Python values (the config) or with explicit tf.cond /
 # tf.where, and autograph's source conversion costs seconds at each start.
@@ -299,8 +291,8 @@ def create_train_iterator(
 
 
 def _shard_sizes(builder, split, process_count):
-  return [_num_examples(builder, s) for s in tfds.even_splits(split,
-                                                              process_count)]
+  return [_num_examples(builder, s)
+          for s in tfds.even_splits(split, process_count)]
 
 
 def num_eval_batches(builder: tfds.core.DatasetBuilder, split: str,
@@ -310,10 +302,6 @@ def num_eval_batches(builder: tfds.core.DatasetBuilder, split: str,
   _, count = _processes(0, process_count)
   local = _local_batch(batch_size, count)
   return -(-max(_shard_sizes(builder, split, count)) // local)
-
-
-def _round_up(x: int) -> int:
-  return -(-x // _ALIGN) * _ALIGN
 
 
 def eval_pad_size(builder: tfds.core.DatasetBuilder, data_config,
@@ -333,7 +321,7 @@ def eval_pad_size(builder: tfds.core.DatasetBuilder, data_config,
   crop = data_config.eval_center_crop
   if crop:
     h, w = min(h, int(crop)), min(w, int(crop))
-  return _round_up(h), _round_up(w)
+  return -(-h // _ALIGN) * _ALIGN, -(-w // _ALIGN) * _ALIGN
 
 
 def _eval_example(builder, label_key: str, crop: Optional[int],
@@ -350,9 +338,7 @@ def _eval_example(builder, label_key: str, crop: Optional[int],
     image, labels = image[y:y + h, x:x + w], labels[:, y:y + h, x:x + w]
     shape = tf.shape(image)
   out = _finish(image, labels, bool(crop), None)
-  fill = {"image": 0.0, "label": IGNORE_LABEL, "label_fine": IGNORE_LABEL,
-          "slic": IGNORE_SLIC}
-  for k, v in fill.items():
+  for k, v in _PAD_VALUES.items():
     paddings = [[0, pad_h - shape[0]], [0, pad_w - shape[1]]]
     paddings += [[0, 0]] * (k == "image")
     out[k] = tf.ensure_shape(tf.pad(out[k], paddings, constant_values=v),
@@ -405,12 +391,10 @@ def create_eval_iterator(
 
   example = functools.partial(_eval_example, builder, label_key, crop,
                               (pad_h, pad_w), fine_key=fine_key)
-  dummy = {"image": tf.zeros([pad_h, pad_w, 3], tf.float32),
-           "label": tf.fill([pad_h, pad_w], IGNORE_LABEL),
-           "label_fine": tf.fill([pad_h, pad_w], IGNORE_LABEL),
-           "slic": tf.fill([pad_h, pad_w], IGNORE_SLIC),
-           "mask": tf.constant(0.0), "height": tf.constant(0),
-           "width": tf.constant(0), "id": tf.constant(b"")}
+  dummy = {k: tf.fill([pad_h, pad_w] + [3] * (k == "image"), v)
+           for k, v in _PAD_VALUES.items()}
+  dummy.update(mask=tf.constant(0.0), height=tf.constant(0),
+               width=tf.constant(0), id=tf.constant(b""))
   padding = tf.data.Dataset.from_tensors(dummy).repeat(total - sizes[index])
   if sizes[index]:
     ds = _read(builder, tfds.even_splits(split, count)[index]).map(
