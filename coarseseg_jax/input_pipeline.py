@@ -94,10 +94,6 @@ def _local_batch(batch_size: int, process_count: int) -> int:
   return batch_size // process_count
 
 
-def _num_examples(builder, split) -> int:
-  return builder.info.splits[split].num_examples
-
-
 def _read(builder, split) -> tf.data.Dataset:
   """Records of `split` in file order; heavy features left encoded."""
   return builder.as_dataset(
@@ -210,7 +206,7 @@ def _check_config(data_config):
 def steps_per_epoch(builder: tfds.core.DatasetBuilder, global_batch_size: int,
                     split: str = "train") -> int:
   """Number of full global batches in one epoch of `split` (drop remainder)."""
-  n = _num_examples(builder, split)
+  n = builder.info.splits[split].num_examples
   if global_batch_size <= 0 or n < global_batch_size:
     raise ValueError(f"split {split!r} has {n} examples, fewer than one global "
                      f"batch of {global_batch_size}.")
@@ -291,7 +287,7 @@ def create_train_iterator(
 
 
 def _shard_sizes(builder, split, process_count):
-  return [_num_examples(builder, s)
+  return [builder.info.splits[s].num_examples
           for s in tfds.even_splits(split, process_count)]
 
 
@@ -396,11 +392,10 @@ def create_eval_iterator(
   dummy.update(mask=tf.constant(0.0), height=tf.constant(0),
                width=tf.constant(0), id=tf.constant(b""))
   padding = tf.data.Dataset.from_tensors(dummy).repeat(total - sizes[index])
+  ds = padding
   if sizes[index]:
     ds = _read(builder, tfds.even_splits(split, count)[index]).map(
         _plain(example), num_parallel_calls=tf.data.AUTOTUNE
     ).concatenate(padding)
-  else:
-    ds = padding
   ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options(True)).as_numpy_iterator()

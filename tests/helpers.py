@@ -65,6 +65,41 @@ def run_once(root, name: str, make: Callable[[pathlib.Path], Any]) -> Any:
 
 
 # ----------------------------------------------------------- the tiny config
+# ------------------------------------------------- command-line mistakes
+_CLI_ERRORS = r"""
+import contextlib, io, json, sys
+from absl import flags
+from coarseseg_jax import cli
+body = __import__(sys.argv[1], fromlist=["main"]).main
+out = []
+for argv in json.loads(sys.stdin.read()):
+  flags.FLAGS.unparse_flags()
+  err, code = io.StringIO(), 0
+  with contextlib.redirect_stderr(err):
+    try:
+      cli.main_function(body, on_ctrl_c="")(cli.parse_flags(["cli"] + argv))
+    except SystemExit as e:
+      code = e.code
+  out.append([code, err.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def cli_errors(module: str, argvs: List[List[str]], **run_kwargs):
+  """[(exit status, stderr)] of each command line `argvs[i]` of `module`'s
+  entry point (its `main`, run as `cli.run` runs it: `cli.parse_flags`,
+  `cli.main_function`), all in ONE Python process: mistakes caught before
+  any work cost one start-up, not one each. A traceback (an error `cli`
+  does not turn into one line) fails the process: asserted here."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run([sys.executable, "-c", _CLI_ERRORS, module],
+                        input=json.dumps(argvs), cwd=ROOT, capture_output=True,
+                        text=True, timeout=300, **run_kwargs)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
 def tiny_config(data_dir=None, arg=None):
   """A fresh tests/tiny_config.py config (`arg`: e.g. "paper").
 

@@ -27,6 +27,7 @@ from coarseseg_jax.experiments import runner as runner_lib
 from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
 
+import helpers  # pylint: disable=g-bad-import-order
 import pipeline_fixtures as fixtures  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -317,20 +318,35 @@ def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
   assert not os.path.exists(tmp_path / "wd")
 
 
-@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
-@pytest.mark.parametrize("flags,message", [
+# Flags the experiments refuse, with what the one line says. Checked in one
+# process (`helpers.cli_errors`); the test above runs one as a user would.
+BAD_FLAGS = [
     (("--validation_labels=coarse", "--select_metric=boundary_recall"),
      "--select_metric=boundary_recall needs fine validation labels"),
     (("--seeds=101",), "101 reported seeds: use 1 to 100"),
     (("--margin=0",), "--margin=0.0 must be > 0"),
-])
-def test_bad_selection_flags_are_one_line(tmp_path, flags, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.experiments", "--quick", *flags,
-       f"--out={tmp_path}/out", f"--workdir_root={tmp_path}/wd"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
+    (("--experiment=budget", "--budgets=0,25"),
+     "--budgets=0,25: give whole numbers of epochs >= 1"),
+    (("--experiment=budget", "--lambdas=0.05,0.1"),
+     "--lambdas=0.05,0.1: the budget experiment takes one value"),
+    (("--experiment=budget", "--methods=hcfcn_slic,hcfcn_slic_refined"),
+     "hcfcn_slic_refined learns from refined labels"),
+    (("--experiment=budget", "--num_epochs=50"),
+     "--num_epochs: only for --experiment=main or coarseness or similarity"),
+    (("--experiment=main", "--budgets=25"),
+     "--budgets: only for --experiment=budget"),
+]
+
+
+@pytest.mark.slow  # One command-line process: ~10 s of imports.
+def test_bad_selection_and_budget_flags_are_one_line(tmp_path):
+  argvs = [["--quick", *flags, f"--out={tmp_path}/out",
+            f"--workdir_root={tmp_path}/wd"] for flags, _ in BAD_FLAGS]
+  results = helpers.cli_errors("coarseseg_jax.experiments.__main__", argvs)
+  for (code, stderr), (flags, message) in zip(results, BAD_FLAGS):
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1, (flags, stderr)
+    assert lines[0].startswith("error: ") and message in lines[0], flags
   assert not os.path.exists(tmp_path / "wd")
 
 
@@ -800,26 +816,3 @@ def test_budget_report_names_each_methods_budget_and_fixed_values(tmp_path):
   header, table = _csv(tmp_path / "synthetic_budget.csv")
   assert header == tables.BUDGET_COLUMNS and len(table) == 4
   _png(tmp_path / "synthetic_budget.png")
-
-
-@pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
-@pytest.mark.parametrize("flags,message", [
-    (("--experiment=budget", "--budgets=0,25"),
-     "--budgets=0,25: give whole numbers of epochs >= 1"),
-    (("--experiment=budget", "--lambdas=0.05,0.1"),
-     "--lambdas=0.05,0.1: the budget experiment takes one value"),
-    (("--experiment=budget", "--methods=hcfcn_slic,hcfcn_slic_refined"),
-     "hcfcn_slic_refined learns from refined labels"),
-    (("--experiment=budget", "--num_epochs=50"),
-     "--num_epochs: only for --experiment=main or coarseness or similarity"),
-    (("--experiment=main", "--budgets=25"),
-     "--budgets: only for --experiment=budget"),
-])
-def test_bad_budget_flags_are_one_line(tmp_path, flags, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.experiments", "--quick", *flags,
-       f"--out={tmp_path}/out", f"--workdir_root={tmp_path}/wd"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
-  assert not os.path.exists(tmp_path / "wd")

@@ -2,8 +2,8 @@
 
 The numbers of paper mode against the authors' code are checked in
 tests/test_authors_parity.py; here: which config runs what, the options'
-pure functions, old config.json files, and evaluating an authors' checkpoint
-from the command line.
+pure functions and old config.json files (scoring an authors' checkpoint from
+the command line: tests/test_readme.py).
 """
 
 import json
@@ -29,8 +29,6 @@ from coarseseg_jax.configs import pannuke
 from coarseseg_jax.configs import suim
 from coarseseg_jax.configs import synthetic
 
-import helpers  # pylint: disable=g-bad-import-order
-import paper_fixtures  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -274,38 +272,3 @@ def test_validation_in_train_mode_uses_batch_statistics():
   assert float(jnp.max(jnp.abs(logits_train - logits_eval))) > 1e-2
 
 
-@pytest.mark.slow
-def test_eval_scores_an_authors_checkpoint(tmp_path):
-  """`--mode=eval --checkpoint=pretrained` on an authors' state dict, on a
-  fresh machine: eval prepares the dataset as training does."""
-  config = helpers.tiny_config(arg="paper")
-  config.model.num_classes = 6
-  weights = tmp_path / "weights_1.npz"
-  np.savez(weights, **paper_fixtures.authors_state_dict(config.model))
-  env = dict(os.environ, COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"))
-  env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                              if "device_count" not in f)
-  base = [sys.executable, "-m", "coarseseg_jax.main",
-          "--config=tests/tiny_config.py:paper", f"--workdir={tmp_path}/w",
-          "--mode=eval", "--checkpoint=pretrained", "--split=test",
-          "--config.model.pretrained_format=authors"]
-  proc = subprocess.run(base + [f"--config.model.pretrained={weights}"],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert not (tmp_path / "w" / "checkpoints").exists()  # Nothing trained.
-  assert (tmp_path / "data" / "coarseseg_synthetic").is_dir()  # Prepared.
-  result = json.load(open(tmp_path / "w" / "eval_test.json"))
-  assert result["step"] == 0 and result["test"]["num_images"] == 4
-  # A state dict of another model: one line naming what does not fit.
-  bad = tmp_path / "bad.npz"
-  sd = paper_fixtures.authors_state_dict(config.model)
-  del sd["classifier.4.bias"]
-  np.savez(bad, **sd)
-  proc = subprocess.run(base + [f"--config.model.pretrained={bad}"],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: config.model.pretrained={bad}:"), last
-  assert "missing keys (1): classifier.4.bias" in last
