@@ -42,6 +42,11 @@ def report_path(refined_dir: str, split: str) -> str:
   return os.path.join(refined_dir, f"refine_{split}.json")
 
 
+def manifest_path(refined_dir: str, split: str) -> str:
+  """The per-image CSV of a refine output (what `manifest` reads)."""
+  return os.path.join(refined_dir, f"refine_{split}.csv")
+
+
 def _refine_hint(refined_dir: str, split: str) -> str:
   return (f"write it with `python -m coarseseg_jax.main --workdir=W "
           f"--mode=refine --split={split} --output_dir={refined_dir}`")
@@ -118,7 +123,7 @@ def manifest(refined_dir: str, split: str, fill: str = ""
   Raises:
     errors.DatasetError: the CSV is missing or lacks its columns.
   """
-  path = os.path.join(refined_dir, f"refine_{split}.csv")
+  path = manifest_path(refined_dir, split)
   try:
     with tf.io.gfile.GFile(path) as f:
       rows = list(csv.DictReader(io.StringIO(f.read())))

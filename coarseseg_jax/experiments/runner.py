@@ -212,8 +212,8 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
           out, (report_name,)):
     status = "restored"
   have = filesystem.path(refined_data.report_path(out, split)).exists() and (
-      not labels_needed or filesystem.path(out).joinpath(
-          f"refine_{split}.csv").exists())
+      not labels_needed or filesystem.path(
+          refined_data.manifest_path(out, split)).exists())
   if not have:
     runner.ensure_checkpoint(method, params, seed)
     status = "refined"

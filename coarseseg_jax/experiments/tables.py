@@ -123,17 +123,15 @@ def main_tables(rows: Sequence[dict],
   """
   by = {k[0]: v for k, v in stats.groups(rows, ("method",)).items()}
   refs = (methods.REFERENCE, methods.SECOND_REFERENCE)
-  refined_from = {m: spec.refined_from for m, spec in methods.METHODS.items()
-                  if spec.refined_from}
   pairs = [({"method": m, "reference": ref}, runs, by[ref])
            for m, runs in by.items() for ref in refs
            if ref in by and m != ref and (m, ref) != refs]
+  more = [(m, spec.refined_from) for m, spec in methods.METHODS.items()
+          if spec.refined_from]
+  more += [(m, ref) for m, spec in methods.METHODS.items()
+           for ref in spec.against]
   pairs += [({"method": m, "reference": ref}, by[m], by[ref])
-            for m, ref in refined_from.items()
-            if m in by and ref in by and ref not in refs]
-  pairs += [({"method": m, "reference": ref}, by[m], by[ref])
-            for m, spec in methods.METHODS.items() for ref in spec.against
-            if m in by and ref in by and ref not in refs]
+            for m, ref in more if m in by and ref in by and ref not in refs]
   return (stats.summary_rows(rows, ("method", "param"), METRICS),
           stats.comparison_rows(pairs, TESTED, margin))
 
