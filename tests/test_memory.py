@@ -230,13 +230,14 @@ def test_setup_points_jax_at_the_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_resumed_run_and_eval_load_the_compiled_programs(tmp_path):
+def test_resumed_run_and_eval_load_the_compiled_programs(tmp_path,
+                                                        tiny_data_dir):
   """A tiny run fills <workdir>/compilation_cache; resuming it and
   evaluating it load the train and eval steps from there (cache hits, none
   of its programs stored again)."""
   workdir = str(tmp_path / "run")
   cache = os.path.join(workdir, compilation_cache.SUBDIR)
-  env = _env(COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"),
+  env = _env(COARSESEG_TEST_DATA_DIR=str(tiny_data_dir),
              JAX_LOG_COMPILES="1")
   # FCN-16 without the regularizers: what is cached is the same (the train
   # and eval steps), it compiles in a fraction of HCFCN-16's time.
