@@ -1,6 +1,7 @@
 """Runs the experiments: each run trained once, or reused.
 
-`Runner.run` trains a run (`train.train_and_evaluate` in this process) in
+`Runner.run` trains a run (`train.train_and_evaluate` in this process, so
+runs of one config, the seeds of a method, share its compiled programs) in
 its own workdir unless it finished there (then it reads results.json, after
 checking the workdir's config is this run's, or restores it from the
 archive: a tree of finished runs' config.json and results.json under the
