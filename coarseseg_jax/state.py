@@ -132,10 +132,10 @@ def replicate(tree, mesh):
 def _init_compiler_options() -> Optional[Dict[str, Any]]:
   """XLA options of the `model.init` program: on CPU, no LLVM optimisation.
 
-  The init program is mostly threefry random bits, once per run; on the
-  2-core CPU, optimising it took 17-34 s of compile against 2-4 s without
-  (train step 16 s), for the same values up to float32 rounding (HCFCN-16:
-  about 3 % of them differ, by at most 6e-8).
+  The init program is mostly threefry random bits, run once per run: on CPU
+  optimising it costs several times the compile of the unoptimised program
+  and gives the same values up to float32 rounding (benchmarks/README.md,
+  "Start-up and the compilation cache").
   """
   if jax.default_backend() == "cpu":
     return {"xla_backend_optimization_level": 0}
