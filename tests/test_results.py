@@ -1,6 +1,8 @@
 """The committed tables in results/ recompute from their committed per-seed
 rows, so every figure the README quotes from them can be re-derived."""
 
+import importlib.util
+import json
 import pathlib
 
 import pytest
@@ -42,3 +44,61 @@ def test_committed_validation_label_costs_recompute():
   assert tables.csv_text(
       comparisons, ["method", "param_coarse", "param_fine"] + TESTS) == (
           RESULTS / "synthetic_validation_labels.csv").read_text()
+
+
+def _refine_seeds():
+  """benchmarks/refine_seeds.py, imported by path (benchmarks/ is no
+  package)."""
+  path = RESULTS.parent / "benchmarks" / "refine_seeds.py"
+  spec = importlib.util.spec_from_file_location("refine_seeds", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_refine_over_seeds_recomputes_from_its_rows():
+  """results/README.md's refine-over-seeds tables are what the script
+  prints from the committed rows."""
+  lib = _refine_seeds()
+  rows = lib.read(RESULTS / "refine_seeds.csv")
+  assert {r["split"] for r in rows} == {"validation"}
+  readme = (RESULTS / "README.md").read_text()
+  lines = [l for l in lib.summarize(rows) if l.startswith("| ")]
+  assert len(lines) > 10
+  for line in lines:
+    assert line in readme, line
+
+
+def test_refine_over_seeds_collects_a_report(tmp_path):
+  """One refine folder: a row per fill, `auto`'s marked, the coarse-only
+  figures beside the fine ones; the summary pairs `auto` with the best free
+  fill (here itself: a zero difference)."""
+  lib = _refine_seeds()
+  figures = lambda v: {"filled_share": 1.0, "band_correct": v,
+                       "band_accuracy": v, "boundary_recall_mean": v / 2,
+                       "boundary_f1_mean": v / 3}
+  report = {"name": "validation", "chosen": {"method": "nearest_labelled"},
+            "methods": {"nearest_labelled": figures(0.9),
+                        "slic_then_nearest": figures(0.8),
+                        "constrained": figures(0.7)},
+            "coarse_only": {"methods": {
+                "nearest_labelled": figures(0.98),
+                "slic_then_nearest": figures(0.97),
+                "constrained": figures(0.99)}}}
+  for seed in (0, 1):
+    folder = tmp_path / f"synthetic_erosion_s{seed}" / "refined_validation"
+    folder.mkdir(parents=True)
+    (folder / "refine_validation.json").write_text(json.dumps(report))
+  rows = lib.collect([str(p) for p in tmp_path.glob("*/refined_validation")])
+  assert [(r["seed"], r["fill"], r["chosen"]) for r in rows] == [
+      (s, f, int(f == "nearest_labelled")) for s in (0, 1)
+      for f in ("nearest_labelled", "slic_then_nearest", "constrained")]
+  lib.write(rows, tmp_path / "rows.csv")
+  assert lib.read(tmp_path / "rows.csv") == rows
+  table = lib.summarize(rows)
+  assert ("| synthetic_erosion | 2 | `nearest_labelled` x2 | 0.900 / "
+          "`nearest_labelled` 0.900 / `constrained` 0.700 | +0.000 [+0.000, "
+          "+0.000]; +0.000 [+0.000, +0.000] | -0.200 [-0.200, -0.200]; "
+          "-0.067 [-0.067, -0.067] |") in table
+  # Tolerance 0: the best coarse-only score (constrained) is chosen.
+  assert "| band_correct 0 | `constrained` -0.200 / -0.067 |" in table
