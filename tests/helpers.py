@@ -64,7 +64,6 @@ def run_once(root, name: str, make: Callable[[pathlib.Path], Any]) -> Any:
   return stored["value"]
 
 
-# ----------------------------------------------------------- the tiny config
 # ------------------------------------------------- command-line mistakes
 _CLI_ERRORS = r"""
 import contextlib, io, json, sys
@@ -100,6 +99,7 @@ def cli_errors(module: str, argvs: List[List[str]], **run_kwargs):
   return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
+# ----------------------------------------------------------- the tiny config
 def tiny_config(data_dir=None, arg=None):
   """A fresh tests/tiny_config.py config (`arg`: e.g. "paper").
 
