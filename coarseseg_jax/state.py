@@ -54,15 +54,21 @@ def learning_rate(train_config: ml_collections.ConfigDict,
   `total_steps`).
   """
   t = train_config
-  schedule = t.lr_schedule
+  return _schedule(t.learning_rate, t.lr_schedule, t.warmup_steps,
+                   total_steps)
+
+
+def _schedule(lr, schedule: str, warmup_steps: int,
+              total_steps: Optional[int]):
+  """`learning_rate` of these values."""
   if schedule == "constant":
-    return t.learning_rate
+    return lr
   if schedule == "warmup_cosine":
     if not total_steps:
       raise ValueError("warmup_cosine needs the number of training steps.")
     return optax.warmup_cosine_decay_schedule(
-        0.0, t.learning_rate, int(t.warmup_steps),
-        max(int(total_steps), int(t.warmup_steps) + 1))
+        0.0, lr, int(warmup_steps), max(int(total_steps),
+                                        int(warmup_steps) + 1))
   raise ValueError(f"unknown train.lr_schedule {schedule!r} "
                    f"({', '.join(LR_SCHEDULES)}).")
 
@@ -77,14 +83,10 @@ def create_optimizer(train_config: ml_collections.ConfigDict,
   schedule (fine-tuning's fresh optimizer).
   """
   t = train_config
-  if t.optimizer not in ("adam", "adamw"):
-    raise ValueError(f"unknown optimizer {t.optimizer!r}")
-  if not constant and t.lr_schedule != "constant":
-    learning_rate(t, total_steps)  # Its errors, before the cache.
   schedule = "constant" if constant else t.lr_schedule
   return _optimizer(
       t.optimizer, float(t.learning_rate), schedule, int(t.warmup_steps),
-      None if schedule == "constant" else int(total_steps),
+      None if schedule == "constant" else total_steps,
       float(t.weight_decay) if t.optimizer == "adamw" else None,
       float(t.grad_clip_norm or 0))
 
@@ -96,9 +98,9 @@ def _optimizer(name: str, lr: float, schedule: str, warmup_steps: int,
   """`create_optimizer`'s chain, one object per settings in a process: a
   state's `tx` is part of the train step's cache key, so runs with the same
   settings reuse each other's compiled programs."""
-  train = ml_collections.ConfigDict(dict(
-      learning_rate=lr, lr_schedule=schedule, warmup_steps=warmup_steps))
-  lr = lr if schedule == "constant" else learning_rate(train, total_steps)
+  lr = _schedule(lr, schedule, warmup_steps, total_steps)
+  if name not in ("adam", "adamw"):
+    raise ValueError(f"unknown optimizer {name!r}")
   tx = (optax.adam(lr) if name == "adam"
         else optax.adamw(lr, weight_decay=weight_decay))
   if clip:
