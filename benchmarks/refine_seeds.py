@@ -96,6 +96,14 @@ def _interval(paired: stats.Paired) -> str:
           f"{paired.ci_high:+.3f}]")
 
 
+def _column(seeds, picks, key):
+  """[row[key] of each seed's picked fill], seeds in order; `seeds`:
+  {seed: {fill: row}}, `picks`: one fill per seed (or one for all)."""
+  order = sorted(seeds)
+  picks = [picks] * len(order) if isinstance(picks, str) else picks
+  return [seeds[s][f][key] for s, f in zip(order, picks)]
+
+
 def summarize(rows):
   """Markdown lines: the table per condition, then the tolerance sweep."""
   by = collections.defaultdict(lambda: collections.defaultdict(dict))
@@ -108,8 +116,7 @@ def summarize(rows):
   best_free = {}
   for cond, seeds in sorted(by.items()):
     order = sorted(seeds)
-    mean = lambda fill, key="band_correct": float(np.mean(
-        [seeds[s][fill][key] for s in order]))
+    mean = lambda picks: float(np.mean(_column(seeds, picks, "band_correct")))
     fills = list(seeds[order[0]])
     free = max((f for f in fills if f in refine.FREE_FILLS), key=mean)
     model = max((f for f in fills if f not in refine.FREE_FILLS), key=mean)
@@ -118,38 +125,28 @@ def summarize(rows):
               for s in order]
     picks = ", ".join(f"`{f}` x{n}" for f, n in
                       collections.Counter(chosen).most_common())
-    auto = {k: [seeds[s][c][k] for s, c in zip(order, chosen)]
-            for k in ("band_correct", "boundary_f1_mean")}
-    vs = lambda values, fill, key: _interval(stats.paired_t(
-        values, [seeds[s][fill][key] for s in order]))
-    model_v = {k: [seeds[s][model][k] for s in order]
-               for k in ("band_correct", "boundary_f1_mean")}
+    vs = lambda picks: "; ".join(_interval(stats.paired_t(
+        _column(seeds, picks, key), _column(seeds, free, key)))
+                                 for key in ("band_correct", "boundary_f1_mean"))
     lines.append(
-        f"| {cond} "
-        f"| {len(order)} | {picks} | {np.mean(auto['band_correct']):.3f} / "
+        f"| {cond} | {len(order)} | {picks} | {mean(chosen):.3f} / "
         f"`{free}` {mean(free):.3f} / `{model}` {mean(model):.3f} | "
-        f"{vs(auto['band_correct'], free, 'band_correct')}; "
-        f"{vs(auto['boundary_f1_mean'], free, 'boundary_f1_mean')} | "
-        f"{vs(model_v['band_correct'], free, 'band_correct')}; "
-        f"{vs(model_v['boundary_f1_mean'], free, 'boundary_f1_mean')} |")
+        f"{vs(chosen)} | {vs(model)} |")
   lines += ["", "| coarse-only score, tolerance | " + " | ".join(
       sorted(by)) + " |", "|---|" + "---|" * len(by)]
   for score in ("band_correct", "boundary_f1_mean"):
     for tol in TOLERANCES:
       cells = []
       for cond, seeds in sorted(by.items()):
-        free, da, df, picks = best_free[cond], [], [], []
-        for s in sorted(seeds):
-          held = {f: {score: r[f"coarse_{score}"]}
-                  for f, r in seeds[s].items()}
-          pick, _ = scores.choose(held, score=score, tolerance=tol)
-          picks.append(pick)
-          da.append(seeds[s][pick]["band_correct"]
-                    - seeds[s][free]["band_correct"])
-          df.append(seeds[s][pick]["boundary_f1_mean"]
-                    - seeds[s][free]["boundary_f1_mean"])
+        picks = [scores.choose({f: {score: r[f"coarse_{score}"]}
+                                for f, r in seeds[s].items()},
+                               score=score, tolerance=tol)[0]
+                 for s in sorted(seeds)]
+        gain = [np.mean(np.subtract(_column(seeds, picks, key),
+                                    _column(seeds, best_free[cond], key)))
+                for key in ("band_correct", "boundary_f1_mean")]
         top = collections.Counter(picks).most_common(1)[0][0]
-        cells.append(f"`{top}` {np.mean(da):+.3f} / {np.mean(df):+.3f}")
+        cells.append(f"`{top}` {gain[0]:+.3f} / {gain[1]:+.3f}")
       lines.append(f"| {score} {tol:g} | " + " | ".join(cells) + " |")
   return lines
 
