@@ -29,7 +29,6 @@ from coarseseg_jax.configs import pannuke
 from coarseseg_jax.configs import suim
 from coarseseg_jax.configs import synthetic
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -270,5 +269,3 @@ def test_validation_in_train_mode_uses_batch_statistics():
                              mutable=["batch_stats"])
   np.testing.assert_allclose(logits_train, want, rtol=1e-5, atol=1e-6)
   assert float(jnp.max(jnp.abs(logits_train - logits_eval))) > 1e-2
-
-
