@@ -4,6 +4,8 @@ rows, so every figure the README quotes from them can be re-derived."""
 import importlib.util
 import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -102,3 +104,12 @@ def test_refine_over_seeds_collects_a_report(tmp_path):
           "-0.067 [-0.067, -0.067] |") in table
   # Tolerance 0: the best coarse-only score (constrained) is chosen.
   assert "| band_correct 0 | `constrained` -0.200 / -0.067 |" in table
+  # The command line, as its docstring gives it: the same rows and tables.
+  proc = subprocess.run(
+      [sys.executable, str(RESULTS.parent / "benchmarks" / "refine_seeds.py"),
+       f"--reports={tmp_path}/*_s*/refined_validation",
+       f"--csv={tmp_path}/cli.csv"], capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines() == table
+  assert lib.read(tmp_path / "cli.csv") == rows
