@@ -42,7 +42,9 @@ MAY_CHANGE = frozenset({
     "train.finetune_max_epochs", "train.log_every_steps",
     "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.num_figures", "train.num_validation_images", "train.profile_steps",
-    "data.data_dir",
+    # Data locations: where the same data lies (a refined run's labels are
+    # named by data.refined_from, which does not move with them).
+    "data.data_dir", "data.refined_dir",
     "data.manual_dir", "data.eval_batch_size", "distributed",
     "compilation_cache_dir"})
 # Keys added to the configs after runs were recorded, with the value that

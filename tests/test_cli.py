@@ -161,6 +161,25 @@ def test_workdir_refuses_a_changed_run_and_accepts_an_extension(tmp_path):
   assert sorted(os.listdir(workdir)) == before
 
 
+def test_a_refined_run_resumes_where_its_labels_moved_but_not_from_others(
+    tmp_path):
+  """An archive restored under another --workdir_root moves the teacher's
+  refined labels (data.refined_dir); what they are (data.refined_from: the
+  teacher's recorded workdir, step and fill) must stay."""
+  def refined(refined_dir, fill):
+    config = _config()
+    config.data.update(train_labels="refined", refined_dir=refined_dir,
+                       refined_from=f"/a/seed0 step 625 fill {fill}")
+    return config
+  workdir = str(tmp_path / "run")
+  workdir_lib.record_config(workdir, refined("/a/seed0/refined_train", "auto"))
+  assert workdir_lib.check_config(
+      workdir, refined("/b/seed0/refined_train", "auto"))
+  with pytest.raises(errors.ConfigError, match="data.refined_from"):
+    workdir_lib.check_config(
+        workdir, refined("/b/seed0/refined_train", "nearest_labelled"))
+
+
 @pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
 def test_refused_restart_writes_nothing(tmp_path):
   """The README's `--config.train.lmbda=0` in a used workdir: one line,
