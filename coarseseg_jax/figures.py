@@ -134,14 +134,18 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
       panels.append(("SLIC superpixels",
                      overlay_boundaries(image, s["slic"][:h, :w])))
     rows = -(-num_classes // 10) + 1
-    fig = Figure(figsize=(3 * len(panels), 3.3 + 0.25 * rows))
+    height = 3.3 + 0.25 * rows
+    fig = Figure(figsize=(3 * len(panels), height))
+    # Fixed margins (title above, legend rows below), not tight_layout: a
+    # layout pass draws the figure once more, as long as saving it.
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.3 / height,
+                        bottom=0.08 * rows, wspace=0.05)
     axes = fig.subplots(1, len(panels))
     for ax, (title, img) in zip(axes, panels):
       ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
       ax.set_title(title, fontsize=9)
       ax.axis("off")
     class_legend(fig, num_classes, class_names)
-    fig.tight_layout(rect=(0, 0.08 * rows, 1, 1))
     path = filesystem.path(out_dir) / f"sample_{i}.png"
     save_figure(fig, path)
     paths.append(str(path))
@@ -151,6 +155,8 @@ def save_samples(samples: Sequence[Dict[str, np.ndarray]], out_dir,
 def save_curves(records: Sequence[dict], path) -> None:
   """Training loss terms and validation metrics against the step."""
   fig = Figure(figsize=(11, 4))
+  fig.subplots_adjust(left=0.07, right=0.98, top=0.92, bottom=0.12,
+                      wspace=0.2)  # Fixed: no layout pass (see save_samples).
   ax_l, ax_v = fig.subplots(1, 2)
   for split, ax, keys in (
       ("train", ax_l, ("loss", "cross_entropy", "slic", "slic_map")),
@@ -171,7 +177,6 @@ def save_curves(records: Sequence[dict], path) -> None:
     ax.set_xlabel("step")
     if ax.lines:
       ax.legend(fontsize=8)
-  fig.tight_layout()
   save_figure(fig, path)
 
 
