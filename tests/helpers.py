@@ -64,8 +64,8 @@ def run_once(root, name: str, make: Callable[[pathlib.Path], Any]) -> Any:
   return stored["value"]
 
 
-# ------------------------------------------------- command-line mistakes
-_CLI_ERRORS = r"""
+# ------------------------------------ command lines in one Python process
+_CLI_RUNS = r"""
 import contextlib, io, json, sys
 from absl import flags
 from coarseseg_jax import cli
@@ -84,17 +84,21 @@ print(json.dumps(out))
 """
 
 
-def cli_errors(module: str, argvs: List[List[str]], **run_kwargs):
+def cli_runs(module: str, argvs: List[List[str]], timeout: int = 300,
+             **run_kwargs):
   """[(exit status, stderr)] of each command line `argvs[i]` of `module`'s
   entry point (its `main`, run as `cli.run` runs it: `cli.parse_flags`,
-  `cli.main_function`), all in ONE Python process: mistakes caught before
-  any work cost one start-up, not one each. A traceback (an error `cli`
-  does not turn into one line) fails the process: asserted here."""
+  `cli.main_function`), in order and all in ONE Python process: each costs
+  no start-up, and equal configs share their compiled programs, as in one
+  experiment. For mistakes caught before any work, and for commands of an
+  entry point whose flags hold no `--config.*` override (ml_collections
+  reads those from the process's own command line). A traceback (an error
+  `cli` does not turn into one line) fails the process: asserted here."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  proc = subprocess.run([sys.executable, "-c", _CLI_ERRORS, module],
+  proc = subprocess.run([sys.executable, "-c", _CLI_RUNS, module],
                         input=json.dumps(argvs), cwd=ROOT, capture_output=True,
-                        text=True, timeout=300, **run_kwargs)
+                        text=True, timeout=timeout, **run_kwargs)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
 

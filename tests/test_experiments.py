@@ -319,7 +319,7 @@ def test_main_only_flags_are_refused_for_the_coarseness_sweep(tmp_path):
 
 
 # Flags the experiments refuse, with what the one line says. Checked in one
-# process (`helpers.cli_errors`); the test above runs one as a user would.
+# process (`helpers.cli_runs`); the test above runs one as a user would.
 BAD_FLAGS = [
     (("--validation_labels=coarse", "--select_metric=boundary_recall"),
      "--select_metric=boundary_recall needs fine validation labels"),
@@ -342,7 +342,7 @@ BAD_FLAGS = [
 def test_bad_selection_and_budget_flags_are_one_line(tmp_path):
   argvs = [["--quick", *flags, f"--out={tmp_path}/out",
             f"--workdir_root={tmp_path}/wd"] for flags, _ in BAD_FLAGS]
-  results = helpers.cli_errors("coarseseg_jax.experiments.__main__", argvs)
+  results = helpers.cli_runs("coarseseg_jax.experiments.__main__", argvs)
   for (code, stderr), (flags, message) in zip(results, BAD_FLAGS):
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1, (flags, stderr)

@@ -258,6 +258,15 @@ def run_command(command: str, tmp: str,
                 check: bool = True) -> subprocess.CompletedProcess:
   """Runs one README command as the module docstring says; asserts rc 0
   (with `check`)."""
+  proc = subprocess.run(_tokens(command, tmp), cwd=ROOT, env=_env(), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0 or not check, (command, proc.stderr[-4000:])
+  return proc
+
+
+def _tokens(command: str, tmp: str) -> List[str]:
+  """A README command as `run_command` runs it: placeholders replaced, this
+  interpreter, the tiny overrides appended."""
   for old, new in _substitutions(tmp):
     command = command.replace(old, new)
   tokens = shlex.split(command)
@@ -265,11 +274,23 @@ def run_command(command: str, tmp: str,
     tokens = _inner_command(tokens)
   if tokens[0] in ("python", ".venv/bin/python"):
     tokens[0] = sys.executable
-  tokens = tokens + _tiny(tokens, tmp)
-  proc = subprocess.run(tokens, cwd=ROOT, env=_env(), capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0 or not check, (command, proc.stderr[-4000:])
-  return proc
+  return tokens + _tiny(tokens, tmp)
+
+
+def run_in_one_process(commands: List[str], tmp: str) -> None:
+  """README commands of `python -m coarseseg_jax.experiments` without a
+  `--config.*` override, as `run_command` runs each but in ONE process
+  (`helpers.cli_runs`); asserts each exits 0."""
+  argvs = []
+  for command in commands:
+    tokens = _tokens(command, tmp)
+    assert tokens[1:3] == ["-m", "coarseseg_jax.experiments"], command
+    assert not any(t.startswith("--config.") for t in tokens), command
+    argvs.append(tokens[3:])
+  results = helpers.cli_runs("coarseseg_jax.experiments.__main__", argvs,
+                             timeout=1200, env=_env())
+  for command, (code, stderr) in zip(commands, results):
+    assert code == 0, (command, stderr[-4000:])
 
 
 def _commands(scenario: str) -> List[str]:
@@ -412,24 +433,32 @@ def test_readme_prepare_and_experiment_commands(tmp_path):
   """The prepare and experiment commands, and what the experiments write:
   this is the end-to-end test of coarse validation, the coarseness and
   similarity sweeps, the budget experiment and the runner on a folder (the
-  main table's is test_experiments' --quick chain)."""
+  main table's is test_experiments' --quick chain, which also runs the
+  experiments' command line in processes of its own). The commands without
+  a `--config.*` override run in one process (`run_in_one_process`: the
+  start-ups and the programs of equal configs are paid once)."""
   tmp = str(tmp_path)
   out, root = f"{tmp}/results", f"{tmp}/workdirs/experiments/synthetic"
   write_folder(f"{tmp}/raw/my_data")
-  for scenario in ("synthetic_prepare", "experiments"):
-    for command in _commands(scenario):
-      run_command(command, tmp)
-      if "--validation_labels=both" in command:
-        _check_validation_labels(out, root)
-      elif "--experiment=coarseness" in command:
-        _check_coarseness(out, f"{tmp}/data")
-      elif "--experiment=similarity" in command:
-        _check_similarity(out)
-      elif "--experiment=budget" in command:
-        _check_budget(out, f"{root}/budget_quick",
-                      lambda c=command: run_command(c, tmp))
-      elif "folder.py" in command:
-        _check_folder_experiment(out, tmp)
+  for command in _commands("synthetic_prepare"):
+    run_command(command, tmp)
+  commands = _commands("experiments")
+  own_config = [c for c in commands if "--config=" in c]
+  run_in_one_process([c for c in commands if c not in own_config], tmp)
+  for command in commands:
+    if "--validation_labels=both" in command:
+      _check_validation_labels(out, root)
+    elif "--experiment=coarseness" in command:
+      _check_coarseness(out, f"{tmp}/data")
+    elif "--experiment=similarity" in command:
+      _check_similarity(out)
+    elif "--experiment=budget" in command:
+      _check_budget(out, f"{root}/budget_quick",
+                    lambda c=command: run_in_one_process([c], tmp))
+  assert [c for c in own_config if "folder.py" in c] == own_config
+  for command in own_config:
+    run_command(command, tmp)
+    _check_folder_experiment(out, tmp)
 
 
 def _csv(path: str) -> List[dict]:
