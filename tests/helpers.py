@@ -71,24 +71,26 @@ from absl import flags
 from coarseseg_jax import cli
 body = __import__(sys.argv[1], fromlist=["main"]).main
 out = []
+real_stdout = sys.stdout
 for argv in json.loads(sys.stdin.read()):
   flags.FLAGS.unparse_flags()
-  err, code = io.StringIO(), 0
-  with contextlib.redirect_stderr(err):
+  std, err, code = io.StringIO(), io.StringIO(), 0
+  with contextlib.redirect_stdout(std), contextlib.redirect_stderr(err):
     try:
       cli.main_function(body, on_ctrl_c="")(cli.parse_flags(["cli"] + argv))
     except SystemExit as e:
       code = e.code
-  out.append([code, err.getvalue()])
-print(json.dumps(out))
+  out.append([argv, code, std.getvalue(), err.getvalue()])
+print(json.dumps(out), file=real_stdout)
 """
 
 
 def cli_runs(module: str, argvs: List[List[str]], timeout: int = 300,
-             **run_kwargs):
-  """[(exit status, stderr)] of each command line `argvs[i]` of `module`'s
-  entry point (its `main`, run as `cli.run` runs it: `cli.parse_flags`,
-  `cli.main_function`), in order and all in ONE Python process: each costs
+             **run_kwargs) -> list:
+  """Runs each command line `argvs[i]` of `module`'s entry point (its
+  `main`, as `cli.run` runs it: `cli.parse_flags`, `cli.main_function`), in
+  order and all in ONE Python process, and returns a CompletedProcess (the
+  argv, exit status, stdout, stderr) for each: each costs
   no start-up, and equal configs share their compiled programs, as in one
   experiment. For mistakes caught before any work, and for commands of an
   entry point whose flags hold no `--config.*` override (ml_collections
@@ -100,7 +102,8 @@ def cli_runs(module: str, argvs: List[List[str]], timeout: int = 300,
                         input=json.dumps(argvs), cwd=ROOT, capture_output=True,
                         text=True, timeout=timeout, **run_kwargs)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+  return [subprocess.CompletedProcess(*r) for r in json.loads(
+      proc.stdout.strip().splitlines()[-1])]
 
 
 # ----------------------------------------------------------- the tiny config

@@ -343,9 +343,9 @@ def test_bad_selection_and_budget_flags_are_one_line(tmp_path):
   argvs = [["--quick", *flags, f"--out={tmp_path}/out",
             f"--workdir_root={tmp_path}/wd"] for flags, _ in BAD_FLAGS]
   results = helpers.cli_runs("coarseseg_jax.experiments.__main__", argvs)
-  for (code, stderr), (flags, message) in zip(results, BAD_FLAGS):
-    lines = stderr.strip().splitlines()
-    assert code == 2 and len(lines) == 1, (flags, stderr)
+  for result, (flags, message) in zip(results, BAD_FLAGS):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, (flags, result.stderr)
     assert lines[0].startswith("error: ") and message in lines[0], flags
   assert not os.path.exists(tmp_path / "wd")
 

@@ -289,8 +289,8 @@ def run_in_one_process(commands: List[str], tmp: str) -> None:
     argvs.append(tokens[3:])
   results = helpers.cli_runs("coarseseg_jax.experiments.__main__", argvs,
                              timeout=1200, env=_env())
-  for command, (code, stderr) in zip(commands, results):
-    assert code == 0, (command, stderr[-4000:])
+  for command, result in zip(commands, results):
+    assert result.returncode == 0, (command, result.stderr[-4000:])
 
 
 def _commands(scenario: str) -> List[str]:

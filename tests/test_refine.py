@@ -478,13 +478,14 @@ def _readme_refine_commands():
 
 
 @pytest.mark.slow
-def test_readme_refine_commands(tmp_path):
+def test_readme_refine_commands(tmp_path, tiny_data_dir):
   """Both README forms on a tiny trained workdir: a prepared split, and
-  photos of odd sizes (PNG, JPEG) with coarse PNGs."""
+  photos of odd sizes (PNG, JPEG) with coarse PNGs. The two commands (no
+  `--config.*` override) run in one process (`helpers.cli_runs`)."""
   commands = _readme_refine_commands()
   assert len(commands) == 2 and any("--coarse_dir" in c for c in commands)
   tmp = str(tmp_path)
-  env = dict(_env(), COARSESEG_TEST_DATA_DIR=f"{tmp}/data")
+  env = dict(_env(), COARSESEG_TEST_DATA_DIR=str(tiny_data_dir))
   train = subprocess.run(
       [sys.executable, "-m", "coarseseg_jax.main",
        "--config=tests/tiny_config.py", f"--workdir={tmp}/workdirs/syn",
@@ -496,15 +497,18 @@ def test_readme_refine_commands(tmp_path):
                                    ((41, 90), "png")]):
     photos[f"photo{i}"] = _write_pair(f"{tmp}/my_images", f"{tmp}/my_coarse",
                                       f"photo{i}", size, ext=ext, seed=i)[1]
-  for command in commands:
+  for i, command in enumerate(commands):
     for old, new in [("=workdirs/", f"={tmp}/workdirs/"),
                      ("=my_images", f"={tmp}/my_images"),
                      ("=my_coarse", f"={tmp}/my_coarse")]:
       command = command.replace(old, new)
-    tokens = command.split()
-    assert tokens[:3] == ["python", "-m", "coarseseg_jax.main"], command
-    proc = subprocess.run([sys.executable] + tokens[1:], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    commands[i] = command
+    assert command.split()[:3] == ["python", "-m", "coarseseg_jax.main"], (
+        command)
+  runs = helpers.cli_runs("coarseseg_jax.main",
+                          [c.split()[3:] for c in commands], timeout=900,
+                          env=env)
+  for command, proc in zip(commands, runs):
     assert proc.returncode == 0, (command, proc.stderr[-3000:])
     out = re.search(r"--output_dir=(\S+)", command).group(1)
     assert proc.stdout.strip().startswith("refined "), proc.stdout
