@@ -312,8 +312,9 @@ def _config(workdir: str) -> dict:
 
 @pytest.mark.slow
 def test_readme_synthetic_journey(tmp_path):
-  """./run.sh, train, eval and predict from the workdir alone, summary, the
-  override example; nothing lands in the repository."""
+  """./run.sh, train, eval and predict from the workdir alone (in one
+  process: `helpers.cli_runs`), summary, the override example; nothing lands
+  in the repository."""
   tmp = str(tmp_path)
   if not sys.executable.startswith(os.path.join(ROOT, ".venv")):
     pytest.fail("run the suite with ./run.sh test (./run.sh uses .venv)")
@@ -321,10 +322,21 @@ def test_readme_synthetic_journey(tmp_path):
   before = set(os.listdir(ROOT))
   commands = _commands("synthetic")
   assert commands[0] == "./run.sh"
+  # eval and predict read the workdir's config: one process for both.
+  from_workdir = [c for c in commands
+                  if "coarseseg_jax.main" in c and "--config" not in c]
+  assert [re.search(r"--mode=(\w+)", c).group(1) for c in from_workdir] == [
+      "eval", "predict"]
   for command in commands:
-    proc = run_command(command, tmp)
-    if "--mode=summary" in command:
-      assert "parameters" in proc.stdout
+    if command == from_workdir[0]:
+      for proc in helpers.cli_runs(
+          "coarseseg_jax.main", [_tokens(c, tmp)[3:] for c in from_workdir],
+          env=_env()):
+        assert proc.returncode == 0, (proc.args, proc.stderr[-3000:])
+    elif command not in from_workdir:
+      proc = run_command(command, tmp)
+      if "--mode=summary" in command:
+        assert "parameters" in proc.stdout
   assert set(os.listdir(ROOT)) == before
   for name in ("quickstart/without", "quickstart/with", "syn", "fcn_fine"):
     results = _results(f"{tmp}/workdirs/{name}")
