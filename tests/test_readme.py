@@ -7,7 +7,9 @@ Each fenced ```bash block is split into commands (backslash continuations
 joined, comments dropped). Every command must be claimed by exactly one
 `SCENARIOS` rule (`test_every_readme_command_is_claimed`), so a command added
 to a README without a test fails the suite. Each scenario runs its commands
-in README order, as written, in the repository root, with:
+in README order, as written, in the repository root (commands of one entry
+point without a `--config.*` override may share one process:
+`helpers.cli_runs`), with:
 
 * `python` / `.venv/bin/python` as this interpreter, and one CPU device;
 * the README's placeholders pointing at tiny fixtures in the real on-disk
@@ -258,8 +260,8 @@ def run_command(command: str, tmp: str,
                 check: bool = True) -> subprocess.CompletedProcess:
   """Runs one README command as the module docstring says; asserts rc 0
   (with `check`)."""
-  proc = subprocess.run(_tokens(command, tmp), cwd=ROOT, env=_env(), capture_output=True,
-                        text=True, timeout=600)
+  proc = subprocess.run(_tokens(command, tmp), cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0 or not check, (command, proc.stderr[-4000:])
   return proc
 
