@@ -20,6 +20,8 @@ CASES = [  # (per-seed rows, table, its first columns, comparisons' first).
      ["method", "param"], ["method", "reference"]),
     ("synthetic_coarseness_seeds.csv", "synthetic_coarseness",
      ["method", "kernel"], ["kernel", "method", "reference"]),
+    ("selftraining/synthetic_main_seeds.csv", "selftraining/synthetic_coarse",
+     ["method", "param"], ["method", "reference"]),
 ]
 
 
