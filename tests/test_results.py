@@ -22,6 +22,9 @@ CASES = [  # (per-seed rows, table, its first columns, comparisons' first).
      ["method", "kernel"], ["kernel", "method", "reference"]),
     ("selftraining/synthetic_main_seeds.csv", "selftraining/synthetic_coarse",
      ["method", "param"], ["method", "reference"]),
+    ("selftraining_free/synthetic_main_seeds.csv",
+     "selftraining_free/synthetic_coarse", ["method", "param"],
+     ["method", "reference"]),
 ]
 
 
