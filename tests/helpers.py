@@ -89,13 +89,13 @@ def cli_runs(module: str, argvs: List[List[str]], timeout: int = 300,
              **run_kwargs) -> list:
   """Runs each command line `argvs[i]` of `module`'s entry point (its
   `main`, as `cli.run` runs it: `cli.parse_flags`, `cli.main_function`), in
-  order and all in ONE Python process, and returns a CompletedProcess (the
-  argv, exit status, stdout, stderr) for each: each costs
-  no start-up, and equal configs share their compiled programs, as in one
-  experiment. For mistakes caught before any work, and for commands of an
-  entry point whose flags hold no `--config.*` override (ml_collections
-  reads those from the process's own command line). A traceback (an error
-  `cli` does not turn into one line) fails the process: asserted here."""
+  order and all in ONE Python process; returns a CompletedProcess (argv,
+  exit status, stdout, stderr) for each. No command pays a start-up, and
+  equal configs share their compiled programs, as in one experiment. For
+  mistakes caught before any work, and for commands without a `--config.*`
+  override (ml_collections registers those from the process's own command
+  line). A traceback (an error `cli` does not turn into one line) fails the
+  process: asserted here."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   proc = subprocess.run([sys.executable, "-c", _CLI_RUNS, module],
