@@ -10,7 +10,11 @@ import contextlib
 import json
 import os
 import pathlib
+import queue
 import re
+import subprocess
+import sys
+import threading
 from typing import Any, Callable, List
 
 import numpy as np
@@ -65,45 +69,122 @@ def run_once(root, name: str, make: Callable[[pathlib.Path], Any]) -> Any:
 
 
 # ------------------------------------ command lines in one Python process
-_CLI_RUNS = r"""
-import contextlib, io, json, sys
-from absl import flags
-from coarseseg_jax import cli
-body = __import__(sys.argv[1], fromlist=["main"]).main
-out = []
+# The server side of `cli_session`: reads one command line (JSON) per line of
+# stdin, runs it as `cli.run` would, answers one line on the real stdout.
+# sys.stdout and sys.stderr are replaced before anything is imported, so what
+# a command prints or logs (absl's handler, tqdm) lands in its own answer;
+# only C++ logs write to the process's stderr. ml_collections finds
+# `--config.*` overrides in sys.argv when `--config` is parsed and defines a
+# flag for each: sys.argv is the command's own, and the previous command's
+# override flags are deleted first.
+_CLI_SERVER = r"""
+import io, json, sys, traceback
 real_stdout = sys.stdout
-for argv in json.loads(sys.stdin.read()):
-  flags.FLAGS.unparse_flags()
-  std, err, code = io.StringIO(), io.StringIO(), 0
-  with contextlib.redirect_stdout(std), contextlib.redirect_stderr(err):
+sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+try:
+  from absl import flags
+  from coarseseg_jax import cli
+  body = __import__(sys.argv[1], fromlist=["main"]).main
+  for line in sys.stdin:
+    argv = json.loads(line)
+    flags.FLAGS.unparse_flags()
+    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+      delattr(flags.FLAGS, name)
+    sys.argv = ["cli"] + argv
+    for stream in (sys.stdout, sys.stderr):
+      stream.seek(0)
+      stream.truncate()
+    code = 0
     try:
-      cli.main_function(body, on_ctrl_c="")(cli.parse_flags(["cli"] + argv))
+      cli.main_function(body, on_ctrl_c="")(cli.parse_flags(sys.argv))
     except SystemExit as e:
       code = e.code
-  out.append([argv, code, std.getvalue(), err.getvalue()])
-print(json.dumps(out), file=real_stdout)
-"""
+    print(_ANSWER + json.dumps(
+        [argv, code, sys.stdout.getvalue(), sys.stderr.getvalue()]),
+        file=real_stdout, flush=True)
+except BaseException:
+  sys.__stderr__.write(sys.stderr.getvalue() + traceback.format_exc())
+  raise SystemExit(1)
+""".replace("_ANSWER", repr("\x1e"))
+
+
+class CliProcess:
+  """One Python process that runs command lines of `module`'s entry point
+  (its `main`, as `cli.run` runs it: `cli.parse_flags`,
+  `cli.main_function`), one at a time, until `close()`.
+
+  `process(argv)` returns a `subprocess.CompletedProcess` (argv, exit
+  status, the command's stdout and stderr). Only the first command pays the
+  start-up (about 11 s with TensorFlow), and commands of equal configs share
+  their compiled programs, as in one experiment; the test can look at what
+  each command left before it runs the next. `--config.*` overrides work as
+  on a command line. `popen_kwargs` go to `subprocess.Popen` (`env`, `cwd`:
+  the repository root unless given). A traceback (an error `cli` does not
+  turn into one line) ends the process and fails the test, and so does a
+  command running over `timeout` seconds.
+  """
+
+  def __init__(self, module: str, timeout: int = 300, **popen_kwargs):
+    popen_kwargs.setdefault("cwd", ROOT)
+    self.module, self.timeout = module, timeout
+    self._proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI_SERVER, module], text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        **popen_kwargs)
+    self._answers, self._stderr = queue.Queue(), []
+    threading.Thread(target=self._read_answers, daemon=True).start()
+    threading.Thread(target=lambda: self._stderr.extend(self._proc.stderr),
+                     daemon=True).start()
+
+  def _read_answers(self):
+    for line in self._proc.stdout:
+      self._answers.put(line)
+    self._answers.put(None)
+
+  @property
+  def alive(self) -> bool:
+    return self._proc.poll() is None
+
+  def __call__(self, argv: List[str]):
+    self._proc.stdin.write(json.dumps(list(argv)) + "\n")
+    self._proc.stdin.flush()
+    while True:
+      try:
+        line = self._answers.get(timeout=self.timeout)
+      except queue.Empty:
+        self._proc.kill()
+        raise AssertionError(f"{self.module}: over {self.timeout} s: "
+                             f"{argv}") from None
+      assert line is not None, (argv, "".join(self._stderr)[-3000:])
+      if line.startswith("\x1e"):
+        return subprocess.CompletedProcess(*json.loads(line[1:]))
+
+  def close(self):
+    if self.alive:
+      self._proc.stdin.close()  # The server's loop ends.
+      try:
+        self._proc.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        self._proc.kill()
+    self._proc.wait()
+
+
+@contextlib.contextmanager
+def cli_session(module: str, timeout: int = 300, **popen_kwargs):
+  """A `CliProcess` for the `with` block."""
+  process = CliProcess(module, timeout, **popen_kwargs)
+  try:
+    yield process
+  finally:
+    process.close()
 
 
 def cli_runs(module: str, argvs: List[List[str]], timeout: int = 300,
-             **run_kwargs) -> list:
-  """Runs each command line `argvs[i]` of `module`'s entry point (its
-  `main`, as `cli.run` runs it: `cli.parse_flags`, `cli.main_function`), in
-  order and all in ONE Python process; returns a CompletedProcess (argv,
-  exit status, stdout, stderr) for each. No command pays a start-up, and
-  equal configs share their compiled programs, as in one experiment. For
-  mistakes caught before any work, and for commands without a `--config.*`
-  override (ml_collections registers those from the process's own command
-  line). A traceback (an error `cli` does not turn into one line) fails the
-  process: asserted here."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  proc = subprocess.run([sys.executable, "-c", _CLI_RUNS, module],
-                        input=json.dumps(argvs), cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout, **run_kwargs)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return [subprocess.CompletedProcess(*r) for r in json.loads(
-      proc.stdout.strip().splitlines()[-1])]
+             **popen_kwargs) -> list:
+  """`cli_session`'s run of each command line of `argvs`, in order, in ONE
+  process; a CompletedProcess for each."""
+  with cli_session(module, timeout, **popen_kwargs) as run:
+    return [run(argv) for argv in argvs]
 
 
 # ----------------------------------------------------------- the tiny config

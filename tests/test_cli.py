@@ -21,6 +21,8 @@ from coarseseg_jax import datasets
 from coarseseg_jax import errors
 from coarseseg_jax import workdir as workdir_lib
 
+import helpers  # pylint: disable=g-bad-import-order
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3]
                  for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -93,19 +95,17 @@ def test_config_resolves_by_name_and_from_any_folder(tmp_path, monkeypatch):
     cli.resolve_config_path("configs/nope.py")
 
 
-@pytest.mark.slow  # Two runs of the command line in a subprocess.
+@pytest.mark.slow  # The command line in a subprocess.
 def test_command_line_from_another_folder(tmp_path):
   """The config by absolute path, and by name, from outside the repo."""
-  env = dict(os.environ, XLA_FLAGS="")
-  for config in (os.path.join(ROOT, "configs", "suim.py"), "pannuke"):
-    proc = subprocess.run(
-        [sys.executable, "-m", "coarseseg_jax.main", f"--config={config}",
-         "--mode=summary", "--config.model.width=8",
-         "--config.model.stage_blocks=(1,1,1)",
-         "--config.data.crop_size=64"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "parameters" in proc.stdout
+  with helpers.cli_session("coarseseg_jax.main", cwd=tmp_path,
+                           env=dict(os.environ, XLA_FLAGS="")) as run:
+    for config in (os.path.join(ROOT, "configs", "suim.py"), "pannuke"):
+      proc = run([f"--config={config}", "--mode=summary",
+                  "--config.model.width=8", "--config.model.stage_blocks=(1,1,1)",
+                  "--config.data.crop_size=64"])
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      assert "parameters" in proc.stdout
   assert os.listdir(tmp_path) == []
 
 
@@ -206,21 +206,24 @@ def test_refused_restart_writes_nothing(tmp_path):
   assert os.stat(workdir / "config.json").st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("override,message", [
+# A misspelt field, a bad value, a field that is not there: each one line.
+MISTAKES = [
     ("--config.train.lmdba=0.1", "'lmdba' is not a config field (did you "
                                  "mean 'lmbda'?)"),
     ("--config.train.lmbda=abc", "could not convert string to float"),
     ("--config.data.builder_kwargs.nope=1", "'nope' is not a config field"),
-])
-def test_command_line_mistakes_are_one_line(override, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.main", "--config=configs/suim.py",
-       override, "--mode=summary"], cwd=ROOT, capture_output=True, text=True,
-      timeout=120)
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
-  assert message in proc.stderr and "Traceback" not in proc.stderr
-  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+]
+
+
+def test_command_line_mistakes_are_one_line():
+  """MISTAKES, one command line each, in one process (`cli_session`)."""
+  with helpers.cli_session("coarseseg_jax.main", timeout=120) as run:
+    for override, message in MISTAKES:
+      proc = run(["--config=configs/suim.py", override, "--mode=summary"])
+      assert proc.returncode == 2, (override, proc.stderr)
+      assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+      assert message in proc.stderr and "Traceback" not in proc.stderr
+      assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.slow  # Six command lines in subprocesses: ~5 s of imports each.

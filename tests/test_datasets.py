@@ -393,35 +393,30 @@ def test_cli_prints_one_line_error_without_traceback(tmp_path):
   assert last.startswith("error: ") and path in last and "differs" in last
 
 
-@pytest.mark.slow  # The prepare command line, in subprocesses.
+@pytest.mark.slow  # The prepare command line, in a subprocess.
 def test_cli_prepares_the_dataset_a_config_reads(tmp_path):
   """`prepare --config` builds exactly the dataset the config trains on;
   dataset flags beside it are refused in one line; a dataset that needs
   raw files and has none stops in one line naming the command."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
              COARSESEG_TEST_DATA_DIR=str(tmp_path / "data"))
-  base = [sys.executable, "-m", "coarseseg_jax.datasets.prepare",
-          "--config=tests/tiny_config.py", "--num_workers=1"]
-  proc = subprocess.run(base + ["--config.data.coarse_kernel=9"], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  config = helpers.tiny_config(tmp_path / "data")
-  config.data.coarse_kernel = 9
-  assert datasets.is_prepared(config.data, config.model.num_classes)
-  config.data.coarse_kernel = 7  # The config's own: not what was asked.
-  assert not datasets.is_prepared(config.data, config.model.num_classes)
-  proc = subprocess.run(base + ["--dataset=suim", "--coarse_kernel=9"],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=300)
-  assert proc.returncode == 2 and "Traceback" not in proc.stderr
-  assert proc.stderr.strip().splitlines()[-1] == (
-      "error: --dataset, --coarse_kernel: --config gives the dataset; pass "
-      "its settings as --config.data.* overrides instead (e.g. "
-      "--config.data.manual_dir=PATH).")
-  proc = subprocess.run(
-      base[:3] + ["--config=configs/suim.py",
-                  f"--config.data.data_dir={tmp_path / 'data'}"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  base = ["--config=tests/tiny_config.py", "--num_workers=1"]
+  with helpers.cli_session("coarseseg_jax.datasets.prepare", env=env) as run:
+    proc = run(base + ["--config.data.coarse_kernel=9"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = helpers.tiny_config(tmp_path / "data")
+    config.data.coarse_kernel = 9
+    assert datasets.is_prepared(config.data, config.model.num_classes)
+    config.data.coarse_kernel = 7  # The config's own: not what was asked.
+    assert not datasets.is_prepared(config.data, config.model.num_classes)
+    proc = run(base + ["--dataset=suim", "--coarse_kernel=9"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --dataset, --coarse_kernel: --config gives the dataset; pass "
+        "its settings as --config.data.* overrides instead (e.g. "
+        "--config.data.manual_dir=PATH).")
+    proc = run(["--config=configs/suim.py",
+                f"--config.data.data_dir={tmp_path / 'data'}"])
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: dataset 'suim' is not prepared in ") and (

@@ -35,16 +35,22 @@ STATS = [f"{m}_{s}" for m in ("accuracy", "boundary_recall", "boundary_f1",
                               "asa", "miou") for s in ("mean", "std")]
 
 
-def _run(tmp_path, experiment, *flags):
-  """The CLI in a subprocess on ONE CPU device (compiles faster than 8)."""
+@pytest.fixture(name="cli")
+def _cli():
+  """The experiments' command line, `helpers.cli_session`: one process for
+  the test's commands, on ONE CPU device (compiles faster than 8)."""
   env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace(
       "--xla_force_host_platform_device_count=8", ""))
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.experiments", "--quick",
-       f"--experiment={experiment}", f"--out={tmp_path}/out",
-       f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
-       f"--archive={tmp_path}/archive", *flags],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  with helpers.cli_session("coarseseg_jax.experiments.__main__", timeout=1800,
+                           env=env) as run:
+    yield run
+
+
+def _run(cli, tmp_path, experiment, *flags):
+  """One command of the experiments (`cli`); what it wrote in *_runs.json."""
+  proc = cli(["--quick", f"--experiment={experiment}", f"--out={tmp_path}/out",
+              f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
+              f"--archive={tmp_path}/archive", *flags])
   assert proc.returncode == 0, proc.stderr[-5000:]
   tag = "synthetic"
   for flag in flags:
@@ -106,7 +112,7 @@ def _check_comparisons(rows, margin=stats.EQUIVALENCE_MARGIN):
 
 
 @pytest.mark.slow
-def test_quick_chain_end_to_end_then_skipped(tmp_path):
+def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   """main (every kind of method: plain, swept, combined, taking another's
   choice): sweeps on selection seeds only, per-seed CSV from which the
   tables recompute, paired comparisons, figure, commands; run again,
@@ -114,7 +120,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   and the tables are the same."""
   quick = methods.QUICK
   assert len(quick.kappas) == 1
-  runs = _run(tmp_path, "main", *MAIN_FLAGS)
+  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   names = methods.select_methods(MAIN_SUBSET)
   assert names == ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slic_refined",
                    "hcfcn_slicmap", "hcfcn_slicmap_slic", "hcfcn_dot_slic")
@@ -224,7 +230,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
       "synthetic_main_seeds.csv", "synthetic_coarse_sweep.csv")}
   first = {k: v for k, v in runs.items() if k != "earlier_calls"}
   assert runs["earlier_calls"] == []
-  runs = _run(tmp_path, "main", *MAIN_FLAGS)
+  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
   assert runs["earlier_calls"] == [first]  # How they were trained stays.
@@ -243,7 +249,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
           os.path.join(os.path.relpath(r["workdir"], root), "refine_train.json")
           for r in refines}
   shutil.rmtree(tmp_path / "wd")
-  runs = _run(tmp_path, "main", *MAIN_FLAGS)
+  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"restored"}
   assert {name: (out / name).read_text() for name in written} == written
@@ -259,7 +265,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path):
   other["test"]["accuracy_mean"] = 0.123
   (source / "results.json").write_text(json.dumps(other))
   shutil.rmtree(tmp_path / "wd")
-  runs = _run(tmp_path, "main", *MAIN_FLAGS)
+  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   done = {os.path.relpath(r["workdir"], root): r["status"]
           for r in runs["runs"] if r["status"] != "restored"}
   assert done == {f"hcfcn_slic/{lam}/seed1": "trained", refined: "refined",

@@ -6,8 +6,6 @@ with `tfds.load`, and stopped by bad input with one error naming the file.
 import io
 import os
 import shutil
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
+import helpers
 import paper_fixtures as pf
 from coarseseg_jax import datasets
 from coarseseg_jax import errors
@@ -100,25 +99,20 @@ def test_suim_colour_codes_are_thresholded_at_128():
       "background/waterbody", "wrecks/ruins", "fish/vertebrates"]
 
 
-def prepare_cli(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.datasets.prepare",
-       "--num_workers=1", "--coarse_kernel=7", *args],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow  # Builds the dataset in a subprocess.
 def test_suim_cli_builds_it_and_tfds_reads_it_back(suim_raw, tmp_path):
   raw, truth = suim_raw
   mask_file = os.path.join(str(raw), "train_val", "masks", MISMATCHED + ".bmp")
-  args = ["--dataset=suim", f"--manual_dir={raw}", f"--data_dir={tmp_path}",
+  args = ["--num_workers=1", "--coarse_kernel=7", "--dataset=suim",
+          f"--manual_dir={raw}", f"--data_dir={tmp_path}",
           "--builder_kwargs=resize=0.5,num_validation=2"]
-  proc = prepare_cli(*args, "--on_size_mismatch=error")
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: {mask_file}: mask size 144x96"), last
-  proc = prepare_cli(*args, "--on_size_mismatch=resize")
+  with helpers.cli_session("coarseseg_jax.datasets.prepare", env=dict(
+      os.environ, TF_CPP_MIN_LOG_LEVEL="3")) as run:
+    proc = run(args + ["--on_size_mismatch=error"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {mask_file}: mask size 144x96"), last
+    proc = run(args + ["--on_size_mismatch=resize"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert mask_file in proc.stderr and "differs" in proc.stderr  # The warning.
   assert "1 masks differed in size" in proc.stdout

@@ -7,9 +7,8 @@ Each fenced ```bash block is split into commands (backslash continuations
 joined, comments dropped). Every command must be claimed by exactly one
 `SCENARIOS` rule (`test_every_readme_command_is_claimed`), so a command added
 to a README without a test fails the suite. Each scenario runs its commands
-in README order, as written, in the repository root (commands of one entry
-point without a `--config.*` override may share one process:
-`helpers.cli_runs`), with:
+in README order, as written, in the repository root (the commands of one
+Python entry point share one process: `readme_runner`), with:
 
 * `python` / `.venv/bin/python` as this interpreter, and one CPU device;
 * the README's placeholders pointing at tiny fixtures in the real on-disk
@@ -266,33 +265,52 @@ def run_command(command: str, tmp: str,
   return proc
 
 
-def _tokens(command: str, tmp: str) -> List[str]:
+def _tokens(command: str, tmp: str, readme: bool = True) -> List[str]:
   """A README command as `run_command` runs it: placeholders replaced, this
-  interpreter, the tiny overrides appended."""
-  for old, new in _substitutions(tmp):
+  interpreter, the tiny overrides appended (without `readme`: only this
+  interpreter)."""
+  for old, new in _substitutions(tmp) if readme else ():
     command = command.replace(old, new)
   tokens = shlex.split(command)
   if tokens[0] == "gcloud":
     tokens = _inner_command(tokens)
   if tokens[0] in ("python", ".venv/bin/python"):
     tokens[0] = sys.executable
-  return tokens + _tiny(tokens, tmp)
+  return tokens + (_tiny(tokens, tmp) if readme else [])
 
 
-def run_in_one_process(commands: List[str], tmp: str) -> None:
-  """README commands of `python -m coarseseg_jax.experiments` without a
-  `--config.*` override, as `run_command` runs each but in ONE process
-  (`helpers.cli_runs`); asserts each exits 0."""
-  argvs = []
-  for command in commands:
-    tokens = _tokens(command, tmp)
-    assert tokens[1:3] == ["-m", "coarseseg_jax.experiments"], command
-    assert not any(t.startswith("--config.") for t in tokens), command
-    argvs.append(tokens[3:])
-  results = helpers.cli_runs("coarseseg_jax.experiments.__main__", argvs,
-                             timeout=1200, env=_env())
-  for command, result in zip(commands, results):
-    assert result.returncode == 0, (command, result.stderr[-4000:])
+@pytest.fixture(scope="module", name="entry_points")
+def _entry_points():
+  """The processes `readme_runner` starts: one per Python entry point for
+  this module's tests in this test process (xdist worker), so a command
+  pays no start-up once its entry point has run (`helpers.CliProcess`)."""
+  processes = {}
+  yield processes
+  for process in processes.values():
+    process.close()
+
+
+def readme_runner(tmp: str, processes: dict):
+  """`run(command, check=True, as_written=False)`: a README command as
+  `run_command` runs it (`as_written`: any command line, run as it is),
+  but in the process of its Python entry point kept in `processes` (one
+  started if there is none alive); `./run.sh` in a process of its own.
+  Asserts exit status 0 (with `check`)."""
+
+  def run(command: str, check: bool = True,
+          as_written: bool = False) -> subprocess.CompletedProcess:
+    tokens = _tokens(command, tmp, readme=not as_written)
+    if tokens[1:2] != ["-m"]:
+      return run_command(command, tmp, check)
+    module = tokens[2] + (".__main__" if tokens[2].endswith(
+        ".experiments") else "")
+    if module not in processes or not processes[module].alive:
+      processes[module] = helpers.CliProcess(module, 1200, env=_env())
+    proc = processes[module](tokens[3:])
+    assert proc.returncode == 0 or not check, (command, proc.stderr[-4000:])
+    return proc
+
+  return run
 
 
 def _commands(scenario: str) -> List[str]:
@@ -313,10 +331,10 @@ def _config(workdir: str) -> dict:
 
 
 @pytest.mark.slow
-def test_readme_synthetic_journey(tmp_path):
-  """./run.sh, train, eval and predict from the workdir alone (in one
-  process: `helpers.cli_runs`), summary, the override example; nothing lands
-  in the repository."""
+def test_readme_synthetic_journey(tmp_path, entry_points):
+  """./run.sh, train, eval and predict from the workdir alone, summary, the
+  override example (the `coarseseg_jax.main` commands in one process:
+  `readme_runner`); nothing lands in the repository."""
   tmp = str(tmp_path)
   if not sys.executable.startswith(os.path.join(ROOT, ".venv")):
     pytest.fail("run the suite with ./run.sh test (./run.sh uses .venv)")
@@ -324,21 +342,11 @@ def test_readme_synthetic_journey(tmp_path):
   before = set(os.listdir(ROOT))
   commands = _commands("synthetic")
   assert commands[0] == "./run.sh"
-  # eval and predict read the workdir's config: one process for both.
-  from_workdir = [c for c in commands
-                  if "coarseseg_jax.main" in c and "--config" not in c]
-  assert [re.search(r"--mode=(\w+)", c).group(1) for c in from_workdir] == [
-      "eval", "predict"]
+  run = readme_runner(tmp, entry_points)
   for command in commands:
-    if command == from_workdir[0]:
-      for proc in helpers.cli_runs(
-          "coarseseg_jax.main", [_tokens(c, tmp)[3:] for c in from_workdir],
-          env=_env()):
-        assert proc.returncode == 0, (proc.args, proc.stderr[-3000:])
-    elif command not in from_workdir:
-      proc = run_command(command, tmp)
-      if "--mode=summary" in command:
-        assert "parameters" in proc.stdout
+    proc = run(command)
+    if "--mode=summary" in command:
+      assert "parameters" in proc.stdout
   assert set(os.listdir(ROOT)) == before
   for name in ("quickstart/without", "quickstart/with", "syn", "fcn_fine"):
     results = _results(f"{tmp}/workdirs/{name}")
@@ -370,7 +378,7 @@ def test_readme_synthetic_journey(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["folder", "texture_mosaic", "suim",
                                       "pannuke", "cityscapes"])
-def test_readme_dataset_journeys(scenario, tmp_path):
+def test_readme_dataset_journeys(scenario, tmp_path, entry_points):
   """Your own folder, the photo-texture benchmark and the paper's datasets,
   from their real formats."""
   tmp = str(tmp_path)
@@ -386,8 +394,9 @@ def test_readme_dataset_journeys(scenario, tmp_path):
   # texture_mosaic: generated from images inside scikit-image, no raw files.
   commands = _commands(scenario)
   assert commands
+  run = readme_runner(tmp, entry_points)
   for command in commands:
-    run_command(command, tmp)
+    run(command)
   trained = [c for c in commands if "coarseseg_jax.main" in c]
   for command in trained:
     for old, new in _substitutions(tmp):
@@ -407,7 +416,8 @@ def _tiny_model(config):
 
 
 @pytest.mark.slow
-def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path):
+def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path,
+                                                               entry_points):
   """The scoring command on the SUIM download's format and an authors'
   state dict, with nothing prepared: it prepares the dataset, scores the
   weights; `prepare --config` then finds exactly that dataset prepared. The
@@ -422,20 +432,21 @@ def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path):
   prepare = [c for c in commands if "prepare --config=" in c]
   assert len(score) == 1 and len(prepare) == 1
   assert not os.path.exists(f"{tmp}/data")
-  run_command(score[0], tmp)
+  run = readme_runner(tmp, entry_points)
+  run(score[0])
   with open(f"{tmp}/workdirs/suim_authors/eval_test.json") as f:
     result = json.load(f)
   assert result["step"] == 0
   assert result["test"]["num_images"] == len(raw["TEST"])
   assert 0 <= result["test"]["accuracy_mean"] <= 1
   assert not os.path.exists(f"{tmp}/workdirs/suim_authors/checkpoints")
-  proc = run_command(prepare[0], tmp)
+  proc = run(prepare[0])
   assert "already prepared" in proc.stdout, proc.stdout
   weights = f"{tmp}/raw/weights_1.npz"
   state_dict = paper_fixtures.authors_state_dict(model)
   del state_dict["classifier.4.bias"]
   np.savez(weights, **state_dict)
-  proc = run_command(score[0], tmp, check=False)
+  proc = run(score[0], check=False)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith(f"error: config.model.pretrained={weights}:"), last
@@ -443,23 +454,23 @@ def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_prepare_and_experiment_commands(tmp_path):
+def test_readme_prepare_and_experiment_commands(tmp_path, entry_points):
   """The prepare and experiment commands, and what the experiments write:
   this is the end-to-end test of coarse validation, the coarseness and
   similarity sweeps, the budget experiment and the runner on a folder (the
   main table's is test_experiments' --quick chain, which also runs the
-  experiments' command line in processes of its own). The commands without
-  a `--config.*` override run in one process (`run_in_one_process`: the
-  start-ups and the programs of equal configs are paid once)."""
+  experiments' command line in processes of its own). Each entry point's
+  commands share one process (`readme_runner`: the start-ups and the
+  programs of equal configs are paid once)."""
   tmp = str(tmp_path)
   out, root = f"{tmp}/results", f"{tmp}/workdirs/experiments/synthetic"
   write_folder(f"{tmp}/raw/my_data")
-  for command in _commands("synthetic_prepare"):
-    run_command(command, tmp)
   commands = _commands("experiments")
-  own_config = [c for c in commands if "--config=" in c]
-  run_in_one_process([c for c in commands if c not in own_config], tmp)
-  for command in commands:
+  assert [c for c in commands if "--config=" in c] == [
+      c for c in commands if "configs/folder.py" in c]
+  run = readme_runner(tmp, entry_points)
+  for command in _commands("synthetic_prepare") + commands:
+    run(command)
     if "--validation_labels=both" in command:
       _check_validation_labels(out, root)
     elif "--experiment=coarseness" in command:
@@ -467,12 +478,9 @@ def test_readme_prepare_and_experiment_commands(tmp_path):
     elif "--experiment=similarity" in command:
       _check_similarity(out)
     elif "--experiment=budget" in command:
-      _check_budget(out, f"{root}/budget_quick",
-                    lambda c=command: run_in_one_process([c], tmp))
-  assert [c for c in own_config if "folder.py" in c] == own_config
-  for command in own_config:
-    run_command(command, tmp)
-    _check_folder_experiment(out, tmp)
+      _check_budget(out, f"{root}/budget_quick", lambda c=command: run(c))
+    elif "--config=" in command:
+      _check_folder_experiment(out, tmp, run)
 
 
 def _csv(path: str) -> List[dict]:
@@ -606,7 +614,7 @@ def _check_budget(out: str, root: str, rerun) -> None:
   assert {name: _text(f"{out}/{name}") for name in written} == written
 
 
-def _check_folder_experiment(out: str, tmp: str) -> None:
+def _check_folder_experiment(out: str, tmp: str, run) -> None:
   """The runner on the user's folder; a cell's command reruns it alone."""
   with open(f"{out}/folder-my_data_main_runs.json") as f:
     runs = json.load(f)
@@ -618,8 +626,5 @@ def _check_folder_experiment(out: str, tmp: str) -> None:
   assert f"--config.data.manual_dir={tmp}/raw/my_data" in command
   assert "--config.model.width=8" in command  # --quick's sizes.
   # The same run: main finds it finished and only re-tests it.
-  proc = subprocess.run([sys.executable] + shlex.split(command)[1:], cwd=ROOT,
-                        env=_env(), capture_output=True, text=True,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = run(command, as_written=True)
   assert "holds a run with another config" not in proc.stderr

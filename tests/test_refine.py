@@ -480,18 +480,12 @@ def _readme_refine_commands():
 @pytest.mark.slow
 def test_readme_refine_commands(tmp_path, tiny_data_dir):
   """Both README forms on a tiny trained workdir: a prepared split, and
-  photos of odd sizes (PNG, JPEG) with coarse PNGs. The two commands (no
-  `--config.*` override) run in one process (`helpers.cli_runs`)."""
+  photos of odd sizes (PNG, JPEG) with coarse PNGs. The training and the
+  two commands run in one process (`helpers.cli_session`)."""
   commands = _readme_refine_commands()
   assert len(commands) == 2 and any("--coarse_dir" in c for c in commands)
   tmp = str(tmp_path)
   env = dict(_env(), COARSESEG_TEST_DATA_DIR=str(tiny_data_dir))
-  train = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.main",
-       "--config=tests/tiny_config.py", f"--workdir={tmp}/workdirs/syn",
-       "--config.train.max_steps=1"], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=900)
-  assert train.returncode == 0, train.stderr[-3000:]
   photos = {}
   for i, (size, ext) in enumerate([((70, 53), "png"), ((64, 64), "jpg"),
                                    ((41, 90), "png")]):
@@ -505,9 +499,12 @@ def test_readme_refine_commands(tmp_path, tiny_data_dir):
     commands[i] = command
     assert command.split()[:3] == ["python", "-m", "coarseseg_jax.main"], (
         command)
-  runs = helpers.cli_runs("coarseseg_jax.main",
-                          [c.split()[3:] for c in commands], timeout=900,
-                          env=env)
+  with helpers.cli_session("coarseseg_jax.main", timeout=900,
+                           env=env) as run:
+    train = run(["--config=tests/tiny_config.py",
+                 f"--workdir={tmp}/workdirs/syn", "--config.train.max_steps=1"])
+    assert train.returncode == 0, train.stderr[-3000:]
+    runs = [run(c.split()[3:]) for c in commands]
   for command, proc in zip(commands, runs):
     assert proc.returncode == 0, (command, proc.stderr[-3000:])
     out = re.search(r"--output_dir=(\S+)", command).group(1)

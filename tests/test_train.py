@@ -501,23 +501,17 @@ def test_non_finite_update_stops_without_writing_a_checkpoint(tiny_config,
 
 @pytest.mark.slow  # The command line in a subprocess: ~10 s of imports.
 def test_config_error_is_one_clear_line(tiny_data_dir):
-  env = _env(tiny_data_dir)
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.main",
-       "--config=tests/tiny_config.py", "--config.data.crop_size=50",
-       "--workdir=/tmp/unused"], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=120)
-  assert proc.returncode == 1
-  assert "Traceback" not in proc.stderr
-  assert ("error: config.data.crop_size=50 must be a positive multiple of 16"
-          in proc.stderr)
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.main",
-       "--config=tests/tiny_config.py", "--config.model.name=resnet",
-       "--workdir=/tmp/unused"], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=120)
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  assert "config.model" in proc.stderr and "resnet" in proc.stderr
+  with helpers.cli_session("coarseseg_jax.main", timeout=240,
+                           env=_env(tiny_data_dir)) as run:
+    base = ["--config=tests/tiny_config.py", "--workdir=/tmp/unused"]
+    proc = run(base + ["--config.data.crop_size=50"])
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert ("error: config.data.crop_size=50 must be a positive multiple of "
+            "16" in proc.stderr)
+    proc = run(base + ["--config.model.name=resnet"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "config.model" in proc.stderr and "resnet" in proc.stderr
 
 
 @pytest.mark.slow  # The command line, with the full-size model.

@@ -42,6 +42,9 @@ from coarseseg_jax import errors
 
 # Defaults: the builders' (which configs/default.py's `config.data` repeats).
 _D = datasets.BUILDER_DEFAULTS
+# The function, bound now: once this module is imported (rather than run with
+# -m), Python makes `datasets.prepare` the module.
+_prepare = datasets.prepare
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py) or a shipped config's name: "
     "prepare the dataset it reads (with its --config.data.* overrides).",
@@ -179,7 +182,7 @@ def run(data_config, num_classes, num_workers, beam_pipeline_options=None,
         manual_dir=manual_dir,
         beam_options=beam_options(beam_pipeline_options)))
   elif not done:
-    builder = datasets.prepare(data_config, num_classes, num_workers)
+    builder = _prepare(data_config, num_classes, num_workers)
   splits = ", ".join(f"{k} {v.num_examples}"
                      for k, v in builder.info.splits.items())
   name = builder.info.full_name.rsplit("/", 1)[0]
