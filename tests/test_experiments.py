@@ -341,6 +341,8 @@ BAD_FLAGS = [
      "--num_epochs: only for --experiment=main or coarseness or similarity"),
     (("--experiment=main", "--budgets=25"),
      "--budgets: only for --experiment=budget"),
+    (("--dataset=texture_mosaic", "--config=configs/folder.py"),
+     "--dataset=texture_mosaic: --config gives the dataset"),
 ]
 
 

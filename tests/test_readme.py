@@ -331,6 +331,7 @@ def _config(workdir: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_readme_synthetic_journey(tmp_path, entry_points):
   """./run.sh, train, eval and predict from the workdir alone, summary, the
   override example (the `coarseseg_jax.main` commands in one process:
@@ -454,6 +455,7 @@ def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_readme_prepare_and_experiment_commands(tmp_path, entry_points):
   """The prepare and experiment commands, and what the experiments write:
   this is the end-to-end test of coarse validation, the coarseness and
@@ -478,7 +480,10 @@ def test_readme_prepare_and_experiment_commands(tmp_path, entry_points):
     elif "--experiment=similarity" in command:
       _check_similarity(out)
     elif "--experiment=budget" in command:
-      _check_budget(out, f"{root}/budget_quick", lambda c=command: run(c))
+      dataset = ("texture_mosaic" if "--dataset=texture_mosaic" in command
+                 else "synthetic")
+      _check_budget(out, dataset, f"{tmp}/workdirs/experiments/{dataset}",
+                    lambda c=command: run(c))
     elif "--config=" in command:
       _check_folder_experiment(out, tmp, run)
 
@@ -565,14 +570,16 @@ def _check_similarity(out: str) -> None:
   assert "), similarity " not in note
 
 
-def _check_budget(out: str, root: str, rerun) -> None:
+def _check_budget(out: str, dataset: str, root: str, rerun) -> None:
   """hcfcn at each quick budget on the first selection seed, cheapest budget
   first, each run's cosine schedule as long as the run; the table recomputes
   from its seed rows and names the budget its rule picks; with the workdirs
   gone, `rerun` (the same command) restores every run from the archive and
-  writes the same files."""
+  writes the same files. `dataset` is the generated dataset of the command
+  (`--dataset`), at --quick's sizes; its runs are under `root`."""
+  root, out = f"{root}/budget_quick", f"{out}/{dataset}"
   budgets = methods.QUICK.budgets
-  with open(f"{out}/synthetic_budget_runs.json") as f:
+  with open(f"{out}_budget_runs.json") as f:
     runs = json.load(f)
   assert runs["trained"] == len(runs["runs"]) == len(budgets)
   assert runs["seeds"] == [methods.SELECTION_SEED]
@@ -581,37 +588,40 @@ def _check_budget(out: str, root: str, rerun) -> None:
         "hcfcn", methods.param_name({**methods.budget_params(
             "hcfcn", methods.QUICK), "epochs": epochs}),
         f"seed{methods.SELECTION_SEED}")
-    train = _json(os.path.join(record["workdir"], "config.json"))["train"]
+    config = _json(os.path.join(record["workdir"], "config.json"))
+    assert config["data"]["dataset"] == dataset
+    assert config["data"]["builder_kwargs"]["image_size"] == (
+        methods.QUICK_SYNTHETIC["data.builder_kwargs.image_size"])
+    train = config["train"]
     assert (train["num_epochs"], train["lr_schedule"],
             train["warmup_steps"]) == (epochs, "warmup_cosine", 0)
     assert f"--config.train.num_epochs={epochs}" in record["command"]
-  rows = _csv(f"{out}/synthetic_budget.csv")
+  rows = _csv(f"{out}_budget.csv")
   assert [(r["method"], int(r["epochs"])) for r in rows] == [
       ("hcfcn", e) for e in budgets]
   assert [r["converged"] for r in rows].count("1") == 1
   chosen = [int(r["epochs"]) for r in rows if r["converged"] == "1"][0]
-  seed_rows = tables.read_seeds(f"{out}/synthetic_budget_seeds.csv")
+  seed_rows = tables.read_seeds(f"{out}_budget_seeds.csv")
   assert {r["seed"] for r in seed_rows} == {methods.SELECTION_SEED}
   assert not any(k.startswith("test_") for k in seed_rows[0])
-  written = {name: _text(f"{out}/{name}") for name in (
-      "synthetic_budget.csv", "synthetic_budget_seeds.csv",
-      "synthetic_budget.md")}
+  written = {name: _text(f"{out}{name}") for name in (
+      "_budget.csv", "_budget_seeds.csv", "_budget.md")}
   summary, _, overall = tables.budget_tables(seed_rows)
   assert tables.csv_text(summary, tables.BUDGET_COLUMNS) == written[
-      "synthetic_budget.csv"]
-  markdown = written["synthetic_budget.md"]
+      "_budget.csv"]
+  markdown = written["_budget.md"]
   assert overall == chosen
   assert f"**Chosen budget: {chosen} epochs.**" in markdown
   assert report.budget_rule("accuracy", 0.01) in markdown
   assert "VALIDATION" in markdown and " epochs, batch" not in markdown
-  image = np.asarray(Image.open(f"{out}/synthetic_budget.png"))
+  image = np.asarray(Image.open(f"{out}_budget.png"))
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
   # Another machine: only the archive; nothing trains, the same files.
   shutil.rmtree(root)
   rerun()
-  with open(f"{out}/synthetic_budget_runs.json") as f:
+  with open(f"{out}_budget_runs.json") as f:
     assert {r["status"] for r in json.load(f)["runs"]} == {"restored"}
-  assert {name: _text(f"{out}/{name}") for name in written} == written
+  assert {name: _text(f"{out}{name}") for name in written} == written
 
 
 def _check_folder_experiment(out: str, tmp: str, run) -> None:

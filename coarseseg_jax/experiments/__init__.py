@@ -11,8 +11,8 @@ function of per-seed rows), `report` (the files: CSV, Markdown, figures),
 `__main__` (the command line).
 
 (docs/experiments.md has the variants.) Without `--config` the runs use
-the synthetic dataset sized by `methods.FULL_SYNTHETIC`, with it the
-config's. Each run is a method of `methods.METHODS` with its swept values
+the synthetic dataset (or `--dataset=texture_mosaic`) sized by
+`methods.FULL_SYNTHETIC`, with it the config's. Each run is a method of `methods.METHODS` with its swept values
 and seed, trained on coarse labels (except `hcfcn_fine`), tested on fine
 ones, in its own workdir <workdir_root>/<dataset>/<experiment>[_quick]
 [_e<n>][_coarseval]/<method>/<params>/seed<k>; `<out>/<dataset>_

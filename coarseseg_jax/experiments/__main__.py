@@ -1,7 +1,8 @@
 r"""The command line of the experiments (`python -m coarseseg_jax.experiments`;
 the package docstring says what they are).
 
-Flags choose the experiment, its config (default: the synthetic FULL setup),
+Flags choose the experiment, its config (default: the synthetic dataset, or
+`--dataset=texture_mosaic`, at the FULL setup's sizes),
 seeds, grids and where runs and tables go; `main` sets up the persistent
 compilation cache, checks the flags and runs `runner.run_<experiment>` once
 per validation-label variant, then writes `<out>/<dataset>_<experiment>_
@@ -25,6 +26,7 @@ from coarseseg_jax import cli
 from coarseseg_jax import filesystem
 from coarseseg_jax import writers
 from coarseseg_jax.configs import synthetic
+from coarseseg_jax.configs import texture_mosaic
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
@@ -37,7 +39,12 @@ _EXPERIMENT = flags.DEFINE_enum(
     "Which experiment.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (or shipped config's name) whose dataset "
-    "and sizes the runs use (default: the synthetic FULL setup).")
+    "and sizes the runs use (default: --dataset at the FULL setup's sizes).")
+# The generated datasets, sized alike by the setups (`methods.FULL_SYNTHETIC`).
+GENERATED = {"synthetic": synthetic, "texture_mosaic": texture_mosaic}
+_DATASET = flags.DEFINE_enum(
+    "dataset", None, list(GENERATED), "Without --config: the generated "
+    "dataset of the runs, at the setup's sizes (default synthetic).")
 _OUT = flags.DEFINE_string("out", "results", "Tables and figures go here.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/experiments",
                                     "One workdir per run under this.")
@@ -96,17 +103,21 @@ def _base_config():
   """(base config, its config file, its overrides, dataset tag)."""
   from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   if _CONFIG.value is None:
-    config_file = "configs/synthetic.py"
+    dataset = _DATASET.value or "synthetic"
+    config_file = f"configs/{dataset}.py"
     overrides = dict(methods.QUICK_SYNTHETIC if _QUICK.value
                      else methods.FULL_SYNTHETIC)
-    base = synthetic.get_config()
+    base = GENERATED[dataset].get_config()
+  elif _DATASET.value:
+    raise app.UsageError(f"--dataset={_DATASET.value}: --config gives the "
+                         "dataset; leave one of them out.")
   else:
     config_file = cli.flag_config_file("config")
     base = _CONFIG.value
     overrides = dict(cli.config_overrides())
     if _QUICK.value:
-      overrides.update(methods.QUICK_SYNTHETIC if base.data.dataset ==
-                       "synthetic" else methods.QUICK_ANY)
+      overrides.update(methods.QUICK_SYNTHETIC if base.data.dataset in
+                       GENERATED else methods.QUICK_ANY)
   if _DATA_DIR.value:
     overrides["data.data_dir"] = _DATA_DIR.value
   if _EPOCHS.value:

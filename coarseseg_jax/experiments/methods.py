@@ -180,7 +180,8 @@ QUICK = Setup(seeds=2, coarseness_seeds=2, similarity_seeds=1, sweep_seeds=1,
               coarseness_lambda=0.05, similarity_lambda=0.05,
               figure_images=2, budgets=(1, 2), budget_seeds=1)
 
-# The default experiment: configs/synthetic.py sized for a 2-core CPU.
+# The default experiment: configs/synthetic.py (or configs/texture_mosaic.py,
+# whose generator takes the same parameters) sized for a 2-core CPU.
 # Images of at least 144 px: below a 200 px diagonal the paper's boundary
 # recall has tolerance 0 and is 0 for any prediction. 160 px with kernel 15
 # leaves about as much labelled as the paper's 25 at 256 px; 200/40/100
@@ -205,7 +206,7 @@ QUICK_ANY: Delta = {
     "train.checkpoint_every_steps": 50, "train.num_figures":
         QUICK.figure_images,
 }
-# --quick on the synthetic dataset: also tiny data.
+# --quick on a generated dataset (synthetic, texture_mosaic): also tiny data.
 QUICK_SYNTHETIC: Delta = {
     **QUICK_ANY,
     "data.builder_kwargs.num_train": 16,
