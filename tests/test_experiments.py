@@ -81,7 +81,7 @@ def _png(path):
 
 
 MAIN_SUBSET = ("fcn", "hcfcn_slic", "hcfcn_slic_refined", "hcfcn_slicmap",
-               "hcfcn_slicmap_slic", "hcfcn_dot_slic")
+               "hcfcn_slicmap_slic")
 # A lambda sweep of two values, no widening; kappa fixed (no sweep runs).
 LAMBDAS = (0.05, 0.1)
 MAIN_FLAGS = ("--methods=" + ",".join(MAIN_SUBSET),
@@ -112,6 +112,7 @@ def _check_comparisons(rows, margin=stats.EQUIVALENCE_MARGIN):
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   """main (every kind of method: plain, swept, combined, taking another's
   choice): sweeps on selection seeds only, per-seed CSV from which the
@@ -123,7 +124,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   names = methods.select_methods(MAIN_SUBSET)
   assert names == ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slic_refined",
-                   "hcfcn_slicmap", "hcfcn_slicmap_slic", "hcfcn_dot_slic")
+                   "hcfcn_slicmap", "hcfcn_slicmap_slic")
   reported = methods.report_seeds(quick.seeds)
   select = methods.selection_seeds(quick.sweep_seeds)
   assert not set(reported) & set(select)
@@ -181,7 +182,6 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   assert len(chosen) == 1
   lam = f"lmbda{chosen.pop():g}"
   assert by_method["hcfcn_slic"]["param"] == lam
-  assert by_method["hcfcn_dot_slic"]["param"] == lam
   assert by_method["hcfcn_slicmap_slic"]["param"] == (
       f"kappa{quick.kappas[0]:g}_{lam}")
   markdown = (out / "synthetic_coarse.md").read_text()
@@ -195,14 +195,17 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   # holds the method's delta. The sweep ran on selection seeds, the table's
   # hcfcn_slic on the reported ones.
   root = tmp_path / "wd" / "synthetic" / "main_quick"
-  record = [r for r in runs["runs"] if "hcfcn_dot_slic" in r["workdir"]][0]
+  combined = f"kappa{quick.kappas[0]:g}_{lam}"
+  record = [r for r in runs["runs"]
+            if "hcfcn_slicmap_slic" in r["workdir"]][0]
   assert record["command"].startswith(
       "python -m coarseseg_jax.main --config=")
-  assert "--config.model.similarity=dot" in record["command"]
+  assert f"--config.train.kappa={quick.kappas[0]:g}" in record["command"]
   assert f"--workdir={record['workdir']}" in record["command"]
-  with open(root / "hcfcn_dot_slic" / lam / "seed1" / "config.json") as f:
+  with open(root / "hcfcn_slicmap_slic" / combined / "seed1" /
+            "config.json") as f:
     config = json.load(f)
-  assert config["model"]["similarity"] == "dot" and config["seed"] == 1
+  assert config["train"]["kappa"] == quick.kappas[0] and config["seed"] == 1
   assert f"lmbda{config['train']['lmbda']:g}" == lam
   assert config["data"]["validation_labels"] == "fine"
   seeds_run = {int(p.name[4:]) for p in (root / "hcfcn_slic" / lam).iterdir()}
