@@ -60,12 +60,10 @@ def tiny_config(tiny_data_dir):
 
 
 def pytest_collection_modifyitems(items):
-  """The `longest` tests first, then the other slow (end-to-end) ones, in
-  their order, then the rest: under xdist the longest units start first and
-  the many short ones fill in at the end, so no worker is left running a
-  2-minute test while the other idles."""
-  items.sort(key=lambda item: (item.get_closest_marker("longest") is None,
-                               item.get_closest_marker("slow") is None))
+  """The slow (end-to-end) tests first, in their order, then the rest: under
+  xdist the longest units start first and the many short ones fill in at the
+  end, so no worker is left running a 3-minute test while the other idles."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(optionalhook=True)

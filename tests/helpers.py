@@ -69,7 +69,7 @@ def run_once(root, name: str, make: Callable[[pathlib.Path], Any]) -> Any:
 
 
 # ------------------------------------ command lines in one Python process
-# The server side of `cli_session`: reads one command line (JSON) per line of
+# The server side of `CliProcess`: reads one command line (JSON) per line of
 # stdin, runs it as `cli.run` would, answers one line on the real stdout.
 # sys.stdout and sys.stderr are replaced before anything is imported, so what
 # a command prints or logs (absl's handler, tqdm) lands in its own answer;
@@ -146,6 +146,8 @@ class CliProcess:
     return self._proc.poll() is None
 
   def __call__(self, argv: List[str]):
+    assert self.alive, (f"{self.module} ended before {argv}",
+                        "".join(self._stderr)[-3000:])
     self._proc.stdin.write(json.dumps(list(argv)) + "\n")
     self._proc.stdin.flush()
     while True:

@@ -90,7 +90,10 @@ def _pending_reads() -> int:
 
 def _recorded_unraisable(monkeypatch):
   """A list that receives what Python reports when it collects a coroutine
-  left pending (pytest's own hook would make it a warning, not output)."""
+  left pending (pytest's own hook would make it a warning, not output).
+  Garbage of the tests before this one in the process (an event loop nbclient
+  left, say) is collected first: only this test's is recorded."""
+  gc.collect()
   unraisable = []
   monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(
       f"{u.object!r}: {u.exc_type.__name__}: {u.exc_value}"[:300]))

@@ -230,7 +230,6 @@ def test_setup_points_jax_at_the_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.longest
 def test_resumed_run_and_eval_load_the_compiled_programs(tmp_path,
                                                         tiny_data_dir):
   """A tiny run fills <workdir>/compilation_cache; resuming it and

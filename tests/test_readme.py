@@ -331,7 +331,6 @@ def _config(workdir: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.longest
 def test_readme_synthetic_journey(tmp_path, entry_points):
   """./run.sh, train, eval and predict from the workdir alone, summary, the
   override example (the `coarseseg_jax.main` commands in one process:
@@ -455,7 +454,6 @@ def test_readme_scores_the_authors_weights_on_a_fresh_machine(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.longest
 def test_readme_prepare_and_experiment_commands(tmp_path, entry_points):
   """The prepare and experiment commands, and what the experiments write:
   this is the end-to-end test of coarse validation, the coarseness and

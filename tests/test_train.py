@@ -226,7 +226,6 @@ def _write_photos(images):
 
 
 @pytest.mark.slow
-@pytest.mark.longest
 class TestKillResume:
   """One scenario, a test per behaviour (see the module docstring). A class:
   under xdist its tests run in one worker, in order (conftest's scheduler)."""
@@ -402,7 +401,6 @@ def test_interruption_during_validation_resumes_it(tiny_config, tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.longest
 def test_a_corrupt_newest_checkpoint_is_set_aside(tiny_data_dir, tiny_config,
                                                   tmp_path):
   config = tiny_config
