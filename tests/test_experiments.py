@@ -112,7 +112,6 @@ def _check_comparisons(rows, margin=stats.EQUIVALENCE_MARGIN):
 
 
 @pytest.mark.slow
-@pytest.mark.longest
 def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   """main (every kind of method: plain, swept, combined, taking another's
   choice): sweeps on selection seeds only, per-seed CSV from which the
@@ -340,8 +339,9 @@ BAD_FLAGS = [
      "--lambdas=0.05,0.1: the budget experiment takes one value"),
     (("--experiment=budget", "--methods=hcfcn_slic,hcfcn_slic_refined"),
      "hcfcn_slic_refined learns from refined labels"),
-    (("--experiment=budget", "--num_epochs=50"),
-     "--num_epochs: only for --experiment=main or coarseness or similarity"),
+    (("--experiment=budget", "--num_epochs=50", "--cosine"),
+     "--num_epochs, --cosine: only for --experiment=main or coarseness or "
+     "similarity"),
     (("--experiment=main", "--budgets=25"),
      "--budgets: only for --experiment=budget"),
     (("--dataset=texture_mosaic", "--config=configs/folder.py"),
@@ -359,6 +359,25 @@ def test_bad_selection_and_budget_flags_are_one_line(tmp_path):
     assert result.returncode == 2 and len(lines) == 1, (flags, result.stderr)
     assert lines[0].startswith("error: ") and message in lines[0], flags
   assert not os.path.exists(tmp_path / "wd")
+
+
+@pytest.mark.slow  # Trains one tiny run.
+def test_cosine_runs_decay_to_zero_at_their_own_last_step(tmp_path, cli):
+  """--cosine: the budget experiment's schedule in the main table's runs
+  (what a chosen budget was chosen with), in workdirs of their own."""
+  runs = _run(cli, tmp_path, "main", "--methods=hcfcn", "--seeds=1",
+              "--num_epochs=2", "--cosine")
+  record, = runs["runs"]
+  root = tmp_path / "wd" / "synthetic" / "main_quick_e2_cosine"
+  assert os.path.relpath(record["workdir"], root) == os.path.join(
+      "hcfcn", "ce", "seed0")
+  assert "--config.train.lr_schedule=warmup_cosine" in record["command"]
+  with open(os.path.join(record["workdir"], "config.json")) as f:
+    train = json.load(f)["train"]
+  assert (train["num_epochs"], train["lr_schedule"], train["warmup_steps"]) == (
+      2, "warmup_cosine", 0)
+  note = (tmp_path / "out" / "synthetic_coarse.md").read_text()
+  assert "2 epochs, learning rate cosine to 0 at the last step" in note
 
 
 def test_select_methods():

@@ -84,6 +84,11 @@ _BUDGETS = flags.DEFINE_list(
 _EPOCHS = flags.DEFINE_integer(
     "num_epochs", None, "Epochs of every run instead of the setup's; the "
     "runs go to <experiment>_e<n> workdirs.")
+_COSINE = flags.DEFINE_bool(
+    "cosine", None, "Every run's learning rate falls to 0 at its own last "
+    "step on a cosine, as in the budget experiment (methods.BUDGET_DELTA): "
+    "the schedule a budget was chosen with, e.g. with --num_epochs=<it>; the "
+    "runs go to <experiment>[_e<n>]_cosine workdirs.")
 _LAMBDAS = flags.DEFINE_list("lambdas", None, "main: lambda grid to sweep; "
                              "budget: the one lambda of its runs.")
 _KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep; "
@@ -122,6 +127,8 @@ def _base_config():
     overrides["data.data_dir"] = _DATA_DIR.value
   if _EPOCHS.value:
     overrides["train.num_epochs"] = _EPOCHS.value
+  if _COSINE.value:
+    overrides.update(methods.BUDGET_DELTA)
   # The entry point's one check; each run's config is checked where it is
   # trained (`runner.Runner.run`).
   base = config_validation.resolve(methods.apply(base, overrides)).config
@@ -194,7 +201,8 @@ def _run(experiment: str) -> None:
     raise app.UsageError(f"--select_metric={_SELECT.value} needs fine "
                          "validation labels (coarse ones have no boundaries).")
   root = experiment + ("_quick" if _QUICK.value else "") + (
-      f"_e{_EPOCHS.value}" if _EPOCHS.value else "")
+      f"_e{_EPOCHS.value}" if _EPOCHS.value else "") + (
+          "_cosine" if _COSINE.value else "")
   bar = tqdm.tqdm(total=len(variants) * methods.num_runs(
       experiment, setup, names, len(seeds), len(options)), desc="runs",
                   unit="run")
@@ -287,7 +295,8 @@ def main() -> None:
           (_KAPPAS, ("main", "budget")), (_SWEEP_SEEDS, ("main",)),
           (_WIDEN, ("main",)), (_OPTIONS, ("similarity",)),
           (_BUDGETS, ("budget",)),
-          (_EPOCHS, ("main", "coarseness", "similarity"))]
+          (_EPOCHS, ("main", "coarseness", "similarity")),
+          (_COSINE, ("main", "coarseness", "similarity"))]
   wrong = {}  # The experiments -> the flags given that are only for them.
   for flag, allowed in only:
     if flag.value is not None and experiment not in allowed:

@@ -82,10 +82,14 @@ def setup_note(base, seeds: Sequence[int], tag: str,
   it)."""
   d, m, t = base.data, base.model, base.train
   sizes = d.builder_kwargs
-  data = (f"{sizes.image_size}x{sizes.image_size} px synthetic images, "
+  data = (f"{sizes.image_size}x{sizes.image_size} px {d.dataset} images, "
           f"{sizes.num_train}/{sizes.num_validation}/{sizes.num_test} "
-          "train/validation/test" if d.dataset == "synthetic"
+          "train/validation/test" if d.dataset in ("synthetic",
+                                                   "texture_mosaic")
           else f"dataset {tag}, {d.crop_size} px training crops")
+  schedule = (", learning rate cosine to 0 at the last step"
+              if t.lr_schedule == "warmup_cosine" and not t.warmup_steps
+              else "")
   sim = ""
   if similarity:
     sim = (f", similarity {m.similarity} (tau {m.tau}"
@@ -96,7 +100,8 @@ def setup_note(base, seeds: Sequence[int], tag: str,
   coarse = f", coarse kernel {d.coarse_kernel}" if kernel else ""
   return (f"Data: {data}, {m.num_classes} classes{coarse}; model: encoder "
           f"width {m.width}, blocks {tuple(m.stage_blocks)}{sim}; "
-          + (f"{t.num_epochs} epochs, " if epochs else "") + "batch "
+          + (f"{t.num_epochs} epochs{schedule}, " if epochs else "")
+          + "batch "
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
           f"{d.validation_labels} validation labels. "
           f"Machine: {machine()}.")
