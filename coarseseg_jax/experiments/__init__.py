@@ -10,18 +10,21 @@ each run, sweeps, the three experiments), `tables` (every table as a pure
 function of per-seed rows), `report` (the files: CSV, Markdown, figures),
 `__main__` (the command line).
 
-(docs/experiments.md has the variants.) Without `--config` the runs use
-the synthetic dataset (or `--dataset=texture_mosaic`) sized by
-`methods.FULL_SYNTHETIC`, with it the config's. Each run is a method of `methods.METHODS` with its swept values
-and seed, trained on coarse labels (except `hcfcn_fine`), tested on fine
-ones, in its own workdir <workdir_root>/<dataset>/<experiment>[_quick]
-[_e<n>][_coarseval]/<method>/<params>/seed<k>; `<out>/<dataset>_
-<experiment>_runs.json` lists each run's `coarseseg_jax.main` command. A
-finished run is skipped, an interrupted one resumes, a workdir of another
-config stops the runner; with `--archive=DIR` finished runs (config.json,
-results.json) are kept in DIR too and restored from it on another machine. Each experiment writes `<dataset>_<experiment>_
-seeds.csv`, one row per reported run, and its tables (`coarseseg_jax.report`:
-main `<dataset>_coarse*`, `_coarseness*`, `_similarity*`, `_budget*`).
+(docs/experiments.md has the variants.) Without `--config` the runs use the
+synthetic dataset (or `--dataset=texture_mosaic`) sized by
+`methods.FULL_SYNTHETIC`, with it the config's. Each run is a method of
+`methods.METHODS` with its swept values and seed, trained on coarse labels
+(except `hcfcn_fine`), tested on fine ones, in its own workdir
+<workdir_root>/<dataset>/<experiment>[_quick][_e<n>][_cosine][_coarseval]/
+<method>/<params>/seed<k>;
+`<out>/<dataset>_<experiment>_runs.json` lists each run's
+`coarseseg_jax.main` command. A finished run is skipped, an interrupted one
+resumes, a workdir of another config stops the runner; with `--archive=DIR`
+finished runs (config.json, results.json) are kept in DIR too and restored
+from it on another machine. Each experiment writes
+`<dataset>_<experiment>_seeds.csv`, one row per reported run, and its tables
+(`coarseseg_jax.report`: main `<dataset>_coarse*`, `_coarseness*`,
+`_similarity*`, `_budget*`).
 
 Reported runs use seeds 0..--seeds-1, selection never: lambda and kappa are
 swept on `methods.selection_seeds` (100, 101, ...), by a VALIDATION metric
