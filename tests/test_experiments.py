@@ -117,7 +117,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   choice): sweeps on selection seeds only, per-seed CSV from which the
   tables recompute, paired comparisons, figure, commands; run again,
   nothing retrains; with the workdirs gone, the archive restores every run
-  and the tables are the same."""
+  and the tables are the same; then --cosine runs."""
   quick = methods.QUICK
   assert len(quick.kappas) == 1
   runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
@@ -283,6 +283,23 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
     assert json.loads((where / runner_lib.RETRAINED).read_text())[
         "test"]["accuracy_mean"] == retrained
 
+  # --cosine (same process and data): the budget experiment's schedule in
+  # the main table's runs (what a chosen budget was chosen with), in
+  # workdirs of their own.
+  runs = _run(cli, tmp_path, "main", "--methods=hcfcn", "--seeds=1",
+              "--num_epochs=2", "--cosine")
+  record, = runs["runs"]
+  cosine = tmp_path / "wd" / "synthetic" / "main_quick_e2_cosine"
+  assert os.path.relpath(record["workdir"], cosine) == os.path.join(
+      "hcfcn", "ce", "seed0")
+  assert "--config.train.lr_schedule=warmup_cosine" in record["command"]
+  with open(os.path.join(record["workdir"], "config.json")) as f:
+    train = json.load(f)["train"]
+  assert (train["num_epochs"], train["lr_schedule"], train["warmup_steps"]) == (
+      2, "warmup_cosine", 0)
+  note = (out / "synthetic_coarse.md").read_text()
+  assert "2 epochs, learning rate cosine to 0 at the last step" in note
+
 
 def test_coarse_targets_are_the_coarse_labels(tmp_path):
   """What coarse validation evaluates against: the stored coarse labels in
@@ -359,25 +376,6 @@ def test_bad_selection_and_budget_flags_are_one_line(tmp_path):
     assert result.returncode == 2 and len(lines) == 1, (flags, result.stderr)
     assert lines[0].startswith("error: ") and message in lines[0], flags
   assert not os.path.exists(tmp_path / "wd")
-
-
-@pytest.mark.slow  # Trains one tiny run.
-def test_cosine_runs_decay_to_zero_at_their_own_last_step(tmp_path, cli):
-  """--cosine: the budget experiment's schedule in the main table's runs
-  (what a chosen budget was chosen with), in workdirs of their own."""
-  runs = _run(cli, tmp_path, "main", "--methods=hcfcn", "--seeds=1",
-              "--num_epochs=2", "--cosine")
-  record, = runs["runs"]
-  root = tmp_path / "wd" / "synthetic" / "main_quick_e2_cosine"
-  assert os.path.relpath(record["workdir"], root) == os.path.join(
-      "hcfcn", "ce", "seed0")
-  assert "--config.train.lr_schedule=warmup_cosine" in record["command"]
-  with open(os.path.join(record["workdir"], "config.json")) as f:
-    train = json.load(f)["train"]
-  assert (train["num_epochs"], train["lr_schedule"], train["warmup_steps"]) == (
-      2, "warmup_cosine", 0)
-  note = (tmp_path / "out" / "synthetic_coarse.md").read_text()
-  assert "2 epochs, learning rate cosine to 0 at the last step" in note
 
 
 def test_select_methods():
@@ -763,7 +761,6 @@ def test_read_seeds_refuses_other_files_in_one_line(tmp_path):
   (tmp_path / "b.csv").write_text("method,seed,test_accuracy\nfcn,0,high\n")
   with pytest.raises(ValueError, match=r"line 2: test_accuracy='high' is not"):
     tables.read_seeds(tmp_path / "b.csv")
-
 
 
 def test_chosen_budget_is_the_smallest_that_no_later_one_beats():

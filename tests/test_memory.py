@@ -1,7 +1,9 @@
 """Memory before a run and the compilation cache (issue 26, parts 2 and 3).
 
 `memory.train_step_memory` compiles the train step on abstract inputs and
-reads XLA's memory analysis; `--mode=summary` prints it. The compilation
+reads XLA's memory analysis; `--mode=summary` prints it (run by
+test_readme's synthetic journey, at the README's size and the tiny one). The
+compilation
 cache (`compilation_cache`) lives in `<workdir>/compilation_cache` by
 default, so a resumed run and an eval load what the first run compiled.
 """
@@ -131,27 +133,6 @@ def test_make_train_step_binds_the_configs_loss_settings():
   np.testing.assert_array_equal(settings.class_weights,
                                 np.float32([1, 2, 1, 1, 1, 1]))
   assert hash(settings) == hash(losses.LossSettings.from_config(config))
-
-
-@pytest.mark.slow
-def test_summary_prints_memory_and_writes_nothing(tmp_path):
-  """`--mode=summary` of the tiny config: the parameter table, then the
-  memory lines; its (absent) workdir is not created."""
-  workdir = tmp_path / "never"
-  proc = subprocess.run(
-      [sys.executable, "-m", "coarseseg_jax.main",
-       "--config=tests/tiny_config.py", "--mode=summary",
-       f"--workdir={workdir}"], cwd=ROOT, env=_env(test_cache=True),
-      capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = proc.stdout
-  assert "parameters" in out
-  assert "train step memory per device (XLA memory analysis, cpu backend, " \
-         "1 device" in out
-  for name in ("arguments", "outputs", "aliased", "temporaries", "total"):
-    assert re.search(rf"^  {name} +[0-9.]+ MiB", out, re.M), name
-  assert "batch: global 8, per device 8 (1 device)" in out
-  assert not workdir.exists()
 
 
 # -------------------------------------------------- compilation cache ----

@@ -346,7 +346,12 @@ def test_readme_synthetic_journey(tmp_path, entry_points):
   for command in commands:
     proc = run(command)
     if "--mode=summary" in command:
-      assert "parameters" in proc.stdout
+      _check_summary(proc.stdout)
+      # As written (the full-size model: its train step's memory analysis
+      # compiles), with a workdir that does not exist: it is not created.
+      proc = run(f"{command} --workdir={tmp}/never", as_written=True)
+      _check_summary(proc.stdout)
+      assert not os.path.exists(f"{tmp}/never")
   assert set(os.listdir(ROOT)) == before
   for name in ("quickstart/without", "quickstart/with", "syn", "fcn_fine"):
     results = _results(f"{tmp}/workdirs/{name}")
@@ -373,6 +378,17 @@ def test_readme_synthetic_journey(tmp_path, entry_points):
     assert label.shape == shape and label.max() < 6, name
   figures = os.listdir(f"{tmp}/workdirs/syn/figures")
   assert "sample_0.png" in figures and "curves.png" in figures
+
+
+def _check_summary(out: str) -> None:
+  """--mode=summary's parameter table, then the train step's memory per
+  device (one CPU device here) and the batch."""
+  assert "parameters" in out
+  assert ("train step memory per device (XLA memory analysis, cpu backend, "
+          "1 device") in out
+  for name in ("arguments", "outputs", "aliased", "temporaries", "total"):
+    assert re.search(rf"^  {name} +[0-9.]+ MiB", out, re.M), name
+  assert re.search(r"batch: global \d+, per device \d+ \(1 device\)", out)
 
 
 @pytest.mark.slow
