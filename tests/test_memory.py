@@ -3,9 +3,9 @@
 `memory.train_step_memory` compiles the train step on abstract inputs and
 reads XLA's memory analysis; `--mode=summary` prints it (run by
 test_readme's synthetic journey, at the README's size and the tiny one). The
-compilation
-cache (`compilation_cache`) lives in `<workdir>/compilation_cache` by
-default, so a resumed run and an eval load what the first run compiled.
+compilation cache (`compilation_cache`) lives in
+`<workdir>/compilation_cache` by default, so a resumed run and an eval load
+what the first run compiled.
 """
 
 import os
@@ -42,13 +42,11 @@ def _tiny(batch_size=8, size=64):
   return config
 
 
-def _env(test_cache=False, **extra):
-  """The subprocess environment: one CPU device; the test-wide compilation
-  cache only with `test_cache` (XLA's memory analysis of a program loaded
-  from the cache is the compiled one's)."""
+def _env(**extra):
+  """The subprocess environment: one CPU device, no compilation cache but
+  the run's own."""
   env = dict(os.environ, XLA_FLAGS="", **extra)
-  if not test_cache:
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   return env
 
 
