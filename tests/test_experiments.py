@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -120,22 +121,46 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   and the tables are the same; then --cosine runs."""
   quick = methods.QUICK
   assert len(quick.kappas) == 1
-  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   names = methods.select_methods(MAIN_SUBSET)
   assert names == ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slic_refined",
                    "hcfcn_slicmap", "hcfcn_slicmap_slic")
   reported = methods.report_seeds(quick.seeds)
   select = methods.selection_seeds(quick.sweep_seeds)
   assert not set(reported) & set(select)
+  root = tmp_path / "wd" / "synthetic" / "main_quick"
+  out = tmp_path / "out"
+
+  # Stopped part-way (a live run holds hcfcn's first workdir): the runs
+  # trained before the stop keep their records, written as they finished.
+  held = root / "hcfcn" / "ce" / f"seed{reported[0]}"
+  held.mkdir(parents=True)
+  (held / workdir_lib.LOCK_FILE).write_text(json.dumps(
+      {"host": socket.gethostname(), "pid": os.getpid(), "started": "now"}))
+  proc = cli(["--quick", "--experiment=main", f"--out={out}",
+              f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
+              f"--archive={tmp_path}/archive", *MAIN_FLAGS])
+  assert proc.returncode != 0 and "is in use by a run" in proc.stderr
+  stopped = json.loads((out / "synthetic_main_runs.json").read_text())
+  assert not stopped["finished"] and stopped.pop("earlier_calls") == []
+  assert [(os.path.relpath(r["workdir"], root), r["status"])
+          for r in stopped["runs"]] == [
+              (f"fcn/ce/seed{s}", "trained") for s in reported]
+  assert stopped["trained"] == len(reported)
+  (held / workdir_lib.LOCK_FILE).unlink()
+
+  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
+  assert runs["finished"] and runs["earlier_calls"] == [stopped]
   assert runs["seeds"] == list(reported)
   assert runs["selection_seeds"] == list(select)
   sweep_runs = len(LAMBDAS) * len(select)
   refines = [r for r in runs["runs"] if r["status"] == "refined"]
-  assert runs["trained"] == len(runs["runs"]) - len(refines) == (
-      len(names) * len(reported) + sweep_runs)
+  assert [r["status"] for r in runs["runs"][:len(reported)]] == [
+      "skipped"] * len(reported)  # fcn's, trained by the stopped call.
+  assert runs["trained"] + stopped["trained"] == len(runs["runs"]) - len(
+      refines) == len(names) * len(reported) + sweep_runs
   assert len(refines) == len(reported)  # One per seed of hcfcn_slic.
-  assert {r["status"] for r in runs["runs"]} == {"trained", "refined"}
-  out = tmp_path / "out"
+  assert {r["status"] for r in runs["runs"]} == {"skipped", "trained",
+                                                  "refined"}
   header, rows = _csv(out / "synthetic_coarse.csv")
   assert header == tables.MAIN_COLUMNS == ["method", "param", "n_seeds"] + STATS
   assert [r["method"] for r in rows] == list(names)
@@ -193,7 +218,6 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   # Each run is one coarseseg_jax.main command, recorded; its config.json
   # holds the method's delta. The sweep ran on selection seeds, the table's
   # hcfcn_slic on the reported ones.
-  root = tmp_path / "wd" / "synthetic" / "main_quick"
   combined = f"kappa{quick.kappas[0]:g}_{lam}"
   record = [r for r in runs["runs"]
             if "hcfcn_slicmap_slic" in r["workdir"]][0]
@@ -225,17 +249,17 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
 
   # Again: every run is skipped, nothing is retrained, same tables.
   results = glob.glob(str(root / "**" / "results.json"), recursive=True)
-  assert len(results) == runs["trained"]
+  assert len(results) == runs["trained"] + stopped["trained"]
   mtimes = {p: os.stat(p).st_mtime_ns for p in results}
   written = {name: (out / name).read_text() for name in (
       "synthetic_coarse.csv", "synthetic_coarse_tests.csv",
       "synthetic_main_seeds.csv", "synthetic_coarse_sweep.csv")}
   first = {k: v for k, v in runs.items() if k != "earlier_calls"}
-  assert runs["earlier_calls"] == []
   runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
   assert runs["trained"] == 0
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
-  assert runs["earlier_calls"] == [first]  # How they were trained stays.
+  # How they were trained stays.
+  assert runs["earlier_calls"] == [stopped, first]
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
   assert {name: (out / name).read_text() for name in written} == written
 

@@ -5,9 +5,10 @@ Flags choose the experiment, its config (default: the synthetic dataset, or
 `--dataset=texture_mosaic`, at the FULL setup's sizes),
 seeds, grids and where runs and tables go; `main` sets up the persistent
 compilation cache, checks the flags and runs `runner.run_<experiment>` once
-per validation-label variant, then writes `<out>/<dataset>_<experiment>_
-runs.json` (every run's command, status and time; the records of earlier
-calls under `earlier_calls`).
+per validation-label variant, and writes `<out>/<dataset>_<experiment>_
+runs.json` after every run (every run's command, status and time, and
+`finished` once the call ends; the records of earlier calls, finished or
+stopped, under `earlier_calls`).
 """
 
 import dataclasses
@@ -207,6 +208,26 @@ def _run(experiment: str) -> None:
       experiment, setup, names, len(seeds), len(options)), desc="runs",
                   unit="run")
   tic, records, rows = time.time(), [], {}
+  runs_path = f"{os.path.join(_OUT.value, tag)}_{experiment}_runs.json"
+  earlier, live = _earlier_calls(runs_path), {"runner": None}
+
+  def write_runs(finished: bool = False) -> int:
+    """Writes `runs_path` (after every record, so that an invocation
+    stopped part-way keeps its runs' commands and times); returns the
+    number trained."""
+    runs = records + (live["runner"].records if live["runner"] else [])
+    trained = sum(r["status"] == "trained" for r in runs)
+    filesystem.write_json(runs_path, {
+        "experiment": experiment, "quick": _QUICK.value, "dataset": tag,
+        "num_epochs": None if experiment == "budget" else
+                      base.train.num_epochs,
+        "budgets": list(setup.budgets) if experiment == "budget" else None,
+        "seeds": list(seeds), "selection_seeds": list(select),
+        "validation_labels": variants, "machine": report.machine(),
+        "seconds": round(time.time() - tic, 1), "finished": finished,
+        "trained": trained, "runs": runs, "earlier_calls": earlier})
+    return trained
+
   for labels in variants:
     suffix = "" if labels == "fine" else "_coarseval"
     v_overrides = dict(overrides)
@@ -216,7 +237,8 @@ def _run(experiment: str) -> None:
         methods.apply(base, {"data.validation_labels": labels}),
         os.path.join(_WORKDIR_ROOT.value, tag, root + suffix), config_file,
         v_overrides, bar, _ARCHIVE.value and os.path.join(
-            _ARCHIVE.value, tag, root + suffix))
+            _ARCHIVE.value, tag, root + suffix), on_record=write_runs)
+    live["runner"] = runner
     out = os.path.join(_OUT.value, tag + suffix)
     if experiment == "main":
       rows[labels] = runner_lib.run_main(runner, setup, seeds, select, out,
@@ -231,20 +253,12 @@ def _run(experiment: str) -> None:
       runner_lib.run_similarity(runner, setup, seeds, out, _SELECT.value,
                                 options, _MARGIN.value)
     records += runner.records
+    live["runner"] = None
   bar.close()
-  out = os.path.join(_OUT.value, tag)
   if len(rows) == 2:
-    report.write_validation_cost(out, rows["fine"], rows["coarse"],
-                                 _MARGIN.value)
-  trained = sum(r["status"] == "trained" for r in records)
-  runs_path = f"{out}_{experiment}_runs.json"
-  filesystem.write_json(runs_path, {
-      "experiment": experiment, "quick": _QUICK.value, "dataset": tag,
-      "num_epochs": base.train.num_epochs, "seeds": list(seeds),
-      "selection_seeds": list(select), "validation_labels": variants,
-      "machine": report.machine(), "seconds": round(time.time() - tic, 1),
-      "trained": trained, "runs": records,
-      "earlier_calls": _earlier_calls(runs_path)})
+    report.write_validation_cost(os.path.join(_OUT.value, tag), rows["fine"],
+                                 rows["coarse"], _MARGIN.value)
+  trained = write_runs(finished=True)
   restored = sum(r["status"] == "restored" for r in records)
   print(f"{experiment}: {trained} runs trained, {restored} restored from the "
         f"archive, {len(records) - trained - restored} skipped, "

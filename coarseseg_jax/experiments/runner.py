@@ -18,7 +18,7 @@ recorded, so any cell of a table can be rerun alone.
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tqdm
@@ -66,15 +66,26 @@ class Runner:
     archive: where finished runs are archived (`ARCHIVED_RUN`) under their
       path relative to `root`, and restored from when the workdir lacks
       them; None: no archive.
+    on_record: called with no argument after every record (each run,
+      refine step or retraining's differences), e.g. to write them down
+      at once, so that an invocation stopped part-way keeps how its
+      finished runs were trained.
   """
 
   def __init__(self, base, root: str, config_file: str = "configs/synthetic.py",
                base_overrides: Optional[Dict] = None, bar=None,
-               archive: Optional[str] = None):
+               archive: Optional[str] = None,
+               on_record: Optional[Callable[[], None]] = None):
     self.base, self.root, self.archive = base, root, archive
     self.config_file, self.base_overrides = config_file, base_overrides or {}
     self.records: List[dict] = []
     self.bar = bar or tqdm.tqdm(disable=True)
+    self.on_record = on_record or (lambda: None)
+
+  def record(self, **entry) -> None:
+    """Appends a record (workdir, status, seconds, command, ...)."""
+    self.records.append(entry)
+    self.on_record()
 
   def workdir(self, method: str, params: dict, seed: int) -> str:
     return os.path.join(self.root, method, methods.param_name(params),
@@ -147,6 +158,7 @@ class Runner:
       filesystem.write_json(results_path, kept)
       self.save(str(workdir), ARCHIVED_RUN + (RETRAINED,))
       self.records[-1]["differs"] = differs
+      self.on_record()
     elif kept is None:  # Its first finished training: archive it.
       self.save(str(workdir))
     marker.unlink()
@@ -183,9 +195,8 @@ class Runner:
     if archive and status != "restored":
       self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
-    self.records.append({"workdir": workdir, "status": status,
-                         "seconds": round(time.time() - tic, 1),
-                         "command": command})
+    self.record(workdir=workdir, status=status,
+                seconds=round(time.time() - tic, 1), command=command)
     self.bar.update(1)
     return results
 
@@ -226,9 +237,8 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
     log.info("%s", report["line"])
   if status != "restored":
     runner.save(out, (report_name,))
-  runner.records.append({"workdir": out, "status": status,
-                         "seconds": round(time.time() - tic, 1),
-                         "command": command})
+  runner.record(workdir=out, status=status,
+                seconds=round(time.time() - tic, 1), command=command)
   return out
 
 
