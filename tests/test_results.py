@@ -118,3 +118,19 @@ def test_refine_over_seeds_collects_a_report(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines() == table
   assert lib.read(tmp_path / "cli.csv") == rows
+
+
+@pytest.mark.parametrize("seeds", sorted(
+    p.name for p in (RESULTS / "convergence").glob("*_budget_seeds.csv")))
+def test_committed_budget_curves_recompute_from_their_seed_rows(seeds):
+  """Each committed budget curve (issue 41's grid) is its seed rows' table,
+  and its note names the budget the rule picks from them."""
+  stem = RESULTS / "convergence" / seeds.replace("_seeds.csv", "")
+  rows = tables.read_seeds(RESULTS / "convergence" / seeds)
+  assert {r["seed"] for r in rows} == {100, 101}  # Selection seeds only.
+  assert not any(k.startswith("test_") for k in rows[0])
+  summary, _, chosen = tables.budget_tables(rows)
+  assert tables.csv_text(summary, tables.BUDGET_COLUMNS) == (
+      stem.with_suffix(".csv").read_text())
+  assert f"**Chosen budget: {chosen} epochs.**" in (
+      stem.with_suffix(".md").read_text())
