@@ -47,11 +47,16 @@ def _cli():
     yield run
 
 
+def _argv(tmp_path, experiment, *flags):
+  """A --quick command line of the experiments, everything under tmp_path."""
+  return ["--quick", f"--experiment={experiment}", f"--out={tmp_path}/out",
+          f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
+          f"--archive={tmp_path}/archive", *flags]
+
+
 def _run(cli, tmp_path, experiment, *flags):
   """One command of the experiments (`cli`); what it wrote in *_runs.json."""
-  proc = cli(["--quick", f"--experiment={experiment}", f"--out={tmp_path}/out",
-              f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
-              f"--archive={tmp_path}/archive", *flags])
+  proc = cli(_argv(tmp_path, experiment, *flags))
   assert proc.returncode == 0, proc.stderr[-5000:]
   tag = "synthetic"
   for flag in flags:
@@ -136,9 +141,7 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   held.mkdir(parents=True)
   (held / workdir_lib.LOCK_FILE).write_text(json.dumps(
       {"host": socket.gethostname(), "pid": os.getpid(), "started": "now"}))
-  proc = cli(["--quick", "--experiment=main", f"--out={out}",
-              f"--workdir_root={tmp_path}/wd", f"--data_dir={tmp_path}/data",
-              f"--archive={tmp_path}/archive", *MAIN_FLAGS])
+  proc = cli(_argv(tmp_path, "main", *MAIN_FLAGS))
   assert proc.returncode != 0 and "is in use by a run" in proc.stderr
   stopped = json.loads((out / "synthetic_main_runs.json").read_text())
   assert not stopped["finished"] and stopped.pop("earlier_calls") == []

@@ -209,13 +209,12 @@ def _run(experiment: str) -> None:
                   unit="run")
   tic, records, rows = time.time(), [], {}
   runs_path = f"{os.path.join(_OUT.value, tag)}_{experiment}_runs.json"
-  earlier, live = _earlier_calls(runs_path), {"runner": None}
+  earlier = _earlier_calls(runs_path)
 
-  def write_runs(finished: bool = False) -> int:
-    """Writes `runs_path` (after every record, so that an invocation
-    stopped part-way keeps its runs' commands and times); returns the
-    number trained."""
-    runs = records + (live["runner"].records if live["runner"] else [])
+  def write_runs(runs, finished: bool = False) -> int:
+    """Writes `runs` to `runs_path` (after every record, so that an
+    invocation stopped part-way keeps its runs' commands and times);
+    returns the number trained."""
     trained = sum(r["status"] == "trained" for r in runs)
     filesystem.write_json(runs_path, {
         "experiment": experiment, "quick": _QUICK.value, "dataset": tag,
@@ -237,8 +236,8 @@ def _run(experiment: str) -> None:
         methods.apply(base, {"data.validation_labels": labels}),
         os.path.join(_WORKDIR_ROOT.value, tag, root + suffix), config_file,
         v_overrides, bar, _ARCHIVE.value and os.path.join(
-            _ARCHIVE.value, tag, root + suffix), on_record=write_runs)
-    live["runner"] = runner
+            _ARCHIVE.value, tag, root + suffix),
+        on_record=lambda own: write_runs(records + own))
     out = os.path.join(_OUT.value, tag + suffix)
     if experiment == "main":
       rows[labels] = runner_lib.run_main(runner, setup, seeds, select, out,
@@ -253,12 +252,11 @@ def _run(experiment: str) -> None:
       runner_lib.run_similarity(runner, setup, seeds, out, _SELECT.value,
                                 options, _MARGIN.value)
     records += runner.records
-    live["runner"] = None
   bar.close()
   if len(rows) == 2:
     report.write_validation_cost(os.path.join(_OUT.value, tag), rows["fine"],
                                  rows["coarse"], _MARGIN.value)
-  trained = write_runs(finished=True)
+  trained = write_runs(records, finished=True)
   restored = sum(r["status"] == "restored" for r in records)
   print(f"{experiment}: {trained} runs trained, {restored} restored from the "
         f"archive, {len(records) - trained - restored} skipped, "

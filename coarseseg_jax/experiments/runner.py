@@ -66,7 +66,7 @@ class Runner:
     archive: where finished runs are archived (`ARCHIVED_RUN`) under their
       path relative to `root`, and restored from when the workdir lacks
       them; None: no archive.
-    on_record: called with no argument after every record (each run,
+    on_record: called with `records` after every record (each run,
       refine step or retraining's differences), e.g. to write them down
       at once, so that an invocation stopped part-way keeps how its
       finished runs were trained.
@@ -75,17 +75,17 @@ class Runner:
   def __init__(self, base, root: str, config_file: str = "configs/synthetic.py",
                base_overrides: Optional[Dict] = None, bar=None,
                archive: Optional[str] = None,
-               on_record: Optional[Callable[[], None]] = None):
+               on_record: Optional[Callable[[List[dict]], None]] = None):
     self.base, self.root, self.archive = base, root, archive
     self.config_file, self.base_overrides = config_file, base_overrides or {}
     self.records: List[dict] = []
     self.bar = bar or tqdm.tqdm(disable=True)
-    self.on_record = on_record or (lambda: None)
+    self.on_record = on_record or (lambda records: None)
 
   def record(self, **entry) -> None:
     """Appends a record (workdir, status, seconds, command, ...)."""
     self.records.append(entry)
-    self.on_record()
+    self.on_record(self.records)
 
   def workdir(self, method: str, params: dict, seed: int) -> str:
     return os.path.join(self.root, method, methods.param_name(params),
@@ -158,7 +158,7 @@ class Runner:
       filesystem.write_json(results_path, kept)
       self.save(str(workdir), ARCHIVED_RUN + (RETRAINED,))
       self.records[-1]["differs"] = differs
-      self.on_record()
+      self.on_record(self.records)
     elif kept is None:  # Its first finished training: archive it.
       self.save(str(workdir))
     marker.unlink()
