@@ -258,9 +258,17 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
       "synthetic_coarse.csv", "synthetic_coarse_tests.csv",
       "synthetic_main_seeds.csv", "synthetic_coarse_sweep.csv")}
   first = {k: v for k, v in runs.items() if k != "earlier_calls"}
-  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS)
-  assert runs["trained"] == 0
+  assert first["ci_target"] is None
+  # With --ci_target at --max_seeds already: one pass, its width recorded.
+  runs = _run(cli, tmp_path, "main", *MAIN_FLAGS, "--ci_target=1e-9",
+              f"--max_seeds={quick.seeds}")
+  assert runs["trained"] == 0 and runs["seeds"] == list(reported)
   assert {r["status"] for r in runs["runs"]} == {"skipped"}
+  assert runs["ci_target"] == {
+      "pair": "hcfcn_slic - fcn", "metric": "test_accuracy", "target": 1e-9,
+      "max_seeds": quick.seeds, "half_widths": [{
+          "validation_labels": "fine", "seeds": quick.seeds,
+          "half_width": pytest.approx(tables.ci_half_width(seed_rows))}]}
   # How they were trained stays.
   assert runs["earlier_calls"] == [stopped, first]
   assert {p: os.stat(p).st_mtime_ns for p in results} == mtimes
@@ -390,6 +398,14 @@ BAD_FLAGS = [
      "--budgets: only for --experiment=budget"),
     (("--dataset=texture_mosaic", "--config=configs/folder.py"),
      "--dataset=texture_mosaic: --config gives the dataset"),
+    (("--ci_target=0",), "--ci_target=0.0 must be > 0"),
+    (("--ci_target=0.02", "--methods=hcfcn,hcfcn_slic"),
+     "--ci_target: narrows the CI of hcfcn_slic - fcn; --methods lacks fcn"),
+    (("--ci_target=0.02", "--seeds=5", "--max_seeds=3"),
+     "--max_seeds=3: give at least --seeds (5) and 2"),
+    (("--max_seeds=5",), "--max_seeds: only with --ci_target"),
+    (("--experiment=budget", "--ci_target=0.02"),
+     "--ci_target: only for --experiment=main"),
 ]
 
 
@@ -632,6 +648,71 @@ class FakeRunner:
     self.calls.append((name, seed))
     return {"validation": {"accuracy_mean": self.score(params, seed)},
             "test": {"accuracy_mean": 0.0}, "name": name}
+
+
+def _ci_rows(differences, base=0.7):
+  """Seed rows of fcn and hcfcn_slic whose test accuracy differs by
+  `differences` (one a seed, seeds 0..)."""
+  return [{"method": m, "seed": s, "test_accuracy": base + d * (m != "fcn")}
+          for s, d in enumerate(differences) for m in ("fcn", "hcfcn_slic")]
+
+
+def test_ci_half_width_is_the_paired_interval_of_the_seeds_both_have():
+  differences = [0.03, 0.01, 0.05, 0.02]
+  paired = stats.paired_t([0.7 + d for d in differences], [0.7] * 4)
+  assert tables.ci_half_width(_ci_rows(differences)) == pytest.approx(
+      (paired.ci_high - paired.ci_low) / 2)
+  # Seeds one method lacks are not pairs; one pair has no interval.
+  rows = _ci_rows(differences) + [
+      {"method": "hcfcn_slic", "seed": 9, "test_accuracy": 0.0}]
+  assert tables.ci_half_width(rows) == tables.ci_half_width(
+      _ci_rows(differences))
+  assert tables.ci_half_width(_ci_rows([0.03])) == math.inf
+
+
+def test_main_until_adds_a_seed_while_the_interval_is_wider_than_the_target(
+    monkeypatch):
+  # Half-widths from 3 seeds on: 0.149, 0.078, 0.053, 0.040, 0.032, 0.027.
+  differences = [0.10, -0.02] + [0.04] * 8
+  passes = []
+
+  def run_main(runner, setup, seeds, *args):
+    passes.append(tuple(seeds))
+    return _ci_rows(differences[:len(seeds)])
+
+  monkeypatch.setattr(runner_lib, "run_main", run_main)
+  runner = runner_lib.Runner(default.get_config(), "unused")
+  width = lambda n: tables.ci_half_width(_ci_rows(differences[:n]))
+  for target, max_seeds, stop in ((0.03, 10, 8), (0.001, 5, 5),
+                                  (None, 10, 3)):
+    passes.clear()
+    widths = []
+    rows, seeds = runner_lib.run_main_until(
+        runner, methods.QUICK, methods.report_seeds(3), (100,), "out",
+        "accuracy", ("fcn", "hcfcn", "hcfcn_slic"), 0.05, target, max_seeds,
+        widths)
+    if target is None:
+      assert passes == [(0, 1, 2)] and widths == []
+      continue
+    # The first n >= 3 whose interval is within the target, or max_seeds.
+    assert stop == next((n for n in range(3, max_seeds) if width(n) <= target),
+                        max_seeds)
+    assert passes == [tuple(range(n)) for n in range(3, stop + 1)]
+    assert seeds == tuple(range(stop)) and len(rows) == 2 * stop
+    assert [w["seeds"] for w in widths] == list(range(3, stop + 1))
+    assert [w["half_width"] for w in widths] == [
+        pytest.approx(width(n)) for n in range(3, stop + 1)]
+    assert all(w["half_width"] > target for w in widths[:-1])
+
+
+def test_a_second_pass_does_not_record_a_run_twice(tmp_path):
+  runner = runner_lib.Runner(default.get_config(), str(tmp_path))
+  assert runner.record(workdir="a", status="trained")
+  assert not runner.record(workdir="a", status="skipped")  # Seen: trained.
+  assert runner.record(workdir="b", status="skipped")  # First sight.
+  assert not runner.record(workdir="b", status="skipped")
+  assert [(r["workdir"], r["status"]) for r in runner.records] == [
+      ("a", "trained"), ("b", "skipped")]
 
 
 def test_sweep_selects_on_selection_seeds_then_runs_the_reported_ones():

@@ -97,6 +97,14 @@ _KAPPAS = flags.DEFINE_list("kappas", None, "main: kappa grid to sweep; "
 _OPTIONS = flags.DEFINE_list(
     "options", None, "similarity: only these options of "
     "methods.SIMILARITY_OPTIONS (default all).")
+_CI_TARGET = flags.DEFINE_float(
+    "ci_target", None, "main: after --seeds, add one reported seed at a time "
+    "(every method) while the 95 %% CI of %s - %s test %s is wider than "
+    "+-this, up to --max_seeds; the runs file records each half-width."
+    % tables.CI_PAIR)
+_MAX_SEEDS = flags.DEFINE_integer(
+    "max_seeds", None, "main with --ci_target: at most this many seeds "
+    "(default 10).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: "
                                 "the config's, data/).")
 _CACHE = flags.DEFINE_string(
@@ -190,6 +198,7 @@ def _run(experiment: str) -> None:
     select = methods.selection_seeds(setup.sweep_seeds)
   except ValueError as e:
     raise app.UsageError(f"--seeds / --sweep_seeds: {e}") from None
+  max_seeds = _ci_limits(names, len(seeds))
   if not _MARGIN.value > 0:
     raise app.UsageError(f"--margin={_MARGIN.value} must be > 0.")
   from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
@@ -207,7 +216,7 @@ def _run(experiment: str) -> None:
   bar = tqdm.tqdm(total=len(variants) * methods.num_runs(
       experiment, setup, names, len(seeds), len(options)), desc="runs",
                   unit="run")
-  tic, records, rows = time.time(), [], {}
+  tic, records, rows, widths = time.time(), [], {}, []
   runs_path = f"{os.path.join(_OUT.value, tag)}_{experiment}_runs.json"
   earlier = _earlier_calls(runs_path)
 
@@ -224,6 +233,10 @@ def _run(experiment: str) -> None:
         "seeds": list(seeds), "selection_seeds": list(select),
         "validation_labels": variants, "machine": report.machine(),
         "seconds": round(time.time() - tic, 1), "finished": finished,
+        "ci_target": _CI_TARGET.value and {
+            "pair": "%s - %s" % tables.CI_PAIR[:2], "metric": "test_" +
+            tables.CI_PAIR[2], "target": _CI_TARGET.value,
+            "max_seeds": max_seeds, "half_widths": widths},
         "trained": trained, "runs": runs, "earlier_calls": earlier})
     return trained
 
@@ -240,8 +253,9 @@ def _run(experiment: str) -> None:
         on_record=lambda own: write_runs(records + own))
     out = os.path.join(_OUT.value, tag + suffix)
     if experiment == "main":
-      rows[labels] = runner_lib.run_main(runner, setup, seeds, select, out,
-                                         _SELECT.value, names, _MARGIN.value)
+      rows[labels], seeds = runner_lib.run_main_until(
+          runner, setup, seeds, select, out, _SELECT.value, names,
+          _MARGIN.value, _CI_TARGET.value, max_seeds, widths)
     elif experiment == "budget":
       runner_lib.run_budget(runner, setup, seeds, out, _SELECT.value, names)
     elif experiment == "coarseness":
@@ -262,6 +276,27 @@ def _run(experiment: str) -> None:
         f"archive, {len(records) - trained - restored} skipped, "
         f"{time.time() - tic:.0f} s; tables and figures in "
         f"{_OUT.value} ({tag}_*)")
+
+
+def _ci_limits(names, n: int) -> int:
+  """--max_seeds (default 10), checked with --ci_target against the methods
+  and the starting number of seeds `n`."""
+  max_seeds = 10 if _MAX_SEEDS.value is None else _MAX_SEEDS.value
+  if _CI_TARGET.value is None:
+    if _MAX_SEEDS.value is not None:
+      raise app.UsageError("--max_seeds: only with --ci_target.")
+    return n
+  if not _CI_TARGET.value > 0:
+    raise app.UsageError(f"--ci_target={_CI_TARGET.value} must be > 0.")
+  missing = [m for m in tables.CI_PAIR[:2] if m not in names]
+  if missing:
+    raise app.UsageError(f"--ci_target: narrows the CI of {tables.CI_PAIR[0]}"
+                         f" - {tables.CI_PAIR[1]}; --methods lacks "
+                         f"{', '.join(missing)}.")
+  if max_seeds < max(n, 2):
+    raise app.UsageError(f"--max_seeds={max_seeds}: give at least --seeds "
+                         f"({n}) and 2.")
+  return max_seeds
 
 
 def _budget_methods():
@@ -306,7 +341,8 @@ def main() -> None:
   only = [(_METHODS, ("main", "budget")), (_LAMBDAS, ("main", "budget")),
           (_KAPPAS, ("main", "budget")), (_SWEEP_SEEDS, ("main",)),
           (_WIDEN, ("main",)), (_OPTIONS, ("similarity",)),
-          (_BUDGETS, ("budget",)),
+          (_BUDGETS, ("budget",)), (_CI_TARGET, ("main",)),
+          (_MAX_SEEDS, ("main",)),
           (_EPOCHS, ("main", "coarseness", "similarity")),
           (_COSINE, ("main", "coarseness", "similarity"))]
   wrong = {}  # The experiments -> the flags given that are only for them.

@@ -18,7 +18,7 @@ recorded, so any cell of a table can be rerun alone.
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
@@ -82,10 +82,17 @@ class Runner:
     self.bar = bar or tqdm.tqdm(disable=True)
     self.on_record = on_record or (lambda records: None)
 
-  def record(self, **entry) -> None:
-    """Appends a record (workdir, status, seconds, command, ...)."""
+  def record(self, **entry) -> bool:
+    """Appends a record (workdir, status, seconds, command, ...); returns
+    whether it did. A workdir this runner recorded already and now finds
+    finished (`status` skipped: a second pass over the same runs, as
+    `--ci_target`'s) is not recorded twice."""
+    if entry.get("status") == "skipped" and any(
+        r.get("workdir") == entry.get("workdir") for r in self.records):
+      return False
     self.records.append(entry)
     self.on_record(self.records)
+    return True
 
   def workdir(self, method: str, params: dict, seed: int) -> str:
     return os.path.join(self.root, method, methods.param_name(params),
@@ -195,9 +202,9 @@ class Runner:
     if archive and status != "restored":
       self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
-    self.record(workdir=workdir, status=status,
-                seconds=round(time.time() - tic, 1), command=command)
-    self.bar.update(1)
+    if self.record(workdir=workdir, status=status,
+                   seconds=round(time.time() - tic, 1), command=command):
+      self.bar.update(1)
     return results
 
 
@@ -318,6 +325,35 @@ def run_main(runner: Runner, setup: methods.Setup, seeds: Sequence[int],
   report.write_main(out, runner.base, setup, figure_workdirs, seed_rows,
                     sweep_rows, infos, seeds, select_seeds, metric, margin)
   return seed_rows
+
+
+def run_main_until(runner: Runner, setup: methods.Setup,
+                   seeds: Sequence[int], select_seeds: Sequence[int],
+                   out: str, metric: str, names: Sequence[str],
+                   margin: float, target: Optional[float], max_seeds: int,
+                   widths: List[dict]) -> Tuple[List[dict], Sequence[int]]:
+  """`run_main`, then again with one reported seed more (every method of
+  `names`) while the paired CI of `tables.CI_PAIR` is wider than
+  +-`target` and there are fewer than `max_seeds` (target None: once).
+  Appends {validation_labels, seeds, half_width} to `widths` after each
+  pass. The stop depends on the data, so the final CI's coverage is about,
+  not exactly, 95 %. Returns (the seed rows, the seeds they cover)."""
+  while True:
+    rows = run_main(runner, setup, seeds, select_seeds, out, metric, names,
+                    margin)
+    if target is None:
+      return rows, seeds
+    width = tables.ci_half_width(rows)
+    widths.append({"validation_labels": runner.base.data.validation_labels,
+                   "seeds": len(seeds), "half_width": width})
+    log.info("%d seeds: the CI of %s - %s test %s is +-%.4f (target "
+             "+-%g)", len(seeds), *tables.CI_PAIR, width, target)
+    if width <= target or len(seeds) >= max_seeds:
+      return rows, seeds
+    runner.bar.total = (runner.bar.total or 0) + (
+        methods.num_runs("main", setup, names, len(seeds) + 1, 1)
+        - methods.num_runs("main", setup, names, len(seeds), 1))
+    seeds = methods.report_seeds(len(seeds) + 1)
 
 
 def run_coarseness(runner: Runner, setup: methods.Setup, seeds: Sequence[int],

@@ -176,6 +176,26 @@ def validation_cost(fine: Sequence[dict], coarse: Sequence[dict],
        for m, runs in b.items() if m in a], TESTED, margin)
 
 
+# The comparison whose interval `--ci_target` narrows by adding seeds
+# (issue 41): the regularized model against FCN-16, test accuracy.
+CI_PAIR = ("hcfcn_slic", "fcn", "accuracy")
+
+
+def ci_half_width(rows: Sequence[dict], method: str = CI_PAIR[0],
+                  reference: str = CI_PAIR[1], metric: str = CI_PAIR[2],
+                  split: str = "test") -> float:
+  """Half the width of the paired `stats.LEVEL` CI of `method` -
+  `reference` in `<split>_<metric>`, over the seeds both have in the seed
+  rows `rows` (`seed_row`); inf with fewer than 2 finite pairs (no
+  interval yet)."""
+  values = {m: {r["seed"]: r[f"{split}_{metric}"] for r in rows
+                if r["method"] == m} for m in (method, reference)}
+  _, a, b = stats.align(values[method], values[reference])
+  paired = stats.paired_t(a, b)
+  half = (paired.ci_high - paired.ci_low) / 2
+  return float(half) if math.isfinite(half) else math.inf
+
+
 def budget_seed_row(method: str, params: dict, seed: int, results: dict,
                     validation_labels: str = "fine") -> dict:
   """A run of the budget experiment as a row of its `_seeds.csv`: the
