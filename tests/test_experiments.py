@@ -404,6 +404,8 @@ BAD_FLAGS = [
     (("--ci_target=0.02", "--seeds=5", "--max_seeds=3"),
      "--max_seeds=3: give at least --seeds (5) and 2"),
     (("--max_seeds=5",), "--max_seeds: only with --ci_target"),
+    (("--ci_target=0.02", "--max_seeds=101"),
+     "--max_seeds: 101 reported seeds: use 1 to 100"),
     (("--experiment=budget", "--ci_target=0.02"),
      "--ci_target: only for --experiment=main"),
 ]

@@ -296,6 +296,10 @@ def _ci_limits(names, n: int) -> int:
   if max_seeds < max(n, 2):
     raise app.UsageError(f"--max_seeds={max_seeds}: give at least --seeds "
                          f"({n}) and 2.")
+  try:
+    methods.report_seeds(max_seeds)
+  except ValueError as e:
+    raise app.UsageError(f"--max_seeds: {e}") from None
   return max_seeds
 
 
