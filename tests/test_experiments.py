@@ -707,6 +707,30 @@ def test_main_until_adds_a_seed_while_the_interval_is_wider_than_the_target(
     assert all(w["half_width"] > target for w in widths[:-1])
 
 
+@pytest.mark.parametrize("dataset", sorted(methods.GENERATED))
+def test_a_budget_run_is_the_main_sweeps_run_at_its_budget(dataset):
+  """What results/convergence/commands.sh's reuse step relies on: the
+  budget grid's hcfcn_slic run at B epochs is, key for key, the main
+  experiment's sweep run with --num_epochs=B --cosine, and not another's."""
+  resolved = lambda base, delta: workdir_lib.config_as_json(
+      config_validation.resolve(methods.apply(base, delta)).config)
+  params = methods.budget_params("hcfcn_slic", methods.FULL)
+  grid, _ = methods.generated_base(dataset)
+  budget_run = resolved(grid, {**methods.run_delta(
+      "hcfcn_slic", {**params, "epochs": 50}, 100), **methods.BUDGET_DELTA})
+  main, overrides = methods.generated_base(dataset, num_epochs=50,
+                                           cosine=True)
+  assert overrides["train.num_epochs"] == 50
+  assert budget_run == resolved(main, methods.run_delta(
+      "hcfcn_slic", params, 100))
+  for other in (methods.run_delta("hcfcn_slic", params, 101),
+                methods.run_delta("hcfcn_slic", {"lmbda": 0.1}, 100)):
+    assert budget_run != resolved(main, other)
+  step, _ = methods.generated_base(dataset, num_epochs=50)
+  assert budget_run != resolved(step, methods.run_delta(
+      "hcfcn_slic", params, 100))
+
+
 def test_a_second_pass_does_not_record_a_run_twice(tmp_path):
   runner = runner_lib.Runner(default.get_config(), str(tmp_path))
   assert runner.record(workdir="a", status="trained")

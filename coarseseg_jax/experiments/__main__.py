@@ -26,8 +26,6 @@ import tqdm
 from coarseseg_jax import cli
 from coarseseg_jax import filesystem
 from coarseseg_jax import writers
-from coarseseg_jax.configs import synthetic
-from coarseseg_jax.configs import texture_mosaic
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
@@ -42,9 +40,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (or shipped config's name) whose dataset "
     "and sizes the runs use (default: --dataset at the FULL setup's sizes).")
 # The generated datasets, sized alike by the setups (`methods.FULL_SYNTHETIC`).
-GENERATED = {"synthetic": synthetic, "texture_mosaic": texture_mosaic}
 _DATASET = flags.DEFINE_enum(
-    "dataset", None, list(GENERATED), "Without --config: the generated "
+    "dataset", None, list(methods.GENERATED), "Without --config: the generated "
     "dataset of the runs, at the setup's sizes (default synthetic).")
 _OUT = flags.DEFINE_string("out", "results", "Tables and figures go here.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/experiments",
@@ -115,32 +112,23 @@ _CACHE = flags.DEFINE_string(
 
 def _base_config():
   """(base config, its config file, its overrides, dataset tag)."""
-  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  flagged = dict(num_epochs=_EPOCHS.value, cosine=_COSINE.value,
+                 data_dir=_DATA_DIR.value)
   if _CONFIG.value is None:
     dataset = _DATASET.value or "synthetic"
     config_file = f"configs/{dataset}.py"
-    overrides = dict(methods.QUICK_SYNTHETIC if _QUICK.value
-                     else methods.FULL_SYNTHETIC)
-    base = GENERATED[dataset].get_config()
+    base, overrides = methods.generated_base(dataset, quick=_QUICK.value,
+                                             **flagged)
   elif _DATASET.value:
     raise app.UsageError(f"--dataset={_DATASET.value}: --config gives the "
                          "dataset; leave one of them out.")
   else:
     config_file = cli.flag_config_file("config")
-    base = _CONFIG.value
     overrides = dict(cli.config_overrides())
     if _QUICK.value:
-      overrides.update(methods.QUICK_SYNTHETIC if base.data.dataset in
-                       GENERATED else methods.QUICK_ANY)
-  if _DATA_DIR.value:
-    overrides["data.data_dir"] = _DATA_DIR.value
-  if _EPOCHS.value:
-    overrides["train.num_epochs"] = _EPOCHS.value
-  if _COSINE.value:
-    overrides.update(methods.BUDGET_DELTA)
-  # The entry point's one check; each run's config is checked where it is
-  # trained (`runner.Runner.run`).
-  base = config_validation.resolve(methods.apply(base, overrides)).config
+      overrides.update(methods.QUICK_SYNTHETIC if _CONFIG.value.data.dataset
+                       in methods.GENERATED else methods.QUICK_ANY)
+    base = methods.with_flags(_CONFIG.value, overrides, **flagged)
   tag = base.data.dataset
   if base.data.manual_dir:
     tag += "-" + os.path.basename(os.path.normpath(base.data.manual_dir))

@@ -23,6 +23,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import ml_collections
 
 from coarseseg_jax.configs import default as default_config
+from coarseseg_jax.configs import synthetic
+from coarseseg_jax.configs import texture_mosaic
 
 Delta = Dict[str, Any]  # Dotted config key -> value.
 
@@ -229,6 +231,42 @@ def apply(config: ml_collections.ConfigDict, delta: Mapping[str, Any]
       node = node[part]
     node[leaf] = value
   return config
+
+
+# The datasets the code generates: `--dataset=` without a config file.
+GENERATED = {"synthetic": synthetic, "texture_mosaic": texture_mosaic}
+
+
+def generated_base(dataset: str, *, quick: bool = False,
+                   num_epochs: Optional[int] = None, cosine: bool = False,
+                   data_dir: Optional[str] = None
+                   ) -> Tuple[ml_collections.ConfigDict, Delta]:
+  """(resolved base config, its overrides) of `--dataset=<dataset>`.
+
+  `FULL_SYNTHETIC` (`QUICK_SYNTHETIC` if quick) on the generated dataset's
+  config, then `with_flags`. `results/convergence/commands.sh` builds the
+  runs it reuses from it, so they are the runs the CLI would make.
+  """
+  overrides = dict(QUICK_SYNTHETIC if quick else FULL_SYNTHETIC)
+  return with_flags(GENERATED[dataset].get_config(), overrides, num_epochs,
+                    cosine, data_dir), overrides
+
+
+def with_flags(base: ml_collections.ConfigDict, overrides: Delta,
+               num_epochs: Optional[int] = None, cosine: bool = False,
+               data_dir: Optional[str] = None) -> ml_collections.ConfigDict:
+  """`base` with `overrides` and the experiments CLI's run flags (which
+  `overrides` gains: --num_epochs, --cosine as `BUDGET_DELTA`, --data_dir),
+  resolved and checked: the entry point's one check; each run's config is
+  checked where it is trained (`runner.Runner.run`)."""
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  if data_dir:
+    overrides["data.data_dir"] = data_dir
+  if num_epochs:
+    overrides["train.num_epochs"] = num_epochs
+  if cosine:
+    overrides.update(BUDGET_DELTA)
+  return config_validation.resolve(apply(base, overrides)).config
 
 
 def report_seeds(n: int) -> Tuple[int, ...]:

@@ -33,12 +33,9 @@ reuse_sweep_runs() {  # $1: dataset, $2: budget. The grid's hcfcn_slic runs
   "$PY" - "$1" "$2" <<'EOF'
 import json, os, shutil, sys
 from coarseseg_jax import config_validation, workdir
-from coarseseg_jax.experiments import __main__ as cli, methods
+from coarseseg_jax.experiments import methods
 dataset, budget = sys.argv[1], int(sys.argv[2])
-base = config_validation.resolve(methods.apply(
-    cli.GENERATED[dataset].get_config(), {
-        **methods.FULL_SYNTHETIC, "train.num_epochs": budget,
-        **methods.BUDGET_DELTA})).config
+base, _ = methods.generated_base(dataset, num_epochs=budget, cosine=True)
 for seed in methods.selection_seeds(methods.FULL.sweep_seeds):
   src = (f"results/archive/{dataset}/budget/hcfcn_slic/"
          f"epochs{budget}_lmbda0.05/seed{seed}")
