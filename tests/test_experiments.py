@@ -688,11 +688,13 @@ def test_main_until_adds_a_seed_while_the_interval_is_wider_than_the_target(
   for target, max_seeds, stop in ((0.03, 10, 8), (0.001, 5, 5),
                                   (None, 10, 3)):
     passes.clear()
-    widths = []
+    widths, announced = [], []
     rows, seeds = runner_lib.run_main_until(
         runner, methods.QUICK, methods.report_seeds(3), (100,), "out",
         "accuracy", ("fcn", "hcfcn", "hcfcn_slic"), 0.05, target, max_seeds,
-        widths)
+        widths, lambda s: announced.append(tuple(s)))
+    # Each pass's seeds are announced before it runs (the runs file's).
+    assert announced == passes
     if target is None:
       assert passes == [(0, 1, 2)] and widths == []
       continue

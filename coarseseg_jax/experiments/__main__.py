@@ -205,6 +205,7 @@ def _run(experiment: str) -> None:
       experiment, setup, names, len(seeds), len(options)), desc="runs",
                   unit="run")
   tic, records, rows, widths = time.time(), [], {}, []
+  passes = [seeds]  # The seeds of the pass under way (--ci_target adds).
   runs_path = f"{os.path.join(_OUT.value, tag)}_{experiment}_runs.json"
   earlier = _earlier_calls(runs_path)
 
@@ -218,7 +219,7 @@ def _run(experiment: str) -> None:
         "num_epochs": None if experiment == "budget" else
                       base.train.num_epochs,
         "budgets": list(setup.budgets) if experiment == "budget" else None,
-        "seeds": list(seeds), "selection_seeds": list(select),
+        "seeds": list(passes[-1]), "selection_seeds": list(select),
         "validation_labels": variants, "machine": report.machine(),
         "seconds": round(time.time() - tic, 1), "finished": finished,
         "ci_target": _CI_TARGET.value and {
@@ -243,7 +244,7 @@ def _run(experiment: str) -> None:
     if experiment == "main":
       rows[labels], seeds = runner_lib.run_main_until(
           runner, setup, seeds, select, out, _SELECT.value, names,
-          _MARGIN.value, _CI_TARGET.value, max_seeds, widths)
+          _MARGIN.value, _CI_TARGET.value, max_seeds, widths, passes.append)
     elif experiment == "budget":
       runner_lib.run_budget(runner, setup, seeds, out, _SELECT.value, names)
     elif experiment == "coarseness":

@@ -18,7 +18,7 @@ recorded, so any cell of a table can be rerun alone.
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
@@ -331,14 +331,18 @@ def run_main_until(runner: Runner, setup: methods.Setup,
                    seeds: Sequence[int], select_seeds: Sequence[int],
                    out: str, metric: str, names: Sequence[str],
                    margin: float, target: Optional[float], max_seeds: int,
-                   widths: List[dict]) -> Tuple[List[dict], Sequence[int]]:
+                   widths: List[dict],
+                   on_pass: Callable[[Sequence[int]], Any] = lambda s: None
+                   ) -> Tuple[List[dict], Sequence[int]]:
   """`run_main`, then again with one reported seed more (every method of
   `names`) while the paired CI of `tables.CI_PAIR` is wider than
   +-`target` and there are fewer than `max_seeds` (target None: once).
-  Appends {validation_labels, seeds, half_width} to `widths` after each
-  pass. The stop depends on the data, so the final CI's coverage is about,
-  not exactly, 95 %. Returns (the seed rows, the seeds they cover)."""
+  Calls `on_pass(seeds)` before each pass and appends {validation_labels,
+  seeds, half_width} to `widths` after it. The stop depends on the data, so
+  the final CI's coverage is about, not exactly, 95 %. Returns (the seed
+  rows, the seeds they cover)."""
   while True:
+    on_pass(seeds)
     rows = run_main(runner, setup, seeds, select_seeds, out, metric, names,
                     margin)
     if target is None:
