@@ -38,7 +38,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 import numpy as np  # pylint: disable=g-import-not-at-top
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import refine
 from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import border_contrast

@@ -30,7 +30,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding

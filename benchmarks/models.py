@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.configs import default  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import models
 from coarseseg_jax.models import deformable

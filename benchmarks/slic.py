@@ -24,7 +24,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 import numpy as np  # pylint: disable=g-import-not-at-top
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.datasets import base  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.datasets import coarse
 from coarseseg_jax.datasets import slic

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import losses  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import superpixels
 

@@ -36,6 +36,7 @@ from coarseseg_jax import evaluate
 from coarseseg_jax import figures
 from coarseseg_jax import filesystem
 from coarseseg_jax import finetune
+from coarseseg_jax import host
 from coarseseg_jax import input_pipeline
 from coarseseg_jax import interruption
 from coarseseg_jax import losses
@@ -294,6 +295,7 @@ def _test_and_write(run: _Run, state, ps) -> dict:
              "selected_step": step,
              "best_validation": ps.best_metric,
              "dataset": run.builder.info.full_name,
+             "machine": host.machine(),  # The tables' machine line.
              "config": config.to_dict()}
   if jax.process_index() == 0:
     root = filesystem.path(run.workdir)

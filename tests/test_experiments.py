@@ -572,6 +572,27 @@ def _seed_rows(values_by_method, metric="accuracy"):
   return rows
 
 
+def test_seed_rows_keep_the_machine_that_trained_each_run(tmp_path):
+  a, b = "EPYC (family 23), 2 CPU cores", "EPYC (family 25), 2 CPU cores"
+  rows = [tables.seed_row("fcn", {}, s, {"test": {}, "machine": m})
+          for s, m in enumerate((a, b, b))]
+  rows.append(tables.seed_row("fcn", {}, 3, {"test": {}}))  # Older run.
+  assert [r["machine"] for r in rows] == [a, b, b, ""]
+  assert list(rows[0])[-1] == "machine"
+  budget = tables.budget_seed_row("fcn", {"epochs": 5}, 100, {"machine": a})
+  assert list(budget)[-2:] == ["selected_step", "machine"]
+  tables.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
+  assert [r["machine"] for r in tables.read_seeds(tmp_path / "s.csv")] == [
+      a, b, b, ""]
+  # The tables' machine line names every machine, and the runs none records.
+  assert report.machine_note(rows[1:3]) == f"Machine: {b}."
+  assert report.machine_note(rows) == (
+      f"Machines: {b} (2 runs); {a} (1 runs); not recorded for 1 runs "
+      "(trained before runs recorded their machine, 2026-12-06; the runs "
+      "file names each call's).")
+  assert report.machine_note(rows[3:]).startswith("Machine: not recorded (")
+
+
 def test_tables_from_seed_rows_pair_by_seed_and_round_trip(tmp_path):
   hcfcn = [0.50, 0.60, 0.70]
   rows = _seed_rows({"fcn": [0.40, 0.52, 0.61], "hcfcn": hcfcn,

@@ -1,6 +1,6 @@
-"""coarseseg_jax.experiments.host: the machine line of tables and benchmark records."""
+"""coarseseg_jax.host: the machine line of tables and benchmark records."""
 
-from coarseseg_jax.experiments import host
+from coarseseg_jax import host
 
 
 def test_processor_names_the_model_and_its_vector_extension(tmp_path):

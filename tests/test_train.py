@@ -28,6 +28,7 @@ from coarseseg_jax import checkpoints
 from coarseseg_jax import config_validation
 from coarseseg_jax import errors
 from coarseseg_jax import evaluate
+from coarseseg_jax import host
 from coarseseg_jax import interruption
 from coarseseg_jax import models
 from coarseseg_jax import predictor
@@ -291,6 +292,7 @@ class TestKillResume:
       assert results["test"][f"{metric}_std"] >= 0.0
     assert results["test"]["num_images"] == 4
     assert results["config"]["train"]["lmbda"] == 0.05
+    assert results["machine"] == host.machine()  # For the tables' line.
     records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == list(range(1, 31))  # Each step once, in order.

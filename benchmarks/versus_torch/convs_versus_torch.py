@@ -41,7 +41,7 @@ import torch  # pylint: disable=g-import-not-at-top
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 import torch_reference  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax.models import resnet  # pylint: disable=g-import-not-at-top
 
 # name -> (input size / image size, in, out channels / width (0: the image's

@@ -36,7 +36,7 @@ import torch  # pylint: disable=g-import-not-at-top
 import torch_reference  # pylint: disable=g-import-not-at-top
 import train_step  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 

@@ -43,7 +43,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import timing  # pylint: disable=g-import-not-at-top
 import train_step  # pylint: disable=g-import-not-at-top
 
-from coarseseg_jax.experiments import host  # pylint: disable=g-import-not-at-top
+from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
 from coarseseg_jax import sharding  # pylint: disable=g-import-not-at-top
 
 

@@ -25,6 +25,7 @@ import tqdm
 
 from coarseseg_jax import cli
 from coarseseg_jax import filesystem
+from coarseseg_jax import host
 from coarseseg_jax import writers
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
@@ -220,7 +221,7 @@ def _run(experiment: str) -> None:
                       base.train.num_epochs,
         "budgets": list(setup.budgets) if experiment == "budget" else None,
         "seeds": list(passes[-1]), "selection_seeds": list(select),
-        "validation_labels": variants, "machine": report.machine(),
+        "validation_labels": variants, "machine": host.machine(),
         "seconds": round(time.time() - tic, 1), "finished": finished,
         "ci_target": _CI_TARGET.value and {
             "pair": "%s - %s" % tables.CI_PAIR[:2], "metric": "test_" +

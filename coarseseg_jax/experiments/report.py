@@ -7,16 +7,15 @@ sweep chose) and draws the prediction and coarseness figures from each run's
 figures/samples.npz. Nothing here runs a model.
 """
 
+import collections
 import os
 from typing import Dict, List, Sequence, Tuple
 
-import jax
 import ml_collections
 import numpy as np
 
 from coarseseg_jax import figures
 from coarseseg_jax import filesystem
-from coarseseg_jax.experiments import host
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
@@ -67,19 +66,28 @@ def comparison_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]]
        for r in rows])
 
 
-def machine() -> str:
-  """Processor, cores, JAX version and backend, for the tables."""
-  return (f"{host.processor()}, {os.cpu_count()} CPU cores, JAX "
-          f"{jax.__version__} on {jax.devices()[0].platform}")
+def machine_note(seed_rows: Sequence[dict]) -> str:
+  """The machines that trained a table's runs (their seed rows' `machine`),
+  with how many runs each where there are several."""
+  counts = collections.Counter(r.get("machine", "") for r in seed_rows)
+  parts = [f"{m} ({n} runs)" if len(counts) > 1 else m
+           for m, n in counts.most_common() if m]
+  if counts[""]:
+    parts.append(("not recorded" if len(counts) == 1 else
+                  f"not recorded for {counts['']} runs")
+                 + " (trained before runs recorded their machine, "
+                 "2026-12-06; the runs file names each call's)")
+  return ("Machine: " if len(counts) == 1 else "Machines: ") + "; ".join(
+      parts) + "."
 
 
 def setup_note(base, seeds: Sequence[int], tag: str,
-               similarity: bool = True, kernel: bool = True,
-               epochs: bool = True) -> str:
-  """The data, model and schedule of a table's runs (from the base config);
-  `similarity`: also the base's assignment similarity; `kernel`, `epochs`:
-  the base's coarse kernel, number of epochs (False where the table sweeps
-  it)."""
+               seed_rows: Sequence[dict], similarity: bool = True,
+               kernel: bool = True, epochs: bool = True) -> str:
+  """The data, model and schedule of a table's runs (from the base config)
+  and the machines that trained them (`seed_rows`); `similarity`: also the
+  base's assignment similarity; `kernel`, `epochs`: the base's coarse
+  kernel, number of epochs (False where the table sweeps it)."""
   d, m, t = base.data, base.model, base.train
   sizes = d.builder_kwargs
   data = (f"{sizes.image_size}x{sizes.image_size} px {d.dataset} images, "
@@ -104,7 +112,7 @@ def setup_note(base, seeds: Sequence[int], tag: str,
           + "batch "
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
           f"{d.validation_labels} validation labels. "
-          f"Machine: {machine()}.")
+          + machine_note(seed_rows))
 
 
 def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
@@ -191,7 +199,7 @@ def write_main(out: str, base: ml_collections.ConfigDict,
     tables.write_csv(f"{out}_coarse_sweep.csv", sweep_rows,
                      list(sweep_rows[0]))
   rows, comps = tables.main_tables(seed_rows, margin)
-  note = (setup_note(base, seeds, os.path.basename(out))
+  note = (setup_note(base, seeds, os.path.basename(out), seed_rows)
           + " Trained on coarse labels (hcfcn_fine: fine; "
           "hcfcn_slic_refined: the train labels its seed's hcfcn_slic run "
           "refined, `--mode=refine`; hcfcn_slic_refined_free: the free fill "
@@ -258,7 +266,8 @@ def write_coarseness(out: str, base: ml_collections.ConfigDict,
   rows, comps = tables.coarseness_tables(seed_rows, margin)
   note = (f"hcfcn_slic: lambda = {lmbda:g}; compared with hcfcn at the same "
           f"kernel. Coarse kernels {list(setup.kernels)}. "
-          + setup_note(base, seeds, os.path.basename(out), kernel=False))
+          + setup_note(base, seeds, os.path.basename(out), seed_rows,
+                       kernel=False))
   _write_tables(out, "coarseness", rows, comps, [("method", "method"),
                                                 ("kernel", "kernel")],
                 [("kernel", "kernel"), ("method", "a"), ("reference", "b")],
@@ -283,7 +292,7 @@ def write_similarity(out: str, base: ml_collections.ConfigDict,
           f"sample std over seeds; selected by mean validation {metric}. "
           "Entropy in nats (uniform 2.20), starved: share of coarse cells "
           "receiving less than one pixel of assignment mass. "
-          + setup_note(base, seeds, os.path.basename(out),
+          + setup_note(base, seeds, os.path.basename(out), seed_rows,
                        similarity=False))
   _write_tables(out, "similarity", rows, comps, [("option", "option")],
                 [("option", "a"), ("reference", "b")], note, margin,
@@ -377,7 +386,7 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
           "selection seeds (no reported run uses one); no test figure is "
           "written." + (" Fixed: " + "; ".join(fixed) + "." if fixed else "")
           + " " + setup_note(base, seeds, os.path.basename(out),
-                             epochs=False))
+                             seed_rows, epochs=False))
   filesystem.write_bytes(f"{out}_budget.md",
                          _table(head, body) + "\n" + note + "\n")
   budget_figure(f"{out}_budget.png", rows, seed_rows, chosen)

@@ -31,7 +31,8 @@ TESTED = ("boundary_recall", "accuracy")  # Metrics of the comparisons.
 KEYS = ("option", "kernel", "lmbda", "kappa")  # Swept values of a run.
 # Every test metric of results.json (means over images; mIoU of the split).
 TEST_METRICS = tuple(evaluate.PER_IMAGE_METRICS) + ("miou_dataset",)
-_TEXT = ("method", "param", "option", "validation_labels")  # String columns.
+_TEXT = ("method", "param", "option", "validation_labels",
+         "machine")  # String columns.
 _INTS = ("seed", "epochs")  # Integer columns.
 # The budget rule: a budget is enough once no larger budget's mean
 # validation metric is this much (absolute) above its own (`chosen_budget`).
@@ -63,13 +64,16 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
   Columns: method, param (its workdir name), the swept values `KEYS` (''
   where not swept), seed, validation_labels, `validation_<m>` (at the
   checkpoint the run selected) for m in `validation` and `test_<m>` for m
-  in `test` (NaN where results.json has none).
+  in `test` (NaN where results.json has none), last the machine that
+  trained it (`host.machine`; '' where results.json does not record it:
+  runs trained before 2026-12-06).
   """
   row = {"method": method, "param": methods.param_name(params)}
   row.update({k: params.get(k, "") for k in KEYS})
   row.update(seed=int(seed), validation_labels=validation_labels)
   for split, names in (("validation", validation), ("test", test)):
     row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
+  row["machine"] = results.get("machine", "")
   return row
 
 
@@ -200,13 +204,15 @@ def budget_seed_row(method: str, params: dict, seed: int, results: dict,
                     validation_labels: str = "fine") -> dict:
   """A run of the budget experiment as a row of its `_seeds.csv`: the
   `seed_row` columns with validation metrics only (selection runs report no
-  test figures), after `param` its epochs, last the step of the checkpoint
-  it selected (NaN if results.json has none)."""
+  test figures), after `param` its epochs, then the step of the checkpoint
+  it selected (NaN if results.json has none), last its machine."""
   row = seed_row(method, params, seed, results, validation_labels, test=())
   step = results.get("selected_step")
+  machine = row.pop("machine")
   return {"method": row.pop("method"), "param": row.pop("param"),
           "epochs": int(params["epochs"]), **row,
-          "selected_step": math.nan if step is None else float(step)}
+          "selected_step": math.nan if step is None else float(step),
+          "machine": machine}
 
 
 def chosen_budget(means: Mapping[int, float],

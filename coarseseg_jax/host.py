@@ -1,8 +1,10 @@
 """The machine a figure was measured on, for tables and benchmark records.
 
-Imports neither JAX nor PyTorch (the PyTorch reference benchmark uses it too).
+Imports neither JAX nor PyTorch at import (the PyTorch reference benchmark
+uses `processor`); `machine` imports JAX when called.
 """
 
+import os
 import platform
 
 _VECTOR = (("avx512f", "AVX-512"), ("avx2", "AVX2"))  # Widest first.
@@ -31,3 +33,12 @@ def processor(cpuinfo: str = "/proc/cpuinfo") -> str:
   details += [name for flag, name in _VECTOR if flag in flags][:1]
   name = info.get("model name") or platform.processor() or arch
   return f"{name} ({', '.join(details)})"
+
+
+def machine() -> str:
+  """Processor, cores, JAX version and backend: the machine line of tables,
+  and the one each run's results.json records (`train.py`), e.g. "AMD EPYC
+  (x86_64, family 25, model 1, AVX2), 2 CPU cores, JAX 0.10.2 on cpu"."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return (f"{processor()}, {os.cpu_count()} CPU cores, JAX "
+          f"{jax.__version__} on {jax.devices()[0].platform}")
