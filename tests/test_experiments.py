@@ -587,7 +587,7 @@ def test_seed_rows_keep_the_machine_that_trained_each_run(tmp_path):
   # The tables' machine line names every machine, and the runs none records.
   assert report.machine_note(rows[1:3]) == f"Machine: {b}."
   assert report.machine_note(rows) == (
-      f"Machines: {b} (2 runs); {a} (1 runs); not recorded for 1 runs "
+      f"Machines: {b} (2 runs); {a} (1 run); not recorded for 1 run "
       "(trained before runs recorded their machine, 2026-12-06; the runs "
       "file names each call's).")
   assert report.machine_note(rows[3:]).startswith("Machine: not recorded (")

@@ -70,11 +70,12 @@ def machine_note(seed_rows: Sequence[dict]) -> str:
   """The machines that trained a table's runs (their seed rows' `machine`),
   with how many runs each where there are several."""
   counts = collections.Counter(r.get("machine", "") for r in seed_rows)
-  parts = [f"{m} ({n} runs)" if len(counts) > 1 else m
+  runs = lambda n: f"{n} run" + "s" * (n != 1)
+  parts = [f"{m} ({runs(n)})" if len(counts) > 1 else m
            for m, n in counts.most_common() if m]
   if counts[""]:
     parts.append(("not recorded" if len(counts) == 1 else
-                  f"not recorded for {counts['']} runs")
+                  f"not recorded for {runs(counts[''])}")
                  + " (trained before runs recorded their machine, "
                  "2026-12-06; the runs file names each call's)")
   return ("Machine: " if len(counts) == 1 else "Machines: ") + "; ".join(
