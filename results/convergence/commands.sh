@@ -7,6 +7,12 @@
 # <dataset>_coarse*, <dataset>_main_*). Two cores: days, see results/README.md.
 #
 #   bash results/convergence/commands.sh [synthetic] [texture_mosaic]
+#
+# or the two datasets side by side, one core each (about 10 % more runs an
+# hour on 2 cores than one after the other; results/README.md):
+#
+#   taskset -c 0 bash results/convergence/commands.sh texture_mosaic &
+#   taskset -c 1 bash results/convergence/commands.sh synthetic &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
