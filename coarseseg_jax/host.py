@@ -35,10 +35,22 @@ def processor(cpuinfo: str = "/proc/cpuinfo") -> str:
   return f"{name} ({', '.join(details)})"
 
 
+def cores() -> str:
+  """The CPU cores this process may use, e.g. "2 CPU cores", or "1 of 2 CPU
+  cores" when it is pinned to fewer than the machine has (`taskset`)."""
+  total = os.cpu_count() or 1
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:  # macOS, Windows.
+    usable = total
+  return (f"{usable} of {total} CPU cores" if usable < total
+          else f"{total} CPU cores")
+
+
 def machine() -> str:
   """Processor, cores, JAX version and backend: the machine line of tables,
   and the one each run's results.json records (`train.py`), e.g. "AMD EPYC
   (x86_64, family 25, model 1, AVX2), 2 CPU cores, JAX 0.10.2 on cpu"."""
   import jax  # pylint: disable=g-import-not-at-top
-  return (f"{processor()}, {os.cpu_count()} CPU cores, JAX "
-          f"{jax.__version__} on {jax.devices()[0].platform}")
+  return (f"{processor()}, {cores()}, JAX {jax.__version__} on "
+          f"{jax.devices()[0].platform}")

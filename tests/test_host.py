@@ -20,3 +20,15 @@ def test_processor_names_the_model_and_its_vector_extension(tmp_path):
   assert described("avx avx2").endswith("model 17, AVX2)")
   assert described("sse2").endswith("model 17)")
   assert host.processor(str(tmp_path / "missing"))
+
+
+def test_cores_says_when_the_process_is_pinned_to_fewer(monkeypatch):
+  monkeypatch.setattr(host.os, "cpu_count", lambda: 2)
+  monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: {0, 1},
+                      raising=False)
+  assert host.cores() == "2 CPU cores"
+  monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: {1},
+                      raising=False)
+  assert host.cores() == "1 of 2 CPU cores"
+  assert host.machine().endswith(("on cpu", "on gpu", "on tpu"))
+  assert ", 1 of 2 CPU cores, JAX " in host.machine()
