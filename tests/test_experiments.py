@@ -738,18 +738,19 @@ def test_a_budget_run_is_the_main_sweeps_run_at_its_budget(dataset):
   resolved = lambda base, delta: workdir_lib.config_as_json(
       config_validation.resolve(methods.apply(base, delta)).config)
   params = methods.budget_params("hcfcn_slic", methods.FULL)
-  grid, _ = methods.generated_base(dataset)
+  grid = config_validation.resolve(methods.generated_base(dataset)[0]).config
   budget_run = resolved(grid, {**methods.run_delta(
       "hcfcn_slic", {**params, "epochs": 50}, 100), **methods.BUDGET_DELTA})
   main, overrides = methods.generated_base(dataset, num_epochs=50,
                                            cosine=True)
+  main = config_validation.resolve(main).config  # As the CLI does.
   assert overrides["train.num_epochs"] == 50
   assert budget_run == resolved(main, methods.run_delta(
       "hcfcn_slic", params, 100))
   for other in (methods.run_delta("hcfcn_slic", params, 101),
                 methods.run_delta("hcfcn_slic", {"lmbda": 0.1}, 100)):
     assert budget_run != resolved(main, other)
-  step, _ = methods.generated_base(dataset, num_epochs=50)
+  step = methods.generated_base(dataset, num_epochs=50)[0]
   assert budget_run != resolved(step, methods.run_delta(
       "hcfcn_slic", params, 100))
 

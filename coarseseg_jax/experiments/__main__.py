@@ -113,6 +113,7 @@ _CACHE = flags.DEFINE_string(
 
 def _base_config():
   """(base config, its config file, its overrides, dataset tag)."""
+  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   flagged = dict(num_epochs=_EPOCHS.value, cosine=_COSINE.value,
                  data_dir=_DATA_DIR.value)
   if _CONFIG.value is None:
@@ -130,6 +131,9 @@ def _base_config():
       overrides.update(methods.QUICK_SYNTHETIC if _CONFIG.value.data.dataset
                        in methods.GENERATED else methods.QUICK_ANY)
     base = methods.with_flags(_CONFIG.value, overrides, **flagged)
+  # The entry point's one check; each run's config is checked where it is
+  # trained (`runner.Runner.run`).
+  base = config_validation.resolve(base).config
   tag = base.data.dataset
   if base.data.manual_dir:
     tag += "-" + os.path.basename(os.path.normpath(base.data.manual_dir))

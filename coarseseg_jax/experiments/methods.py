@@ -241,7 +241,7 @@ def generated_base(dataset: str, *, quick: bool = False,
                    num_epochs: Optional[int] = None, cosine: bool = False,
                    data_dir: Optional[str] = None
                    ) -> Tuple[ml_collections.ConfigDict, Delta]:
-  """(resolved base config, its overrides) of `--dataset=<dataset>`.
+  """(base config, its overrides) of `--dataset=<dataset>`, unresolved.
 
   `FULL_SYNTHETIC` (`QUICK_SYNTHETIC` if quick) on the generated dataset's
   config, then `with_flags`. `results/convergence/commands.sh` builds the
@@ -255,18 +255,16 @@ def generated_base(dataset: str, *, quick: bool = False,
 def with_flags(base: ml_collections.ConfigDict, overrides: Delta,
                num_epochs: Optional[int] = None, cosine: bool = False,
                data_dir: Optional[str] = None) -> ml_collections.ConfigDict:
-  """`base` with `overrides` and the experiments CLI's run flags (which
-  `overrides` gains: --num_epochs, --cosine as `BUDGET_DELTA`, --data_dir),
-  resolved and checked: the entry point's one check; each run's config is
-  checked where it is trained (`runner.Runner.run`)."""
-  from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
+  """A copy of `base` with `overrides` and the experiments CLI's run flags
+  (which `overrides` gains: --num_epochs, --cosine as `BUDGET_DELTA`,
+  --data_dir); the entry point resolves it (`config_validation.resolve`)."""
   if data_dir:
     overrides["data.data_dir"] = data_dir
   if num_epochs:
     overrides["train.num_epochs"] = num_epochs
   if cosine:
     overrides.update(BUDGET_DELTA)
-  return config_validation.resolve(apply(base, overrides)).config
+  return apply(base, overrides)
 
 
 def report_seeds(n: int) -> Tuple[int, ...]:

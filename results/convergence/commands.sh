@@ -41,7 +41,8 @@ import json, os, shutil, sys
 from coarseseg_jax import config_validation, workdir
 from coarseseg_jax.experiments import methods
 dataset, budget = sys.argv[1], int(sys.argv[2])
-base, _ = methods.generated_base(dataset, num_epochs=budget, cosine=True)
+base = config_validation.resolve(methods.generated_base(
+    dataset, num_epochs=budget, cosine=True)[0]).config  # As the CLI does.
 for seed in methods.selection_seeds(methods.FULL.sweep_seeds):
   src = (f"results/archive/{dataset}/budget/hcfcn_slic/"
          f"epochs{budget}_lmbda0.05/seed{seed}")
