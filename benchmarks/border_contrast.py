@@ -19,8 +19,12 @@ first `--num_images` training images), with nothing prepared:
 * labelled: the share of pixels the coarse labels label, `erosion` and
   `annotator` style, at kernel 25;
 * nearest fill: the share of the unlabelled pixels that the nearest labelled
-  pixel's class gets right (`refine.nearest_labelled`, the free fill that
+  pixel's class gets right (`refine.fills.nearest_labelled`, the free fill that
   erosion's band, centred on the true border, favours), per style.
+
+Then, per texture_mosaic source, how its validation and test parts differ
+from its train part (`texture_mosaic.split_statistics`: mean luminance
+offset and spread ratio): the splits read different areas of each photograph.
 
 `--figure` also draws a few texture_mosaic validation images with their
 fine labels and both styles of coarse labels (kernel 25) into a PNG. The
@@ -39,7 +43,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import timing  # benchmarks/timing.py  # pylint: disable=g-import-not-at-top
 
 from coarseseg_jax import host  # pylint: disable=g-import-not-at-top
-from coarseseg_jax import refine
+from coarseseg_jax.refine import fills
 from coarseseg_jax.datasets import annotator
 from coarseseg_jax.datasets import border_contrast
 from coarseseg_jax.datasets import coarse
@@ -92,7 +96,7 @@ def measure(name: str, num_images: int, size: int) -> dict:
                                                  f"train_{i:05d}")[0]
       fractions.append(coarse.labelled_fraction(coarse_label))
       unlabelled = coarse_label == 255
-      filled = refine.nearest_labelled(coarse_label)
+      filled = fills.nearest_labelled(coarse_label)
       right += np.count_nonzero((filled == lab) & unlabelled)
       band += np.count_nonzero(unlabelled)
     labelled[style] = float(np.mean(fractions))
@@ -159,9 +163,18 @@ def main():
           f"{r['slic_asa']:9.3f}  {lab['erosion']:.3f} / "
           f"{near['erosion']:.3f} | {lab['annotator']:.3f} / "
           f"{near['annotator']:.3f}")
+  splits = {source.name: texture_mosaic.split_statistics(i)
+            for i, source in enumerate(texture_mosaic.SOURCES)}
+  print("texture_mosaic split parts against train's: luminance offset, "
+        "spread ratio")
+  print(f"{'source':10s} {'validation':>16s} {'test':>16s}")
+  for name, stats in splits.items():
+    print(f"{name:10s} " + " ".join(
+        f"{stats[split][0]:+7.2f}, {stats[split][1]:5.2f}"
+        for split in ("validation", "test")))
   print(json.dumps({"num_images": args.num_images,
                     "image_size": args.image_size, "cpu": host.processor(),
-                    **results}))
+                    **results, "texture_mosaic_split_parts": splits}))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,21 @@ def test_splits_read_disjoint_parts_of_every_source():
       np.testing.assert_allclose(patch, value)
 
 
+def test_split_statistics_compare_each_part_with_train(monkeypatch):
+  # A source whose test quarter is brighter by 1 and twice the contrast.
+  rng = np.random.default_rng(0)
+  source = rng.standard_normal((64, 64, 1)).repeat(3, -1).astype(np.float32)
+  r0, r1, c0, c1 = tm.split_bounds(source.shape, "test")
+  source[r0:r1, c0:c1] = 2 * source[r0:r1, c0:c1] + 1
+  monkeypatch.setattr(tm, "load_source", lambda index: source)
+  stats = tm.split_statistics(0)
+  assert stats["train"] == (0.0, 1.0)
+  offset, spread = stats["test"]
+  assert abs(offset - 1.0) < 0.15 and abs(spread - 2.0) < 0.2
+  offset, spread = stats["validation"]
+  assert abs(offset) < 0.15 and abs(spread - 1.0) < 0.15
+
+
 def test_generation_is_deterministic_per_seed_and_split():
   a = tm.generate(3, "train", 5, 96, 6)
   b = tm.generate(3, "train", 5, 96, 6)

@@ -24,7 +24,9 @@ parts (`split_bounds`: the top half for train, the bottom-left quarter for
 validation, the bottom-right quarter for test), and a split's patches come
 only from its own part, so no source pixel is seen by two splits. A region
 larger than its part's extent reads the part mirrored at its edges (no seam
-in colour; the pattern repeats mirrored).
+in colour; the pattern repeats mirrored). The parts are different areas
+of one photograph and need not look alike: `split_statistics` measures
+how far each split's brightness and contrast lie from train's.
 
 Builder params (config.data.builder_kwargs): num_classes (3..9, the first
 ones of `SOURCES`), num_train, num_validation, num_test, image_size, seed.
@@ -145,6 +147,28 @@ def split_bounds(shape: Tuple[int, int], split: str
   mid_r, mid_c = h // 2, w // 2
   return {"train": (0, mid_r, 0, w), "validation": (mid_r, h, 0, mid_c),
           "test": (mid_r, h, mid_c, w)}[split]
+
+
+def split_statistics(index: int) -> dict:
+  """How source `index`'s split parts differ: {split: (offset, spread)}.
+
+  The three parts are different areas of one photograph, which need not
+  look alike (the retina's bottom-right quarter is flatter than its top
+  half). Per split: the mean luminance of its part minus the train part's,
+  and its luminance spread over the train part's (train: (0.0, 1.0)), in
+  the standardised source's units (a region's grey levels are `CONTRAST`
+  times them, before the jitter).
+  """
+  source = load_source(index)
+  luminance = source @ np.array([0.299, 0.587, 0.114], np.float32)
+  parts = {}
+  for split in SPLITS:
+    r0, r1, c0, c1 = split_bounds(source.shape, split)
+    part = luminance[r0:r1, c0:c1]
+    parts[split] = (float(part.mean()), float(part.std()))
+  mean0, std0 = parts["train"]
+  return {split: (mean - mean0, std / std0)
+          for split, (mean, std) in parts.items()}
 
 
 def sample_patch(part: np.ndarray, rng: np.random.Generator,
