@@ -222,6 +222,10 @@ class PhaseState:
     finetune_done: fine-tuning stopped early or ran out of epochs.
     pending_validation: the step whose validation an interruption cut
       short (it runs first on resume), or None.
+    train_seconds: wall seconds the training loop (steps, validation,
+      checkpoints) has run over all the run's parts, up to its last
+      checkpoint; None when it resumed from a checkpoint written before
+      they were counted.
   """
   VERSION: ClassVar[int] = 1
   phase: str = "train"
@@ -234,6 +238,12 @@ class PhaseState:
   finetune_start: Optional[int] = None
   finetune_done: bool = False
   pending_validation: Optional[int] = None
+  train_seconds: Optional[float] = 0.0
+
+  def count_seconds(self, seconds: float) -> None:
+    """Adds `seconds` of training to `train_seconds` (unless uncounted)."""
+    if self.train_seconds is not None:
+      self.train_seconds += seconds
 
   def to_json(self) -> Dict[str, Any]:
     return {"version": self.VERSION, **dataclasses.asdict(self)}
@@ -247,6 +257,8 @@ class PhaseState:
       errors.CheckpointError: a newer version, or unknown fields.
     """
     data = dict(data or {})
+    if data and "train_seconds" not in data:  # Written before they counted.
+      data["train_seconds"] = None
     version = int(data.pop("version", 0))
     if version > cls.VERSION:
       raise errors.CheckpointError(

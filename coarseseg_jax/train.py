@@ -198,6 +198,14 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
   t = run.config.train
   step = int(jax.device_get(state.step))
   history, tic = [], time.time()
+  counted = tic  # The wall time before it is in ps.train_seconds.
+
+  def count_seconds():
+    nonlocal counted
+    now = time.time()
+    ps.count_seconds(now - counted)
+    counted = now
+
   profiler = profiling.StepProfiler(
       str(filesystem.path(run.workdir) / "tensorboard" / "profile"),
       t.profile_steps)
@@ -221,12 +229,15 @@ def _train_steps(run: _Run, state, ps, it, bar, *, first_step: int, end: int,
                          steps_per_epoch=steps_per_epoch)
       except interruption.EvalStopped:
         ps.pending_validation = step
+        count_seconds()
         _save_and_stop(run, state, ps, step)
     ps.finetune_done = ps.finetune_done or stop
     if step % t.checkpoint_every_steps == 0 or epoch_end or step == end or stop:
       state_lib.check_finite(state, run.latest.latest_step())
+      count_seconds()
       run.latest.save(step, state, ps.to_json())
     if run.stop.requested(step):
+      count_seconds()
       _save_and_stop(run, state, ps, step)
     if stop:
       break
@@ -296,6 +307,9 @@ def _test_and_write(run: _Run, state, ps) -> dict:
              "best_validation": ps.best_metric,
              "dataset": run.builder.info.full_name,
              "machine": host.machine(),  # The tables' machine line.
+             # What the run cost, all its parts (None: not counted).
+             "train_seconds": (None if ps.train_seconds is None
+                               else round(ps.train_seconds, 1)),
              "config": config.to_dict()}
   if jax.process_index() == 0:
     root = filesystem.path(run.workdir)

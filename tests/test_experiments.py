@@ -164,6 +164,9 @@ def test_quick_chain_end_to_end_then_skipped(tmp_path, cli):
   assert len(refines) == len(reported)  # One per seed of hcfcn_slic.
   assert {r["status"] for r in runs["runs"]} == {"skipped", "trained",
                                                   "refined"}
+  # What each run cost, also where this call found it finished.
+  assert all(r["train_seconds"] > 0 for r in runs["runs"]
+             if r["status"] != "refined")
   header, rows = _csv(out / "synthetic_coarse.csv")
   assert header == tables.MAIN_COLUMNS == ["method", "param", "n_seeds"] + STATS
   assert [r["method"] for r in rows] == list(names)

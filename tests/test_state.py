@@ -107,6 +107,14 @@ def test_phase_state_versions():
          "train_loss": 1.2, "epoch_losses": []}
   assert state_lib.PhaseState.from_json(old).best_step == 5
   assert state_lib.PhaseState.from_json(None) == state_lib.PhaseState()
+  # Checkpoints written before train_seconds: the run's total is unknown.
+  assert state_lib.PhaseState.from_json(old).train_seconds is None
+  resumed_old = state_lib.PhaseState.from_json(old)
+  resumed_old.count_seconds(5.0)
+  assert resumed_old.train_seconds is None
+  ps.count_seconds(2.5)
+  ps.count_seconds(1.0)
+  assert state_lib.PhaseState.from_json(ps.to_json()).train_seconds == 3.5
   with pytest.raises(errors.CheckpointError, match="newer coarseseg-jax"):
     state_lib.PhaseState.from_json(dict(data, version=99), "ckpt/7")
   with pytest.raises(errors.CheckpointError, match="does not know"):

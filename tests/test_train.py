@@ -415,6 +415,38 @@ def test_interruption_during_validation_resumes_it(tiny_config, tmp_path,
 
 
 @pytest.mark.slow
+def test_a_resumed_run_counts_the_training_time_of_all_its_parts(
+    tiny_config, tmp_path, monkeypatch):
+  """results.json's train_seconds: the first part's counted seconds, saved
+  with its checkpoint, plus the second part's. The first part runs on a
+  clock that jumps 100 s a reading, so that losing it on resume shows."""
+  config = tiny_config
+  config.train.num_epochs = 2
+  clock = iter(range(10**6, 10**9, 100))
+  monkeypatch.setattr(train, "time",
+                      types.SimpleNamespace(time=lambda: float(next(clock))))
+
+  def requested(self, step=None):
+    if step == 1:
+      self.signum = signal.SIGTERM
+    return self.signum is not None
+
+  monkeypatch.setattr(interruption.StopRequest, "requested", requested)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(errors.Interrupted, match="at step 1: checkpoint 1"):
+    train.train_and_evaluate(config_validation.resolve(config), workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 2)
+  first = ckpt.read_meta(1)["train_seconds"]
+  ckpt.close()
+  assert first >= 100
+  monkeypatch.undo()
+  tic = time.time()
+  resumed = train.train_and_evaluate(config_validation.resolve(config), workdir)
+  second = time.time() - tic
+  assert first < resumed["train_seconds"] <= first + second
+
+
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_is_set_aside(tiny_data_dir, tiny_config,
                                                   tmp_path):
   config = tiny_config

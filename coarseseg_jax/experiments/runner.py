@@ -202,8 +202,11 @@ class Runner:
     if archive and status != "restored":
       self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
+    # seconds: this call's; train_seconds: the run's training, all parts.
     if self.record(workdir=workdir, status=status,
-                   seconds=round(time.time() - tic, 1), command=command):
+                   seconds=round(time.time() - tic, 1),
+                   train_seconds=results.get("train_seconds"),
+                   command=command):
       self.bar.update(1)
     return results
 
