@@ -581,9 +581,9 @@ def test_seed_rows_keep_the_machine_that_trained_each_run(tmp_path):
           for s, m in enumerate((a, b, b))]
   rows.append(tables.seed_row("fcn", {}, 3, {"test": {}}))  # Older run.
   assert [r["machine"] for r in rows] == [a, b, b, ""]
-  assert list(rows[0])[-1] == "machine"
+  assert list(rows[0])[-2:] == ["train_seconds", "machine"]
   budget = tables.budget_seed_row("fcn", {"epochs": 5}, 100, {"machine": a})
-  assert list(budget)[-2:] == ["selected_step", "machine"]
+  assert list(budget)[-3:] == ["selected_step", "train_seconds", "machine"]
   tables.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
   assert [r["machine"] for r in tables.read_seeds(tmp_path / "s.csv")] == [
       a, b, b, ""]
@@ -594,6 +594,28 @@ def test_seed_rows_keep_the_machine_that_trained_each_run(tmp_path):
       "(trained before runs recorded their machine, 2026-12-06; the runs "
       "file names each call's).")
   assert report.machine_note(rows[3:]).startswith("Machine: not recorded (")
+
+
+def test_seed_rows_keep_what_each_run_cost(tmp_path):
+  results = lambda s: {"test": {}, "train_seconds": s}
+  rows = [tables.seed_row("fcn", {}, 0, results(500.0)),
+          tables.seed_row("fcn", {}, 1, results(1234.5)),
+          tables.seed_row("hcfcn_slic", {"lmbda": 0.05}, 0, results(900.0)),
+          tables.seed_row("hcfcn", {}, 0, {"test": {}})]  # Not counted.
+  tables.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
+  back = tables.read_seeds(tmp_path / "s.csv")
+  assert [r["train_seconds"] for r in back[:3]] == [500.0, 1234.5, 900.0]
+  assert math.isnan(back[3]["train_seconds"])
+  assert report.cost_note(back) == (
+      "Training time a run (all its parts, on the machines above): `fcn` "
+      "500-1,234 s (2 runs); `hcfcn_slic` 900 s (1 run); not counted for 1 "
+      "run (trained before 2026-12-07 or resumed from an older checkpoint; "
+      "the runs file has each call's time).")
+  assert report.cost_note(back[3:]).endswith(": not counted (trained "
+                                             "before 2026-12-07 or resumed "
+                                             "from an older checkpoint; the "
+                                             "runs file has each call's "
+                                             "time).")
 
 
 def test_tables_from_seed_rows_pair_by_seed_and_round_trip(tmp_path):

@@ -8,6 +8,7 @@ figures/samples.npz. Nothing here runs a model.
 """
 
 import collections
+import math
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -82,6 +83,28 @@ def machine_note(seed_rows: Sequence[dict]) -> str:
       parts) + "."
 
 
+def cost_note(seed_rows: Sequence[dict]) -> str:
+  """What a table's runs cost: per method, the range of their seed rows'
+  `train_seconds` (training over all of a run's parts) and how many runs
+  did not count it."""
+  counted = collections.defaultdict(list)
+  for r in seed_rows:
+    seconds = r.get("train_seconds", math.nan)
+    if isinstance(seconds, float) and math.isfinite(seconds):
+      counted[r["method"]].append(seconds)
+  missing = len(seed_rows) - sum(map(len, counted.values()))
+  runs = lambda n: f"{n} run" + "s" * (n != 1)
+  parts = [f"`{m}` {min(v):,.0f}" + (f"-{max(v):,.0f}" if len(v) > 1 else "")
+           + f" s ({runs(len(v))})" for m, v in counted.items()]
+  if missing:
+    parts.append(f"not counted for {runs(missing)}" if parts else
+                 "not counted")
+    parts[-1] += (" (trained before 2026-12-07 or resumed from an older "
+                  "checkpoint; the runs file has each call's time)")
+  return ("Training time a run (all its parts, on the machines above): "
+          + "; ".join(parts) + "." if parts else "")
+
+
 def setup_note(base, seeds: Sequence[int], tag: str,
                seed_rows: Sequence[dict], similarity: bool = True,
                kernel: bool = True, epochs: bool = True) -> str:
@@ -113,7 +136,8 @@ def setup_note(base, seeds: Sequence[int], tag: str,
           + "batch "
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
           f"{d.validation_labels} validation labels. "
-          + machine_note(seed_rows))
+          + machine_note(seed_rows)
+          + (" " + cost_note(seed_rows) if seed_rows else ""))
 
 
 def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]

@@ -64,7 +64,9 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
   Columns: method, param (its workdir name), the swept values `KEYS` (''
   where not swept), seed, validation_labels, `validation_<m>` (at the
   checkpoint the run selected) for m in `validation` and `test_<m>` for m
-  in `test` (NaN where results.json has none), last the machine that
+  in `test` (NaN where results.json has none), then what its training
+  cost (results.json's `train_seconds`, all of the run's parts; NaN where
+  not counted: runs trained before 2026-12-07), last the machine that
   trained it (`host.machine`; '' where results.json does not record it:
   runs trained before 2026-12-06).
   """
@@ -73,6 +75,8 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
   row.update(seed=int(seed), validation_labels=validation_labels)
   for split, names in (("validation", validation), ("test", test)):
     row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
+  seconds = results.get("train_seconds")
+  row["train_seconds"] = math.nan if seconds is None else float(seconds)
   row["machine"] = results.get("machine", "")
   return row
 
@@ -205,14 +209,15 @@ def budget_seed_row(method: str, params: dict, seed: int, results: dict,
   """A run of the budget experiment as a row of its `_seeds.csv`: the
   `seed_row` columns with validation metrics only (selection runs report no
   test figures), after `param` its epochs, then the step of the checkpoint
-  it selected (NaN if results.json has none), last its machine."""
+  it selected (NaN if results.json has none), last its cost and
+  machine."""
   row = seed_row(method, params, seed, results, validation_labels, test=())
   step = results.get("selected_step")
-  machine = row.pop("machine")
+  last = {k: row.pop(k) for k in ("train_seconds", "machine")}
   return {"method": row.pop("method"), "param": row.pop("param"),
           "epochs": int(params["epochs"]), **row,
           "selected_step": math.nan if step is None else float(step),
-          "machine": machine}
+          **last}
 
 
 def chosen_budget(means: Mapping[int, float],
