@@ -377,6 +377,24 @@ def test_a_signal_while_the_run_is_set_up_stops_it_before_training(
   assert not os.path.exists(os.path.join(workdir, "lock.json"))
 
 
+def _stop_and_resume(config, workdir, monkeypatch, requested, step: int):
+  """Trains `config` in `workdir` until the patched stop check `requested`
+  stops it at `step`, then, all patches undone, to the end: (that
+  checkpoint's metadata, the results, the second part's seconds)."""
+  monkeypatch.setattr(interruption.StopRequest, "requested", requested)
+  with pytest.raises(errors.Interrupted,
+                     match=f"at step {step}: checkpoint {step}"):
+    train.train_and_evaluate(config_validation.resolve(config), workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 2)
+  meta = ckpt.read_meta(step)
+  ckpt.close()
+  monkeypatch.undo()
+  tic = time.time()
+  results = train.train_and_evaluate(config_validation.resolve(config),
+                                     workdir)
+  return meta, results, time.time() - tic
+
+
 @pytest.mark.slow
 def test_interruption_during_validation_resumes_it(tiny_config, tmp_path,
                                                    monkeypatch):
@@ -395,15 +413,10 @@ def test_interruption_during_validation_resumes_it(tiny_config, tmp_path,
       self.signum = signal.SIGTERM
     return self.signum is not None
 
-  monkeypatch.setattr(interruption.StopRequest, "requested", requested)
   workdir = str(tmp_path / "run")
-  with pytest.raises(errors.Interrupted, match="at step 2: checkpoint 2"):
-    train.train_and_evaluate(config_validation.resolve(config), workdir)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 2)
-  assert ckpt.read_meta(2)["pending_validation"] == 2
-  ckpt.close()
-  monkeypatch.undo()
-  resumed = train.train_and_evaluate(config_validation.resolve(config), workdir)
+  meta, resumed, _ = _stop_and_resume(config, workdir, monkeypatch, requested,
+                                      step=2)
+  assert meta["pending_validation"] == 2
   records = [json.loads(l) for l in open(os.path.join(workdir,
                                                       "metrics.jsonl"))]
   validations = [r for r in records if r["split"] == "validation"]
@@ -431,18 +444,10 @@ def test_a_resumed_run_counts_the_training_time_of_all_its_parts(
       self.signum = signal.SIGTERM
     return self.signum is not None
 
-  monkeypatch.setattr(interruption.StopRequest, "requested", requested)
-  workdir = str(tmp_path / "run")
-  with pytest.raises(errors.Interrupted, match="at step 1: checkpoint 1"):
-    train.train_and_evaluate(config_validation.resolve(config), workdir)
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 2)
-  first = ckpt.read_meta(1)["train_seconds"]
-  ckpt.close()
+  meta, resumed, second = _stop_and_resume(
+      config, str(tmp_path / "run"), monkeypatch, requested, step=1)
+  first = meta["train_seconds"]
   assert first >= 100
-  monkeypatch.undo()
-  tic = time.time()
-  resumed = train.train_and_evaluate(config_validation.resolve(config), workdir)
-  second = time.time() - tic
   assert first < resumed["train_seconds"] <= first + second
 
 
