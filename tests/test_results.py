@@ -25,6 +25,9 @@ CASES = [  # (per-seed rows, table, its first columns, comparisons' first).
     ("selftraining_free/synthetic_main_seeds.csv",
      "selftraining_free/synthetic_coarse", ["method", "param"],
      ["method", "reference"]),
+    ("convergence/texture_mosaic_main_seeds.csv",
+     "convergence/texture_mosaic_coarse", ["method", "param"],
+     ["method", "reference"]),
 ]
 
 
