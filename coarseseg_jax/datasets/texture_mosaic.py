@@ -95,6 +95,8 @@ SCENE_RANGE = (80.0, 170.0)  # Scene colour, per channel.
 SHADING = 0.1               # Spread of the smooth illumination factor.
 NOISE_STD = 3.0
 BLUR_SIGMA = 0.6
+# Luminance of RGB (BT.601 weights): the sources' spread and split_statistics.
+LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def source_dir() -> str:
@@ -132,7 +134,7 @@ def load_source(index: int) -> np.ndarray:
         image, (round(h * source.scale), round(w * source.scale)), order=1,
         anti_aliasing=source.scale < 1.0).astype(np.float32)
   image = image - image.mean(axis=(0, 1), keepdims=True)
-  luminance = image @ np.array([0.299, 0.587, 0.114], np.float32)
+  luminance = image @ LUMINANCE
   return image / max(float(luminance.std()), 1e-6)
 
 
@@ -160,7 +162,7 @@ def split_statistics(index: int) -> dict:
   times them, before the jitter).
   """
   source = load_source(index)
-  luminance = source @ np.array([0.299, 0.587, 0.114], np.float32)
+  luminance = source @ LUMINANCE
   parts = {}
   for split in SPLITS:
     r0, r1, c0, c1 = split_bounds(source.shape, split)
