@@ -57,12 +57,28 @@ def _state(seed: int, num_arrays: int = NUM_ARRAYS):
 def truncate_largest_array_file(checkpoint_dir: str) -> str:
   """Truncates the largest data file of `<checkpoint_dir>/state/` to half
   its size, as a copy cut short would; returns its path."""
-  data = os.path.join(checkpoint_dir, "state", "ocdbt.process_0", "d")
-  path = max((os.path.join(data, f) for f in os.listdir(data)),
-             key=os.path.getsize)
+  path = max(_array_files(checkpoint_dir), key=os.path.getsize)
   with open(path, "r+b") as f:
     f.truncate(os.path.getsize(path) // 2)
   return path
+
+
+def truncate_every_array_file(checkpoint_dir: str) -> None:
+  """Truncates each data file of `<checkpoint_dir>/state/` to half its size.
+
+  For the tiny model's state, halving only the largest file did not always
+  break the restore (a fresh-clone CI run restored it once, on a loaded
+  machine, where OCDBT lays the arrays out over more files): the fixtures
+  that need a restore to fail halve them all, and check that it does.
+  """
+  for path in _array_files(checkpoint_dir):
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+
+
+def _array_files(checkpoint_dir: str):
+  data = os.path.join(checkpoint_dir, "state", "ocdbt.process_0", "d")
+  return [os.path.join(data, f) for f in os.listdir(data)]
 
 
 def _template(tmp_path, num_arrays: int = NUM_ARRAYS) -> str:
@@ -223,7 +239,7 @@ def test_a_truncated_checkpoint_under_cpu_load(tmp_path):
 def damaged_best(tiny_data_dir, tmp_path):
   """(workdir, checkpoint): config.json and the tiny model's initial state
   saved as the best checkpoint (step 4) and the latest (step 6), the best
-  one's largest data file truncated."""
+  one's data files truncated (checked: it no longer restores)."""
   config = helpers.tiny_config(tiny_data_dir)
   config = config_validation.resolve(config, "images").config
   workdir = str(tmp_path / "wd")
@@ -236,8 +252,24 @@ def damaged_best(tiny_data_dir, tmp_path):
     ckpt.save(step, state, {"phase": "train"})
     ckpt.close()
   best = os.path.join(workdir, "best", "4")
-  truncate_largest_array_file(best)
+  truncate_every_array_file(best)
+  _assert_does_not_restore(best, state)
   return workdir, best
+
+
+def _assert_does_not_restore(checkpoint_dir: str, like_state) -> None:
+  """The fixture's own precondition: otherwise a test of how damage is
+  reported would fail for a checkpoint that is not damaged."""
+  root, step = os.path.split(checkpoint_dir)
+  ckpt = checkpoints.Checkpointer(root, 1)
+  try:
+    ckpt.restore(like_state, int(step))
+  except Exception:  # pylint: disable=broad-except
+    return
+  finally:
+    ckpt.close()
+  pytest.fail(f"{checkpoint_dir} still restores after truncating its data "
+              "files: damage it differently")
 
 
 @pytest.mark.slow  # Builds the tiny model's train state: ~20 s on 2 cores.
@@ -253,7 +285,7 @@ def test_inference_restore_of_a_damaged_checkpoint_is_a_checkpoint_error(
   ckpt = checkpoints.Checkpointer(str(tmp_path / "best"), 1)
   ckpt.save(3, state, {"phase": "train"})
   ckpt.close()
-  truncate_largest_array_file(str(tmp_path / "best" / "3"))
+  truncate_every_array_file(str(tmp_path / "best" / "3"))
   with pytest.raises(errors.CheckpointError) as raised:
     state_lib.restore_for_inference(tiny_config, str(tmp_path))
   message = str(raised.value)
