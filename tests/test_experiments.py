@@ -22,6 +22,7 @@ from coarseseg_jax import metrics
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.configs import default
 from coarseseg_jax.configs import synthetic
+from coarseseg_jax.experiments import designs
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
@@ -728,14 +729,14 @@ def test_main_until_adds_a_seed_while_the_interval_is_wider_than_the_target(
     passes.append(tuple(seeds))
     return _ci_rows(differences[:len(seeds)])
 
-  monkeypatch.setattr(runner_lib, "run_main", run_main)
+  monkeypatch.setattr(designs, "run_main", run_main)
   runner = runner_lib.Runner(default.get_config(), "unused")
   width = lambda n: tables.ci_half_width(_ci_rows(differences[:n]))
   for target, max_seeds, stop in ((0.03, 10, 8), (0.001, 5, 5),
                                   (None, 10, 3)):
     passes.clear()
     widths, announced = [], []
-    rows, seeds = runner_lib.run_main_until(
+    rows, seeds = designs.run_main_until(
         runner, methods.QUICK, methods.report_seeds(3), (100,), "out",
         "accuracy", ("fcn", "hcfcn", "hcfcn_slic"), 0.05, target, max_seeds,
         widths, lambda s: announced.append(tuple(s)))
@@ -793,7 +794,7 @@ def test_a_second_pass_does_not_record_a_run_twice(tmp_path):
 def test_sweep_selects_on_selection_seeds_then_runs_the_reported_ones():
   score = lambda p, s: {0.1: 0.5, 0.2: 0.7, 0.3: 0.7}[p["lmbda"]] + 0.01 * s
   runner = FakeRunner(score)
-  params, results, rows, info = runner_lib.sweep(
+  params, results, rows, info = designs.sweep(
       runner, "hcfcn_slic", "lmbda", (0.3, 0.1, 0.2), select_seeds=[100],
       seeds=[0, 1, 2], metric="accuracy", widen_limit=2)
   assert params == {"lmbda": 0.2}  # Tie with 0.3: the smaller value.
@@ -811,7 +812,7 @@ def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
   # Validation accuracy peaks at lambda 0.05: below the grid (0.1, 0.2).
   score = lambda p, s: 1.0 - abs(math.log(p["lmbda"] / 0.05))
   runner = FakeRunner(score)
-  params, _, rows, info = runner_lib.sweep(
+  params, _, rows, info = designs.sweep(
       runner, "hcfcn_slic", "lmbda", (0.1, 0.2), [100, 101], [0], "accuracy",
       widen_limit=3)
   assert params == {"lmbda": 0.05} and info["added"] == [0.05, 0.025]
@@ -820,7 +821,7 @@ def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
       0.025: 1, 0.05: 1, 0.1: 0, 0.2: 0}
   assert len(rows) == 4 * 2  # Every value on both selection seeds.
   # A limit: the winner stays at the edge, and the note says why.
-  _, _, _, info = runner_lib.sweep(
+  _, _, _, info = designs.sweep(
       FakeRunner(lambda p, s: -p["lmbda"]), "hcfcn_slic", "lmbda",
       (0.1, 0.2), [100], [0], "accuracy", widen_limit=1)
   assert info["added"] == [0.05] and info["edge"] == "low"
@@ -831,7 +832,7 @@ def test_sweep_widens_a_grid_whose_winner_is_at_its_edge():
 
 def test_sweep_of_one_value_runs_no_selection():
   runner = FakeRunner(lambda p, s: 0.5)
-  params, results, rows, info = runner_lib.sweep(
+  params, results, rows, info = designs.sweep(
       runner, "hcfcn_slicmap", "kappa", (0.05,), [100, 101], [0, 1],
       "accuracy", widen_limit=2)
   assert params == {"kappa": 0.05} and rows == [] and info["edge"] is None

@@ -6,9 +6,10 @@ sweep, the training budget.
 
 The package: `methods` (what runs: setups, and the method table, each method
 a config delta with what it sweeps and needs), `runner` (trains or reuses
-each run, sweeps, the three experiments), `tables` (every table as a pure
-function of per-seed rows), `report` (the files: CSV, Markdown, figures),
-`__main__` (the command line).
+each run, archives it), `designs` (the experiments: which runs on which
+seeds, sweeps), `tables` (every table as a pure function of per-seed rows),
+`report` (the files: CSV, Markdown), `plots` (the figures), `__main__` (the
+command line).
 
 (docs/experiments.md has the variants.) Without `--config` the runs use the
 synthetic dataset (or `--dataset=texture_mosaic`) sized by

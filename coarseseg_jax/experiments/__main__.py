@@ -4,7 +4,7 @@ the package docstring says what they are).
 Flags choose the experiment, its config (default: the synthetic dataset, or
 `--dataset=texture_mosaic`, at the FULL setup's sizes),
 seeds, grids and where runs and tables go; `main` sets up the persistent
-compilation cache, checks the flags and runs `runner.run_<experiment>` once
+compilation cache, checks the flags and runs `designs.run_<experiment>` once
 per validation-label variant, and writes `<out>/<dataset>_<experiment>_
 runs.json` after every run (every run's command, status and time, and
 `finished` once the call ends; the records of earlier calls, finished or
@@ -27,6 +27,7 @@ from coarseseg_jax import cli
 from coarseseg_jax import filesystem
 from coarseseg_jax import host
 from coarseseg_jax import writers
+from coarseseg_jax.experiments import designs
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
@@ -247,17 +248,17 @@ def _run(experiment: str) -> None:
         on_record=lambda own: write_runs(records + own))
     out = os.path.join(_OUT.value, tag + suffix)
     if experiment == "main":
-      rows[labels], seeds = runner_lib.run_main_until(
+      rows[labels], seeds = designs.run_main_until(
           runner, setup, seeds, select, out, _SELECT.value, names,
           _MARGIN.value, _CI_TARGET.value, max_seeds, widths, passes.append)
     elif experiment == "budget":
-      runner_lib.run_budget(runner, setup, seeds, out, _SELECT.value, names)
+      designs.run_budget(runner, setup, seeds, out, _SELECT.value, names)
     elif experiment == "coarseness":
-      runner_lib.run_coarseness(
+      designs.run_coarseness(
           runner, setup, seeds, out, setup.coarseness_lambda
           if _LAMBDA.value is None else _LAMBDA.value, _MARGIN.value)
     else:
-      runner_lib.run_similarity(runner, setup, seeds, out, _SELECT.value,
+      designs.run_similarity(runner, setup, seeds, out, _SELECT.value,
                                 options, _MARGIN.value)
     records += runner.records
   bar.close()

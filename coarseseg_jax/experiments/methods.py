@@ -127,7 +127,7 @@ SIMILARITY_OPTIONS: Dict[str, Delta] = {
 }
 
 
-# The budget experiment (`runner.run_budget`): these methods (default), each
+# The budget experiment (`designs.run_budget`): these methods (default), each
 # at every epoch budget of `Setup.budgets` on selection seeds, every run with
 # a learning rate that decays to 0 at its own last step (`train.lr_schedule`
 # warmup_cosine, without warmup).

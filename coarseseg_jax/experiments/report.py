@@ -1,10 +1,9 @@
 """The experiments' files: tables as CSV and Markdown with their notes, and
-figures (`coarseseg_jax.experiments.runner` calls the `write_*`).
+figures (`coarseseg_jax.experiments.designs` calls the `write_*`).
 
 The numbers come from `tables` (pure functions of the per-seed rows); this
-module formats them, says how each was made (data, model, machine, how a
-sweep chose) and draws the prediction and coarseness figures from each run's
-figures/samples.npz. Nothing here runs a model.
+module formats them and says how each was made (data, model, machine, how a
+sweep chose); `plots` draws the figures. Nothing here runs a model.
 """
 
 import collections
@@ -15,15 +14,11 @@ from typing import Dict, List, Sequence, Tuple
 import ml_collections
 import numpy as np
 
-from coarseseg_jax import figures
 from coarseseg_jax import filesystem
 from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import plots
 from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
-
-LABELS = {"accuracy": "pixel accuracy", "boundary_recall": "boundary recall",
-          "boundary_f1": "boundary F1", "asa": "ASA", "miou": "mIoU"}
-
 
 def _fmt(mean, std) -> str:
   if not np.isfinite(mean):
@@ -45,7 +40,7 @@ def markdown_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]],
                    metrics: Sequence[str] = tables.METRICS) -> str:
   """Mean ± std per metric, after the `first` (key, title) columns."""
   return _table([t for _, t in first] + ["seeds"]
-                + [LABELS.get(m, m) for m in metrics],
+                + [tables.METRIC_NAMES.get(m, m) for m in metrics],
                 [[str(r[k]) for k, _ in first] + [str(r["n_seeds"])]
                  + [_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metrics]
                  for r in rows])
@@ -60,7 +55,7 @@ def comparison_table(rows: Sequence[dict], first: Sequence[Tuple[str, str]]
                                "p paired", "p Holm", "p Welch",
                                "TOST p (Holm)", "reading"],
       [[str(r[k]) for k, _ in first] + [
-          LABELS.get(r["metric"], r["metric"]), num(r["mean"]),
+          tables.METRIC_NAMES.get(r["metric"], r["metric"]), num(r["mean"]),
           num(r["reference_mean"]), num(r["mean_diff"], "+.4f"),
           _fmt_p(r["p_paired"]), _fmt_p(r["p_paired_holm"]),
           _fmt_p(r["p_welch"]), _fmt_p(r["p_tost_holm"]), r["verdict"]]
@@ -142,7 +137,7 @@ def setup_note(base, seeds: Sequence[int], tag: str,
 
 def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
                ) -> str:
-  """How each sweep chose (`runner.sweep`'s infos), widening included."""
+  """How each sweep chose (`designs.sweep`'s infos), widening included."""
   parts = []
   for i in infos:
     name = {"lmbda": "lambda"}.get(i["key"], i["key"])
@@ -159,36 +154,6 @@ def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
     parts.append(text)
   return (" " + "; ".join(parts) + ". Reported runs never use a selection "
           "seed.") if parts else ""
-
-
-def _samples(workdir: str, k: int) -> List[dict]:
-  path = filesystem.path(workdir) / "figures" / "samples.npz"
-  return figures.load_sample_arrays(path)[:k] if path.exists() else []
-
-
-def predictions_figure(path, columns: Sequence[Tuple[str, List[dict]]],
-                       num_classes: int) -> None:
-  """Per test image: image, coarse and fine label, each column's prediction.
-
-  `columns`: (title, samples of a run); the image and labels drawn are the
-  first column's (a coarse-label run's).
-  """
-  ref = columns[0][1]
-  titles = ["image", "coarse label", "fine label"] + [t for t, _ in columns]
-  fig = figures.Figure(figsize=(1.9 * len(titles), 2.0 * len(ref) + .4))
-  axes = fig.subplots(len(ref), len(titles), squeeze=False)
-  for i, row in enumerate(axes):
-    h, w = int(ref[i]["height"]), int(ref[i]["width"])
-    colour = lambda x: figures.colorize(x[:h, :w], num_classes)
-    panels = [ref[i]["image"][:h, :w], colour(ref[i]["label"]),
-              colour(ref[i]["label_fine"])] + [
-                  colour(s[i]["pred"]) for _, s in columns]
-    for ax, title, img in zip(row, titles, panels):
-      ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
-      ax.axis("off")
-      ax.set_title(title if i == 0 else "", fontsize=8)
-  fig.tight_layout()
-  figures.save_figure(fig, path)
 
 
 def _write_tables(out: str, name: str, rows, comps, first, comp_first,
@@ -235,11 +200,11 @@ def write_main(out: str, base: ml_collections.ConfigDict,
                                             ("param", "params")],
                 [("method", "a"), ("reference", "b")], note, margin)
   ref = methods.REFERENCE
-  columns = [(m, _samples(w, setup.figure_images))
+  columns = [(m, plots.samples(w, setup.figure_images))
              for m, w in figure_workdirs.items()]
   columns = sorted([c for c in columns if c[1]], key=lambda c: c[0] != ref)
   if columns:
-    predictions_figure(f"{out}_coarse_predictions.png", columns,
+    plots.predictions_figure(f"{out}_coarse_predictions.png", columns,
                        base.model.num_classes)
 
 
@@ -259,28 +224,6 @@ def write_validation_cost(out: str, fine: List[dict], coarse: List[dict],
           "figures on fine labels, paired by seed.\n"))
 
 
-def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
-                      num_seeds: int) -> None:
-  """Test boundary recall and accuracy (mean ± std) against the kernel size.
-
-  `rows`: `summary_rows` with keys method ('hcfcn' | 'hcfcn_slic') and kernel.
-  """
-  fig = figures.Figure(figsize=(10, 3.8))
-  for ax, metric in zip(fig.subplots(1, 2), ("boundary_recall", "accuracy")):
-    for method in ("hcfcn", "hcfcn_slic"):
-      sel = [r for r in rows if r["method"] == method]
-      ax.errorbar([r["kernel"] for r in sel],
-                  [r[f"{metric}_mean"] for r in sel],
-                  yerr=np.nan_to_num([r[f"{metric}_std"] for r in sel]),
-                  marker="o", capsize=3, label=method)
-    ax.set(xlabel="erosion kernel of the coarse labels (px)",
-           ylabel=f"test {LABELS[metric]}", xticks=list(kernels))
-    ax.legend()
-  fig.suptitle(f"mean ± std over {num_seeds} seeds")
-  fig.tight_layout()
-  figures.save_figure(fig, path)
-
-
 def write_coarseness(out: str, base: ml_collections.ConfigDict,
                      setup: methods.Setup, seed_rows, seeds, lmbda,
                      margin: float) -> None:
@@ -297,7 +240,7 @@ def write_coarseness(out: str, base: ml_collections.ConfigDict,
                                                 ("kernel", "kernel")],
                 [("kernel", "kernel"), ("method", "a"), ("reference", "b")],
                 note, margin)
-  coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels, len(seeds))
+  plots.coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels, len(seeds))
 
 
 def write_similarity(out: str, base: ml_collections.ConfigDict,
@@ -327,43 +270,10 @@ def write_similarity(out: str, base: ml_collections.ConfigDict,
   return rows
 
 
-def budget_figure(path, rows: Sequence[dict], seed_rows: Sequence[dict],
-                  chosen: int) -> None:
-  """Validation accuracy and boundary recall (mean ± std over seeds, each
-  seed a dot) against the epoch budget per method; the chosen budget dashed.
-
-  `rows`: `tables.budget_tables`' summary; `seed_rows`: its seed rows.
-  """
-  fig = figures.Figure(figsize=(10, 3.8))
-  budgets = sorted({r["epochs"] for r in rows})
-  for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "boundary_recall")):
-    for method in dict.fromkeys(r["method"] for r in rows):
-      sel = [r for r in rows if r["method"] == method]
-      line = ax.errorbar([r["epochs"] for r in sel],
-                         [r[f"{metric}_mean"] for r in sel],
-                         yerr=np.nan_to_num([r[f"{metric}_std"] for r in sel]),
-                         marker="o", capsize=3, label=method)
-      own = [r for r in seed_rows if r["method"] == method]
-      ax.scatter([r["epochs"] for r in own],
-                 [r[f"validation_{metric}"] for r in own], s=8, alpha=0.4,
-                 color=line[0].get_color())
-    ax.axvline(chosen, color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel="epochs (each run's cosine schedule ends there)",
-           ylabel=f"validation {LABELS[metric]}", xscale="log",
-           xticks=budgets)
-    ax.set_xticklabels([str(b) for b in budgets])
-    ax.minorticks_off()
-    ax.legend()
-  fig.suptitle(f"selected checkpoint, {len({r['seed'] for r in seed_rows})} "
-               f"selection seeds; chosen budget {chosen} epochs (dashed)")
-  fig.tight_layout()
-  figures.save_figure(fig, path)
-
-
 def budget_rule(metric: str, tolerance: float) -> str:
   """The rule `tables.budget_tables` chooses the budget by, in words."""
   return (f"The chosen budget is the smallest one beyond which mean "
-          f"validation {LABELS.get(metric, metric)} gains less than "
+          f"validation {tables.METRIC_NAMES.get(metric, metric)} gains less than "
           f"{tolerance:g}: per method, the smallest budget that no larger "
           f"budget's mean (over the selection seeds) exceeds by {tolerance:g} "
           "or more; then the largest of the methods' budgets, so that every "
@@ -382,9 +292,9 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
                                                   tolerance)
   tables.write_csv(f"{out}_budget.csv", rows, tables.BUDGET_COLUMNS)
   num = lambda x, f="+.4f": "-" if not np.isfinite(x) else f"{x:{f}}"
-  head = ["method", "epochs", "seeds", LABELS[metric] + " (validation)",
+  head = ["method", "epochs", "seeds", tables.METRIC_NAMES[metric] + " (validation)",
           "gain over the previous budget", "largest later gain"] + [
-              LABELS[m] for m in tables.METRICS if m != metric] + [
+              tables.METRIC_NAMES[m] for m in tables.METRICS if m != metric] + [
                   "selected step"]
   body = [[r["method"] + " (converged)" * r["converged"], str(r["epochs"]),
            str(r["n_seeds"]), _fmt(r[f"{metric}_mean"], r[f"{metric}_std"]),
@@ -414,5 +324,5 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
                              seed_rows, epochs=False))
   filesystem.write_bytes(f"{out}_budget.md",
                          _table(head, body) + "\n" + note + "\n")
-  budget_figure(f"{out}_budget.png", rows, seed_rows, chosen)
+  plots.budget_figure(f"{out}_budget.png", rows, seed_rows, chosen)
   return chosen

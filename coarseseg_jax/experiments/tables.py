@@ -28,6 +28,10 @@ DIAGNOSTICS = tuple(d for d in evaluate.DIAGNOSTICS
                     if not d.endswith("parent_share"))
 STATS = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
 TESTED = ("boundary_recall", "accuracy")  # Metrics of the comparisons.
+# How the tables and figures name the metrics.
+METRIC_NAMES = {"accuracy": "pixel accuracy",
+                "boundary_recall": "boundary recall",
+                "boundary_f1": "boundary F1", "asa": "ASA", "miou": "mIoU"}
 KEYS = ("option", "kernel", "lmbda", "kappa")  # Swept values of a run.
 # Every test metric of results.json (means over images; mIoU of the split).
 TEST_METRICS = tuple(evaluate.PER_IMAGE_METRICS) + ("miou_dataset",)
