@@ -1,6 +1,7 @@
 """The experiments' figures: each run's test predictions side by side, the
 coarseness sweep's curves and the budget grid's curves (`report` writes
-them beside their tables). Pure drawing: rows and samples in, a PNG out.
+them beside their tables). Drawing only: rows and a run's saved test
+samples in, a PNG out; the numbers come from `tables`.
 """
 
 from typing import List, Sequence, Tuple
@@ -13,6 +14,7 @@ from coarseseg_jax.experiments import tables
 
 
 def samples(workdir: str, k: int) -> List[dict]:
+  """The first `k` test samples a run saved (figures/samples.npz), or []."""
   path = filesystem.path(workdir) / "figures" / "samples.npz"
   return figures.load_sample_arrays(path)[:k] if path.exists() else []
 

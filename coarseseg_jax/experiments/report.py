@@ -20,6 +20,7 @@ from coarseseg_jax.experiments import plots
 from coarseseg_jax.experiments import stats
 from coarseseg_jax.experiments import tables
 
+
 def _fmt(mean, std) -> str:
   if not np.isfinite(mean):
     return "-"
