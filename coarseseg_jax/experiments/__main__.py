@@ -259,7 +259,7 @@ def _run(experiment: str) -> None:
           if _LAMBDA.value is None else _LAMBDA.value, _MARGIN.value)
     else:
       designs.run_similarity(runner, setup, seeds, out, _SELECT.value,
-                                options, _MARGIN.value)
+                             options, _MARGIN.value)
     records += runner.records
   bar.close()
   if len(rows) == 2:

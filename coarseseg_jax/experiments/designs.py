@@ -23,9 +23,9 @@ from coarseseg_jax.experiments import tables
 log = logging.getLogger("coarseseg_jax.experiments")
 
 
-def sweep(runner: runner_lib.Runner, method: str, key: str, grid: Sequence[float],
-          select_seeds: Sequence[int], seeds: Sequence[int], metric: str,
-          widen_limit: int = 0):
+def sweep(runner: runner_lib.Runner, method: str, key: str,
+          grid: Sequence[float], select_seeds: Sequence[int],
+          seeds: Sequence[int], metric: str, widen_limit: int = 0):
   """Chooses `method`'s `key` from `grid` on the selection seeds.
 
   Each value is trained on every selection seed and scored by the mean
@@ -68,8 +68,9 @@ def sweep(runner: runner_lib.Runner, method: str, key: str, grid: Sequence[float
           sorted(rows, key=lambda r: (r["value"], r["seed"])), info)
 
 
-def run_main(runner: runner_lib.Runner, setup: methods.Setup, seeds: Sequence[int],
-             select_seeds: Sequence[int], out: str, metric: str,
+def run_main(runner: runner_lib.Runner, setup: methods.Setup,
+             seeds: Sequence[int], select_seeds: Sequence[int], out: str,
+             metric: str,
              names: Sequence[str] = methods.MAIN_METHODS,
              margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """Trains (or reuses) every run of the main table; writes its files;
@@ -134,8 +135,8 @@ def run_main_until(runner: runner_lib.Runner, setup: methods.Setup,
     seeds = methods.report_seeds(len(seeds) + 1)
 
 
-def run_coarseness(runner: runner_lib.Runner, setup: methods.Setup, seeds: Sequence[int],
-                   out: str, lmbda: float,
+def run_coarseness(runner: runner_lib.Runner, setup: methods.Setup,
+                   seeds: Sequence[int], out: str, lmbda: float,
                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """hcfcn and hcfcn_slic at every erosion kernel; writes its files."""
   labels = runner.base.data.validation_labels
@@ -151,8 +152,8 @@ def run_coarseness(runner: runner_lib.Runner, setup: methods.Setup, seeds: Seque
   return rows
 
 
-def run_similarity(runner: runner_lib.Runner, setup: methods.Setup, seeds: Sequence[int],
-                   out: str, metric: str,
+def run_similarity(runner: runner_lib.Runner, setup: methods.Setup,
+                   seeds: Sequence[int], out: str, metric: str,
                    options: Sequence[str] = tuple(methods.SIMILARITY_OPTIONS),
                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """hcfcn_slic with each similarity option on selection seeds; the table
@@ -169,8 +170,8 @@ def run_similarity(runner: runner_lib.Runner, setup: methods.Setup, seeds: Seque
                                  metric, margin)
 
 
-def run_budget(runner: runner_lib.Runner, setup: methods.Setup, seeds: Sequence[int],
-               out: str, metric: str,
+def run_budget(runner: runner_lib.Runner, setup: methods.Setup,
+               seeds: Sequence[int], out: str, metric: str,
                names: Sequence[str] = methods.BUDGET_METHODS) -> int:
   """Each method at each budget of `setup.budgets` on the selection seeds
   `seeds` (`methods.BUDGET_DELTA`: a cosine schedule ending at each run's
