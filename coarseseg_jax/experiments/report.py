@@ -241,7 +241,8 @@ def write_coarseness(out: str, base: ml_collections.ConfigDict,
                                                 ("kernel", "kernel")],
                 [("kernel", "kernel"), ("method", "a"), ("reference", "b")],
                 note, margin)
-  plots.coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels, len(seeds))
+  plots.coarseness_figure(f"{out}_coarseness.png", rows, setup.kernels,
+                          len(seeds))
 
 
 def write_similarity(out: str, base: ml_collections.ConfigDict,
@@ -273,12 +274,12 @@ def write_similarity(out: str, base: ml_collections.ConfigDict,
 
 def budget_rule(metric: str, tolerance: float) -> str:
   """The rule `tables.budget_tables` chooses the budget by, in words."""
+  name = tables.METRIC_NAMES.get(metric, metric)
   return (f"The chosen budget is the smallest one beyond which mean "
-          f"validation {tables.METRIC_NAMES.get(metric, metric)} gains less than "
-          f"{tolerance:g}: per method, the smallest budget that no larger "
-          f"budget's mean (over the selection seeds) exceeds by {tolerance:g} "
-          "or more; then the largest of the methods' budgets, so that every "
-          "method has stopped gaining by it.")
+          f"validation {name} gains less than {tolerance:g}: per method, the "
+          f"smallest budget that no larger budget's mean (over the selection "
+          f"seeds) exceeds by {tolerance:g} or more; then the largest of the "
+          "methods' budgets, so that every method has stopped gaining by it.")
 
 
 def write_budget(out: str, base: ml_collections.ConfigDict,
@@ -293,9 +294,10 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
                                                   tolerance)
   tables.write_csv(f"{out}_budget.csv", rows, tables.BUDGET_COLUMNS)
   num = lambda x, f="+.4f": "-" if not np.isfinite(x) else f"{x:{f}}"
-  head = ["method", "epochs", "seeds", tables.METRIC_NAMES[metric] + " (validation)",
+  names = tables.METRIC_NAMES
+  head = ["method", "epochs", "seeds", names[metric] + " (validation)",
           "gain over the previous budget", "largest later gain"] + [
-              tables.METRIC_NAMES[m] for m in tables.METRICS if m != metric] + [
+              names[m] for m in tables.METRICS if m != metric] + [
                   "selected step"]
   body = [[r["method"] + " (converged)" * r["converged"], str(r["epochs"]),
            str(r["n_seeds"]), _fmt(r[f"{metric}_mean"], r[f"{metric}_std"]),
