@@ -989,7 +989,7 @@ def test_budget_tables_from_seed_rows(tmp_path):
   assert [(r["method"], r["epochs"]) for r in summary] == [
       (m, e) for m in ("fcn", "hcfcn_slic") for e in (25, 50, 100)]
   fcn = summary[:3]
-  assert [r["converged"] for r in fcn] == [0, 1, 0]
+  assert [r["chosen"] for r in fcn] == [0, 1, 0]
   assert fcn[1]["gain"] == pytest.approx(0.70 - 0.61)
   assert math.isnan(fcn[0]["gain"]) and math.isnan(fcn[2]["later_gain"])
   assert fcn[1]["later_gain"] == pytest.approx(0.0075)
@@ -1022,6 +1022,10 @@ def test_budget_report_names_each_methods_budget_and_fixed_values(tmp_path):
   assert "Per method: hcfcn 2, hcfcn_slic 1." in markdown
   assert "**Chosen budget: 2 epochs.**" in markdown
   assert "largest budget run" in markdown  # 2 is the last budget: an edge.
+  # Only a choice that a larger budget backs is called converged.
+  assert "| hcfcn_slic (converged) | 1 |" in markdown
+  assert "| hcfcn (chosen, convergence not shown) | 2 |" in markdown
+  assert markdown.count("(converged)") == 1
   assert "Fixed: hcfcn_slic lambda 0.05." in markdown
   assert "VALIDATION" in markdown and " epochs, batch" not in markdown
   header, table = _csv(tmp_path / "synthetic_budget.csv")

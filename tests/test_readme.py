@@ -613,8 +613,8 @@ def _check_budget(out: str, dataset: str, root: str, rerun) -> None:
   rows = _csv(f"{out}_budget.csv")
   assert [(r["method"], int(r["epochs"])) for r in rows] == [
       ("hcfcn", e) for e in budgets]
-  assert [r["converged"] for r in rows].count("1") == 1
-  chosen = [int(r["epochs"]) for r in rows if r["converged"] == "1"][0]
+  assert [r["chosen"] for r in rows].count("1") == 1
+  chosen = [int(r["epochs"]) for r in rows if r["chosen"] == "1"][0]
   seed_rows = tables.read_seeds(f"{out}_budget_seeds.csv")
   assert {r["seed"] for r in seed_rows} == {methods.SELECTION_SEED}
   assert not any(k.startswith("test_") for k in seed_rows[0])

@@ -299,7 +299,13 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
           "gain over the previous budget", "largest later gain"] + [
               names[m] for m in tables.METRICS if m != metric] + [
                   "selected step"]
-  body = [[r["method"] + " (converged)" * r["converged"], str(r["epochs"]),
+  largest = {m: max(r["epochs"] for r in rows if r["method"] == m)
+             for m in per_method}
+  # "converged" only where a larger budget shows the gain has stopped.
+  mark = lambda r: "" if not r["chosen"] else (
+      " (converged)" if r["epochs"] < largest[r["method"]]
+      else " (chosen, convergence not shown)")
+  body = [[r["method"] + mark(r), str(r["epochs"]),
            str(r["n_seeds"]), _fmt(r[f"{metric}_mean"], r[f"{metric}_std"]),
            num(r["gain"]), num(r["later_gain"])] + [
                _fmt(r[f"{m}_mean"], r[f"{m}_std"])

@@ -42,7 +42,7 @@ _INTS = ("seed", "epochs")  # Integer columns.
 # validation metric is this much (absolute) above its own (`chosen_budget`).
 BUDGET_TOLERANCE = 0.01
 BUDGET_COLUMNS = (["method", "epochs", "n_seeds", "gain", "later_gain",
-                   "converged", "selected_step_mean"]
+                   "chosen", "selected_step_mean"]
                   + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
 COMPARISON_COLUMNS = [
     "metric", "n_pairs", "mean", "reference_mean", "mean_diff", "ci_low",
@@ -251,7 +251,7 @@ def budget_tables(rows: Sequence[dict], metric: str = "accuracy",
   (ascending), `BUDGET_COLUMNS`: validation mean / sample std over seeds,
   `gain` (the mean `metric` minus the previous budget's; NaN at the first),
   `later_gain` (the largest later budget's mean minus this one; NaN at the
-  last), `converged` (1 at the method's `chosen_budget`) and the mean
+  last), `chosen` (1 at the method's `chosen_budget`) and the mean
   selected step. The chosen budget: the largest of the methods' (each
   method has stopped gaining by it).
   """
@@ -272,7 +272,7 @@ def budget_tables(rows: Sequence[dict], metric: str = "accuracy",
                      if i else math.nan)
       row["later_gain"] = float(np.nanmax(later)) if later and any(
           math.isfinite(v) for v in later) else math.nan
-      row["converged"] = int(row["epochs"] == chosen[method])
+      row["chosen"] = int(row["epochs"] == chosen[method])
       finite = [s for s in steps[(method, row["epochs"])] if math.isfinite(s)]
       row["selected_step_mean"] = (float(np.mean(finite)) if finite
                                    else math.nan)
