@@ -9,7 +9,8 @@ a config delta with what it sweeps and needs), `runner` (trains or reuses
 each run, archives it), `designs` (the experiments: which runs on which
 seeds, sweeps), `tables` (every table as a pure function of per-seed rows),
 `report` (the files: CSV, Markdown), `plots` (the figures), `__main__` (the
-command line).
+command line), `chain` (results/convergence/commands.sh's steps between
+experiments: the budget a grid chose, reusing its runs in the main sweep).
 
 (docs/experiments.md has the variants.) Without `--config` the runs use the
 synthetic dataset (or `--dataset=texture_mosaic`) sized by

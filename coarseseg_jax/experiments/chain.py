@@ -1,0 +1,122 @@
+r"""The steps of results/convergence/commands.sh between its experiments.
+
+  python -m coarseseg_jax.experiments.chain chosen-budget SEEDS_CSV
+  python -m coarseseg_jax.experiments.chain reuse-sweep-runs ARCHIVE \
+      DATASET BUDGET
+  python -m coarseseg_jax.experiments.chain num-seeds RUNS_JSON
+
+`chosen-budget` prints the budget a grid's seed rows choose and the largest
+budget they hold; `reuse-sweep-runs` copies the grid's `hcfcn_slic` runs at
+a budget into the main experiment's sweep at that budget where their config
+is the sweep's, key for key; `num-seeds` prints how many reported seeds a
+main experiment's runs file used. A missing or unreadable file is one line
+naming it.
+"""
+
+import json
+import os
+import shutil
+import sys
+from typing import List, Sequence, Tuple
+
+from coarseseg_jax import config_validation
+from coarseseg_jax import workdir
+from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import tables
+
+_REUSED = "hcfcn_slic"  # The one method both the grid and the sweep run.
+
+
+def chosen_budget(seeds_csv: str) -> Tuple[int, int]:
+  """(the budget the grid's rule chooses, the largest budget run), in
+  epochs, from a `<dataset>_budget_seeds.csv`."""
+  rows = tables.read_seeds(seeds_csv)
+  return tables.budget_tables(rows)[2], max(r["epochs"] for r in rows)
+
+
+def sweep_config(dataset: str, budget: int, seed: int) -> dict:
+  """The resolved config (as `workdir.config_as_json`) the main experiment
+  with --num_epochs=budget --cosine gives its `hcfcn_slic` sweep run at the
+  grid's fixed lambda and `seed`."""
+  base = config_validation.resolve(methods.generated_base(
+      dataset, num_epochs=budget, cosine=True)[0]).config  # As the CLI does.
+  params = methods.budget_params(_REUSED, methods.FULL)
+  return workdir.config_as_json(config_validation.resolve(methods.apply(
+      base, methods.run_delta(_REUSED, params, seed))).config)
+
+
+def reuse_sweep_runs(archive: str, dataset: str, budget: int) -> List[str]:
+  """Copies each finished grid run `<archive>/<dataset>/budget/hcfcn_slic/
+  epochs<budget>_<params>/seed<k>` (k a selection seed) to
+  `<archive>/<dataset>/main_e<budget>_cosine/hcfcn_slic/<params>/seed<k>`
+  where its config.json is `sweep_config`'s, key for key (the data's
+  location aside), so the sweep restores it instead of training it again.
+  A run already there is left alone; a copy lands whole or not at all.
+  Returns one line per grid run found: copied, or why not."""
+  params = methods.budget_params(_REUSED, methods.FULL)
+  grid = os.path.join(archive, dataset, "budget", _REUSED, methods.param_name(
+      {**params, "epochs": budget}))
+  sweep = os.path.join(archive, dataset, f"main_e{budget}_cosine", _REUSED,
+                       methods.param_name(params))
+  lines = []
+  for seed in methods.selection_seeds(methods.FULL.sweep_seeds):
+    src = os.path.join(grid, f"seed{seed}")
+    dst = os.path.join(sweep, f"seed{seed}")
+    if os.path.exists(dst) or not os.path.exists(
+        os.path.join(src, "results.json")):
+      continue
+    want = sweep_config(dataset, budget, seed)
+    with open(os.path.join(src, "config.json")) as f:
+      have = json.load(f)
+    have["data"]["data_dir"] = want["data"]["data_dir"]
+    if have != want:
+      lines.append(f"{src}: another config than the sweep's; not reused")
+      continue
+    partial = dst + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)  # An interrupted copy.
+    shutil.copytree(src, partial)
+    os.rename(partial, dst)
+    lines.append(f"{src} -> {dst}")
+  return lines
+
+
+def num_seeds(runs_json: str) -> int:
+  """How many reported seeds a main experiment's runs file used (its
+  `--ci_target` may have added some)."""
+  with open(runs_json) as f:
+    return len(json.load(f)["seeds"])
+
+
+_USAGE = ("usage: python -m coarseseg_jax.experiments.chain chosen-budget "
+          "SEEDS_CSV | reuse-sweep-runs ARCHIVE DATASET BUDGET | num-seeds "
+          "RUNS_JSON")
+
+
+def main(argv: Sequence[str]) -> int:
+  """The command line (module docstring); 0, or 2 on bad usage, 1 on a
+  missing or unreadable file, with one line on stderr."""
+  commands = {
+      "chosen-budget": (1, lambda a: "%d %d" % chosen_budget(a[0])),
+      "reuse-sweep-runs": (3, lambda a: "\n".join(reuse_sweep_runs(
+          a[0], a[1], int(a[2])))),
+      "num-seeds": (1, lambda a: str(num_seeds(a[0])))}
+  if not argv or argv[0] not in commands or (
+      len(argv) - 1 != commands[argv[0]][0]):
+    print(_USAGE, file=sys.stderr)
+    return 2
+  try:
+    text = commands[argv[0]][1](argv[1:])
+  except (OSError, ValueError) as e:
+    print(f"{argv[0]}: {e}", file=sys.stderr)
+    return 1
+  except KeyError as e:
+    print(f"{argv[0]}: {argv[1]} has no {e} key; is it the file the "
+          "experiment wrote?", file=sys.stderr)
+    return 1
+  if text:
+    print(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

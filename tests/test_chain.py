@@ -1,0 +1,213 @@
+"""results/convergence/commands.sh's steps between experiments
+(coarseseg_jax.experiments.chain)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from coarseseg_jax import config_validation
+from coarseseg_jax import workdir as workdir_lib
+from coarseseg_jax.experiments import chain
+from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import tables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _grid_config(dataset, budget, seed, lmbda=0.05):
+  """The config the budget grid gives its hcfcn_slic run (the grid's own
+  route: its base, the run's delta and `methods.BUDGET_DELTA`)."""
+  grid = config_validation.resolve(methods.generated_base(dataset)[0]).config
+  delta = {**methods.run_delta("hcfcn_slic", {"lmbda": lmbda,
+                                              "epochs": budget}, seed),
+           **methods.BUDGET_DELTA}
+  config = workdir_lib.config_as_json(config_validation.resolve(
+      methods.apply(grid, delta)).config)
+  config["data"]["data_dir"] = "/elsewhere/data"  # Another machine's.
+  return config
+
+
+def _grid_run(archive, dataset, budget, seed, config, finished=True):
+  run = os.path.join(archive, dataset, "budget", "hcfcn_slic",
+                     f"epochs{budget}_lmbda0.05", f"seed{seed}")
+  os.makedirs(run)
+  with open(os.path.join(run, "config.json"), "w") as f:
+    json.dump(config, f)
+  if finished:
+    with open(os.path.join(run, "results.json"), "w") as f:
+      json.dump({"seed": seed}, f)
+  return run
+
+
+def _sweep(archive, dataset, budget, seed):
+  return os.path.join(archive, dataset, f"main_e{budget}_cosine",
+                      "hcfcn_slic", "lmbda0.05", f"seed{seed}")
+
+
+def test_grid_runs_are_copied_into_the_sweep_only_where_configs_agree(
+    tmp_path):
+  archive = str(tmp_path / "archive")
+  seeds = methods.selection_seeds(methods.FULL.sweep_seeds)
+  assert seeds == (100, 101)
+  _grid_run(archive, "synthetic", 50, 100, _grid_config("synthetic", 50, 100))
+  # Seed 101's run holds seed 100's config: not the sweep's seed-101 run.
+  _grid_run(archive, "synthetic", 50, 101, _grid_config("synthetic", 50, 100))
+  lines = chain.reuse_sweep_runs(archive, "synthetic", 50)
+  assert len(lines) == 2 and lines[0].endswith(
+      _sweep(archive, "synthetic", 50, 100))
+  assert "seed101: another config than the sweep's; not reused" in lines[1]
+  copied = _sweep(archive, "synthetic", 50, 100)
+  assert sorted(os.listdir(copied)) == ["config.json", "results.json"]
+  assert not os.path.exists(_sweep(archive, "synthetic", 50, 101))
+  assert not any(p.endswith(".partial") for p in os.listdir(
+      os.path.dirname(copied)))
+  # A second call leaves the copy alone (and reports nothing to do).
+  with open(os.path.join(copied, "results.json"), "w") as f:
+    f.write("{}")
+  assert chain.reuse_sweep_runs(archive, "synthetic", 50) == [
+      lines[1]]
+  with open(os.path.join(copied, "results.json")) as f:
+    assert f.read() == "{}"
+
+
+def test_a_grid_run_of_another_budget_or_unfinished_is_not_reused(tmp_path):
+  archive = str(tmp_path / "archive")
+  # Filed under 50 epochs but trained for 100: another config.
+  _grid_run(archive, "texture_mosaic", 50, 100,
+            _grid_config("texture_mosaic", 100, 100))
+  _grid_run(archive, "texture_mosaic", 50, 101,
+            _grid_config("texture_mosaic", 50, 101), finished=False)
+  lines = chain.reuse_sweep_runs(archive, "texture_mosaic", 50)
+  assert len(lines) == 1 and "seed100: another config" in lines[0]
+  assert not os.path.exists(os.path.dirname(
+      _sweep(archive, "texture_mosaic", 50, 100)))
+
+
+def test_an_interrupted_copy_is_replaced_whole(tmp_path):
+  archive = str(tmp_path / "archive")
+  _grid_run(archive, "synthetic", 25, 100, _grid_config("synthetic", 25, 100))
+  partial = _sweep(archive, "synthetic", 25, 100) + ".partial"
+  os.makedirs(partial)
+  open(os.path.join(partial, "config.json"), "w").close()  # Half-written.
+  assert len(chain.reuse_sweep_runs(archive, "synthetic", 25)) == 1
+  assert not os.path.exists(partial)
+  with open(os.path.join(_sweep(archive, "synthetic", 25, 100),
+                         "config.json")) as f:
+    assert json.load(f)["train"]["num_epochs"] == 25
+
+
+def test_chosen_budget_and_num_seeds_from_the_files(tmp_path):
+  rows = [tables.budget_seed_row(
+      "fcn", {"epochs": epochs}, seed,
+      {"validation": {f"{m}_mean": acc for m in tables.METRICS},
+       "selected_step": 10})
+          for epochs, accs in ((25, (0.60, 0.62)), (50, (0.70, 0.70)),
+                               (100, (0.70, 0.715)))
+          for seed, acc in zip((100, 101), accs)]
+  seeds_csv = str(tmp_path / "synthetic_budget_seeds.csv")
+  tables.write_csv(seeds_csv, rows, list(rows[0]), True)
+  assert chain.chosen_budget(seeds_csv) == (50, 100)
+  runs = tmp_path / "synthetic_main_runs.json"
+  runs.write_text(json.dumps({"seeds": [0, 1, 2, 3, 4, 5, 6]}))
+  assert chain.num_seeds(str(runs)) == 7
+  assert chain.main(["chosen-budget", seeds_csv]) == 0
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["num-seeds", "missing.json"], 1, "num-seeds: [Errno 2]"),
+    (["num-seeds", "{bad}"], 1, "has no 'seeds' key"),
+    (["chosen-budget"], 2, "usage: "),
+    (["budget", "x.csv"], 2, "usage: ")])
+def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, argv, code,
+                               says):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "bad.json").write_text("{}")
+  argv = ["bad.json" if a == "{bad}" else a for a in argv]
+  assert chain.main(argv) == code
+  out, err = capsys.readouterr()
+  assert says in err and len(err.strip().splitlines()) == 1 and not out
+
+
+def test_the_module_runs_as_commands_sh_calls_it(tmp_path):
+  (tmp_path / "runs.json").write_text(json.dumps({"seeds": [0, 1, 2]}))
+  run = lambda *argv: subprocess.run(
+      [sys.executable, "-m", "coarseseg_jax.experiments.chain", *argv],
+      capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+      env={**os.environ, "PYTHONPATH": ROOT}, check=False)
+  proc = run("num-seeds", "runs.json")
+  assert (proc.returncode, proc.stdout) == (0, "3\n"), proc.stderr[-2000:]
+
+
+_FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for Python: logs each call; chosen-budget answers the next line
+# of $ANSWERS ("fail" exits 1), num-seeds answers 7.
+echo "$*" >> "$LOG"
+if [ "$2" = coarseseg_jax.experiments.chain ]; then
+  case "$3" in
+    chosen-budget)
+      answer=$(head -n 1 "$ANSWERS"); sed -i 1d "$ANSWERS"
+      [ "$answer" != fail ] || { echo "chosen-budget: no file" >&2; exit 1; }
+      echo "$answer" ;;
+    num-seeds) echo 7 ;;
+  esac
+fi
+"""
+
+
+def _commands_sh(tmp_path, answers, *datasets):
+  """Runs results/convergence/commands.sh with Python scripted; returns
+  (return code, the calls it made, one line each, as `-m module args`)."""
+  fake = tmp_path / "python"
+  fake.write_text(_FAKE_PYTHON)
+  fake.chmod(0o755)
+  (tmp_path / "answers").write_text("".join(a + "\n" for a in answers))
+  log = tmp_path / "calls.log"
+  proc = subprocess.run(
+      ["bash", os.path.join(ROOT, "results", "convergence", "commands.sh"),
+       *datasets], capture_output=True, text=True, timeout=60, check=False,
+      env={**os.environ, "PYTHON": str(fake), "LOG": str(log),
+           "ANSWERS": str(tmp_path / "answers")})
+  calls = log.read_text().splitlines() if log.exists() else []
+  prefix = "-m coarseseg_jax.experiments --archive=results/archive " \
+           "--out=results/convergence "
+  return proc.returncode, [c.replace(prefix, "experiments ") for c in calls]
+
+
+def test_commands_sh_doubles_the_grid_until_a_larger_budget_shows_the_stop(
+    tmp_path):
+  chain_call = "-m coarseseg_jax.experiments.chain "
+  code, calls = _commands_sh(tmp_path, ["100 100", "100 200"], "synthetic")
+  assert code == 0
+  main = "experiments --experiment=main --dataset=synthetic " \
+         "--num_epochs=100 --cosine"
+  assert calls == [
+      "experiments --experiment=budget --dataset=synthetic "
+      "--budgets=25,50,100",
+      chain_call + "chosen-budget "
+      "results/convergence/synthetic_budget_seeds.csv",
+      "experiments --experiment=budget --dataset=synthetic "
+      "--budgets=25,50,100,200",
+      chain_call + "chosen-budget "
+      "results/convergence/synthetic_budget_seeds.csv",
+      chain_call + "reuse-sweep-runs results/archive synthetic 100",
+      main + " --methods=fcn,hcfcn,hcfcn_slic --seeds=5 --ci_target=0.02 "
+      "--max_seeds=10",
+      chain_call + "num-seeds results/convergence/synthetic_main_runs.json",
+      main + " --seeds=7 --methods=fcn,hcfcn,hcfcn_slic,hcfcn_authors_slic,"
+      "hcfcn_slic_refined_free"]
+
+
+def test_commands_sh_stops_doubling_at_its_cap_and_on_a_failed_step(
+    tmp_path):
+  code, calls = _commands_sh(tmp_path, ["100 100", "200 200", "400 400"],
+                             "texture_mosaic")
+  assert code == 0
+  assert [c.split("--budgets=")[1] for c in calls if "--budgets=" in c] == [
+      "25,50,100", "25,50,100,200", "25,50,100,200,400"]
+  assert "--num_epochs=400 --cosine" in calls[-1]  # The cap is the budget.
+  (tmp_path / "calls.log").unlink()
+  code, calls = _commands_sh(tmp_path, ["fail"], "synthetic", "texture_mosaic")
+  assert code == 1 and len(calls) == 2  # The grid, its failed choice: done.
