@@ -69,7 +69,8 @@ def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
 def budget_figure(path, rows: Sequence[dict], seed_rows: Sequence[dict],
                   chosen: int) -> None:
   """Validation accuracy and boundary recall (mean ± std over seeds, each
-  seed a dot) against the epoch budget per method; the chosen budget dashed.
+  seed a dot) against the epoch budget per method; the chosen budget dashed
+  (the title says where it is the largest run: convergence not shown).
 
   `rows`: `tables.budget_tables`' summary; `seed_rows`: its seed rows.
   """
@@ -93,7 +94,9 @@ def budget_figure(path, rows: Sequence[dict], seed_rows: Sequence[dict],
     ax.set_xticklabels([str(b) for b in budgets])
     ax.minorticks_off()
     ax.legend()
+  edge = "dashed" + ("; the largest run: convergence not shown"
+                     if chosen == budgets[-1] and len(budgets) > 1 else "")
   fig.suptitle(f"selected checkpoint, {len({r['seed'] for r in seed_rows})} "
-               f"selection seeds; chosen budget {chosen} epochs (dashed)")
+               f"selection seeds; chosen budget {chosen} epochs ({edge})")
   fig.tight_layout()
   figures.save_figure(fig, path)
