@@ -1031,3 +1031,23 @@ def test_budget_report_names_each_methods_budget_and_fixed_values(tmp_path):
   header, table = _csv(tmp_path / "synthetic_budget.csv")
   assert header == tables.BUDGET_COLUMNS and len(table) == 4
   _png(tmp_path / "synthetic_budget.png")
+
+
+def test_the_main_note_names_each_rows_departure_from_its_setup():
+  """A row whose method changes the setup the note describes says so (the
+  authors' rows run their constant learning rate, not the budget's
+  cosine); rows that keep it, and keys equal to the base's, say nothing."""
+  base = config_validation.resolve(methods.generated_base(
+      "texture_mosaic", num_epochs=50, cosine=True)[0]).config
+  assert report.departure_note(base, ["fcn", "hcfcn", "hcfcn_slic",
+                                      "hcfcn_slic_refined_free"]) == ""
+  note = report.departure_note(base, ["hcfcn", "hcfcn_authors_slic"])
+  assert note.startswith(" Rows run with another config than that")
+  assert "hcfcn_authors_slic: " in note and "hcfcn, " not in note
+  for part in ("train.lr_schedule constant", "model.width 64",
+               "model.similarity dot", "model.tau 0.07",
+               "train.validation_mode train"):
+    assert part in note
+  assert "stage_blocks" not in note  # (3, 4, 6) is the base's too.
+  both = report.departure_note(base, ["hcfcn_dot", "hcfcn_dot_slic"])
+  assert "hcfcn_dot, hcfcn_dot_slic: " in both and "width" not in both

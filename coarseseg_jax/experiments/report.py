@@ -136,6 +136,41 @@ def setup_note(base, seeds: Sequence[int], tag: str,
           + (" " + cost_note(seed_rows) if seed_rows else ""))
 
 
+# Method keys the main note names elsewhere (the model family by the
+# method's name, train labels in "Trained on ..."), not as departures.
+_NAMED_ELSEWHERE = ("model.name", "data.train_labels", "data.refined_fill")
+
+
+def departure_note(base: ml_collections.ConfigDict,
+                   names: Sequence[str]) -> str:
+  """Where rows depart from the setup `setup_note` describes (`base`): each
+  key of a method's `methods.METHODS` delta whose value is not the base's
+  (e.g. the `_authors` rows' size, similarity and learning rate schedule),
+  methods with the same departures together; '' where none departs."""
+  def value(key):
+    node = base
+    for part in key.split("."):
+      node = node[part]
+    return node
+  same = lambda a, b: (list(a) == list(b) if isinstance(a, (list, tuple))
+                       and isinstance(b, (list, tuple)) else a == b)
+  text = lambda v: (str(tuple(v)) if isinstance(v, (list, tuple))
+                    else f"{v:g}" if isinstance(v, float) else str(v))
+  groups = collections.defaultdict(list)
+  for name in names:
+    delta = methods.METHODS[name].delta
+    parts = tuple(f"{k} {text(v)}" for k, v in delta.items()
+                  if k not in _NAMED_ELSEWHERE and not same(v, value(k)))
+    if parts:
+      groups[parts].append(name)
+  if not groups:
+    return ""
+  return (" Rows run with another config than that (their method's delta, "
+          "`methods.METHODS`): " + "; ".join(
+              ", ".join(ns) + ": " + ", ".join(parts)
+              for parts, ns in groups.items()) + ".")
+
+
 def sweep_note(infos: Sequence[dict], metric: str, seeds: Sequence[int]
                ) -> str:
   """How each sweep chose (`designs.sweep`'s infos), widening included."""
@@ -191,6 +226,7 @@ def write_main(out: str, base: ml_collections.ConfigDict,
                      list(sweep_rows[0]))
   rows, comps = tables.main_tables(seed_rows, margin)
   note = (setup_note(base, seeds, os.path.basename(out), seed_rows)
+          + departure_note(base, [r["method"] for r in rows])
           + " Trained on coarse labels (hcfcn_fine: fine; "
           "hcfcn_slic_refined: the train labels its seed's hcfcn_slic run "
           "refined, `--mode=refine`; hcfcn_slic_refined_free: the free fill "
