@@ -14,8 +14,11 @@ from coarseseg_jax.configs import synthetic
 
 # The entry points, and the experiments' runner, which checks each run's
 # config where it trains it.
+# experiments/chain.py: commands.sh's step that resolves a sweep run's
+# config as the experiments' command line does, to compare it key for key.
 ENTRY_POINTS = {"main.py", "experiments/__main__.py", "experiments/runner.py",
-                "datasets/prepare.py", "refine/figures.py", "quickstart.py"}
+                "experiments/chain.py", "datasets/prepare.py",
+                "refine/figures.py", "quickstart.py"}
 
 
 def test_resolve_completes_a_locked_copy_and_leaves_the_config_alone():
