@@ -427,6 +427,19 @@ def test_bad_selection_and_budget_flags_are_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "wd")
 
 
+def test_budget_methods_are_the_ones_asked_for():
+  """The budget table has no t-tests: --methods=hcfcn_slic runs only it (a
+  second lane beside a chain that runs the others), no reference added."""
+  assert methods.budget_methods(None) == methods.BUDGET_METHODS
+  assert methods.budget_methods(["hcfcn_slic"]) == ("hcfcn_slic",)
+  assert methods.budget_methods(["hcfcn_slic", "fcn"]) == ("fcn",
+                                                           "hcfcn_slic")
+  with pytest.raises(ValueError, match="hcfcn_slic_refined learns from"):
+    methods.budget_methods(["hcfcn_slic", "hcfcn_slic_refined"])
+  with pytest.raises(ValueError, match="Unknown methods"):
+    methods.budget_methods(["hcfnc"])
+
+
 def test_select_methods():
   assert methods.select_methods(None) == methods.MAIN_METHODS
   assert methods.select_methods(["hcfcn_slic", "fcn"]) == (

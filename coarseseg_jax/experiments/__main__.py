@@ -299,17 +299,11 @@ def _ci_limits(names, n: int) -> int:
 
 
 def _budget_methods():
-  """The budget experiment's methods: --methods (in table order) or
-  `methods.BUDGET_METHODS`; those that learn from refined labels are
-  refused (the experiment runs no refine step)."""
-  names = (methods.select_methods(_METHODS.value) if _METHODS.value
-           else methods.BUDGET_METHODS)
-  refined = [m for m in names if methods.METHODS[m].refined_from]
-  if refined:
-    raise app.UsageError(f"--methods: {', '.join(refined)} learns from "
-                         "refined labels; the budget experiment runs no "
-                         "refine step: leave it out.")
-  return names
+  """`methods.budget_methods` of --methods, its ValueError a usage error."""
+  try:
+    return methods.budget_methods(_METHODS.value)
+  except ValueError as e:
+    raise app.UsageError(f"--methods: {e}") from None
 
 
 def _earlier_calls(runs_path: str) -> list:

@@ -369,6 +369,20 @@ def command_line(config_file: str, base_overrides: Mapping[str, Any],
                   + args + [f"--workdir={workdir}"])
 
 
+def budget_methods(names: Optional[Sequence[str]]) -> Tuple[str, ...]:
+  """The budget experiment's methods: `names` in table order, exactly (its
+  table runs no t-tests, so no reference is added), or `BUDGET_METHODS`;
+  ValueError for an unknown one or one that learns from refined labels."""
+  if not names:
+    return BUDGET_METHODS
+  chosen = select_methods(names)
+  refined = [m for m in chosen if METHODS[m].refined_from]
+  if refined:
+    raise ValueError(f"{', '.join(refined)} learns from refined labels; the "
+                     "budget experiment runs no refine step: leave it out.")
+  return tuple(m for m in chosen if m in names)
+
+
 def select_methods(names: Sequence[str]) -> Tuple[str, ...]:
   """The main table's methods among `names` (None: all), in table order.
 
