@@ -67,10 +67,11 @@ def coarseness_figure(path, rows: Sequence[dict], kernels: Sequence[int],
 
 
 def budget_figure(path, rows: Sequence[dict], seed_rows: Sequence[dict],
-                  chosen: int) -> None:
+                  chosen: int, convergence_shown: bool = True) -> None:
   """Validation accuracy and boundary recall (mean ± std over seeds, each
   seed a dot) against the epoch budget per method; the chosen budget dashed
-  (the title says where it is the largest run: convergence not shown).
+  (the title says where `convergence_shown` is False: it is the largest
+  budget run, so no larger one shows the gain has stopped).
 
   `rows`: `tables.budget_tables`' summary; `seed_rows`: its seed rows.
   """
@@ -94,8 +95,8 @@ def budget_figure(path, rows: Sequence[dict], seed_rows: Sequence[dict],
     ax.set_xticklabels([str(b) for b in budgets])
     ax.minorticks_off()
     ax.legend()
-  edge = "dashed" + ("; the largest run: convergence not shown"
-                     if chosen == budgets[-1] and len(budgets) > 1 else "")
+  edge = "dashed" + ("" if convergence_shown
+                     else "; the largest run: convergence not shown")
   fig.suptitle(f"selected checkpoint, {len({r['seed'] for r in seed_rows})} "
                f"selection seeds; chosen budget {chosen} epochs ({edge})")
   fig.tight_layout()

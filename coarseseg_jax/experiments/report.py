@@ -348,9 +348,10 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
                for m in tables.METRICS if m != metric] + [
                    num(r["selected_step_mean"], ".0f")] for r in rows]
   budgets = sorted({r["epochs"] for r in rows})
+  unshown = chosen == budgets[-1] and len(budgets) > 1
   edge = (f" {chosen} epochs is the largest budget run, which meets the "
           "rule by default: convergence is not shown; add larger --budgets."
-          if chosen == budgets[-1] and len(budgets) > 1 else "")
+          if unshown else "")
   name = lambda k: "lambda" if k == "lmbda" else k
   fixed = [f"{m} " + ", ".join(f"{name(k)} {v:g}" for k, v in params.items())
            for m, params in ((m, methods.budget_params(m, setup))
@@ -369,5 +370,6 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
                              seed_rows, epochs=False))
   filesystem.write_bytes(f"{out}_budget.md",
                          _table(head, body) + "\n" + note + "\n")
-  plots.budget_figure(f"{out}_budget.png", rows, seed_rows, chosen)
+  plots.budget_figure(f"{out}_budget.png", rows, seed_rows, chosen,
+                      convergence_shown=not unshown)
   return chosen
