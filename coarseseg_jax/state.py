@@ -215,7 +215,13 @@ class PhaseState:
     best_validation: that validation's whole summary (results.json's
       "validation").
     epoch_losses: training cross-entropies logged in the current epoch.
+    epoch_accuracies: training accuracies logged in the current epoch (of
+      the labelled pixels of the training labels, `step.py`).
     train_loss: the mean training cross-entropy of the last epoch.
+    train_accuracy: the mean training accuracy of the last epoch (whether
+      the model fits its training labels; results.json's
+      "train_accuracy"), or None before an epoch ends after a start or a
+      resume from a checkpoint written before it was kept.
     target_loss: fine-tuning stops once the validation cross-entropy is no
       higher (the last training epoch's `train_loss`).
     finetune_start: the global step fine-tuning started at.
@@ -233,7 +239,9 @@ class PhaseState:
   best_step: Optional[int] = None
   best_validation: Optional[Dict[str, float]] = None
   epoch_losses: List[float] = dataclasses.field(default_factory=list)
+  epoch_accuracies: List[float] = dataclasses.field(default_factory=list)
   train_loss: Optional[float] = None
+  train_accuracy: Optional[float] = None
   target_loss: Optional[float] = None
   finetune_start: Optional[int] = None
   finetune_done: bool = False

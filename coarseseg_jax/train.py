@@ -112,6 +112,7 @@ def _log_scalars(run: _Run, history, *, tic: float, step: int,
   run.writer.write(step, ps.phase, scalars)
   # Cross-entropy only: the validation loss has no regularizer terms.
   ps.epoch_losses.append(scalars["cross_entropy"])
+  ps.epoch_accuracies.append(scalars["accuracy"])
   bar.set_postfix(loss=f"{scalars['loss']:.4f}",
                   img_s=f"{scalars['images_per_second']:.1f}")
   bar.update(len(history))
@@ -146,7 +147,9 @@ def _validate(run: _Run, state, *, step: int, epoch: int,
       f"sample_{i}": figures.panel_strip(s, run.config.model.num_classes)
       for i, s in enumerate(result.samples)})
   ps.train_loss = float(np.mean(ps.epoch_losses[-steps_per_epoch:]))
-  ps.epoch_losses = []
+  if ps.epoch_accuracies:  # Empty: resumed from an older checkpoint's end.
+    ps.train_accuracy = float(np.mean(ps.epoch_accuracies[-steps_per_epoch:]))
+  ps.epoch_losses, ps.epoch_accuracies = [], []
   log.info("%s epoch %d (step %d): validation %s", phase, epoch, step,
            json.dumps({k: round(v, 4) for k, v in summary.items()}))
   metric = summary.get(f"{t.select_metric}_mean")
@@ -291,7 +294,7 @@ def _start_finetune(run: _Run, state, ps: state_lib.PhaseState,
     log.info("finetune target (loss on %s, eval mode): %.4f", d.train_split,
              target)
   ps.phase, ps.target_loss, ps.finetune_start = "finetune", target, num_steps
-  ps.epoch_losses = []
+  ps.epoch_losses, ps.epoch_accuracies = [], []
   return state
 
 
@@ -310,6 +313,8 @@ def _test_and_write(run: _Run, state, ps) -> dict:
              # What the run cost, all its parts (None: not counted).
              "train_seconds": (None if ps.train_seconds is None
                                else round(ps.train_seconds, 1)),
+             # Whether it fits its training labels (the last epoch's).
+             "train_accuracy": ps.train_accuracy,
              "config": config.to_dict()}
   if jax.process_index() == 0:
     root = filesystem.path(run.workdir)

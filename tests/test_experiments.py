@@ -595,9 +595,10 @@ def test_seed_rows_keep_the_machine_that_trained_each_run(tmp_path):
           for s, m in enumerate((a, b, b))]
   rows.append(tables.seed_row("fcn", {}, 3, {"test": {}}))  # Older run.
   assert [r["machine"] for r in rows] == [a, b, b, ""]
-  assert list(rows[0])[-2:] == ["train_seconds", "machine"]
+  assert list(rows[0])[-3:] == ["train_accuracy", "train_seconds", "machine"]
   budget = tables.budget_seed_row("fcn", {"epochs": 5}, 100, {"machine": a})
-  assert list(budget)[-3:] == ["selected_step", "train_seconds", "machine"]
+  assert list(budget)[-4:] == ["selected_step", "train_accuracy",
+                               "train_seconds", "machine"]
   tables.write_csv(tmp_path / "s.csv", rows, list(rows[0]), exact=True)
   assert [r["machine"] for r in tables.read_seeds(tmp_path / "s.csv")] == [
       a, b, b, ""]
@@ -611,7 +612,8 @@ def test_seed_rows_keep_the_machine_that_trained_each_run(tmp_path):
 
 
 def test_seed_rows_keep_what_each_run_cost(tmp_path):
-  results = lambda s: {"test": {}, "train_seconds": s}
+  results = lambda s: {"test": {}, "train_seconds": s,
+                       "train_accuracy": s / 1e4}
   rows = [tables.seed_row("fcn", {}, 0, results(500.0)),
           tables.seed_row("fcn", {}, 1, results(1234.5)),
           tables.seed_row("hcfcn_slic", {"lmbda": 0.05}, 0, results(900.0)),
@@ -620,6 +622,14 @@ def test_seed_rows_keep_what_each_run_cost(tmp_path):
   back = tables.read_seeds(tmp_path / "s.csv")
   assert [r["train_seconds"] for r in back[:3]] == [500.0, 1234.5, 900.0]
   assert math.isnan(back[3]["train_seconds"])
+  # And how well each fits its training labels (NaN: not kept then).
+  assert [r["train_accuracy"] for r in back[:3]] == [0.05, 0.12345, 0.09]
+  assert math.isnan(back[3]["train_accuracy"])
+  assert report.fit_note(back) == (
+      "Training accuracy over a run's last epoch (the labelled pixels of its "
+      "training labels): `fcn` 0.050-0.123 (2 runs); `hcfcn_slic` 0.090 (1 "
+      "run); not kept for 1 run (trained before runs kept it, 2026-12-07).")
+  assert report.fit_note(back[3:]) == ""  # Older tables keep their note.
   assert report.cost_note(back) == (
       "Training time a run (all its parts, on the machines above): `fcn` "
       "500-1,234 s (2 runs); `hcfcn_slic` 900 s (1 run); not counted for 1 "

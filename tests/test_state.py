@@ -1,6 +1,7 @@
 """The train state module: the optimizer's options, the phase state, and the
 class-weighted cross-entropy."""
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -107,6 +108,12 @@ def test_phase_state_versions():
          "train_loss": 1.2, "epoch_losses": []}
   assert state_lib.PhaseState.from_json(old).best_step == 5
   assert state_lib.PhaseState.from_json(None) == state_lib.PhaseState()
+  # Checkpoints written before the training accuracy was kept: unknown
+  # until an epoch ends after the resume.
+  assert state_lib.PhaseState.from_json(old).train_accuracy is None
+  assert state_lib.PhaseState.from_json(old).epoch_accuracies == []
+  kept = dataclasses.replace(ps, epoch_accuracies=[0.5], train_accuracy=0.9)
+  assert state_lib.PhaseState.from_json(kept.to_json()) == kept
   # Checkpoints written before train_seconds: the run's total is unknown.
   assert state_lib.PhaseState.from_json(old).train_seconds is None
   resumed_old = state_lib.PhaseState.from_json(old)

@@ -296,6 +296,9 @@ class TestKillResume:
     records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == list(range(1, 31))  # Each step once, in order.
+    # Whether it fits its labels: the last epoch's (2 steps, each logged).
+    last_epoch = [r["accuracy"] for r in records if r["split"] == "train"][-2:]
+    assert results["train_accuracy"] == pytest.approx(np.mean(last_epoch))
     assert {"slic", "slic_map", "cross_entropy"} <= set(records[0])
     assert [r["step"] for r in records if r["split"] == "validation"] == [
         10, 20, 30]

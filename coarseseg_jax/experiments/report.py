@@ -67,38 +67,62 @@ def machine_note(seed_rows: Sequence[dict]) -> str:
   """The machines that trained a table's runs (their seed rows' `machine`),
   with how many runs each where there are several."""
   counts = collections.Counter(r.get("machine", "") for r in seed_rows)
-  runs = lambda n: f"{n} run" + "s" * (n != 1)
-  parts = [f"{m} ({runs(n)})" if len(counts) > 1 else m
+  parts = [f"{m} ({_runs(n)})" if len(counts) > 1 else m
            for m, n in counts.most_common() if m]
   if counts[""]:
     parts.append(("not recorded" if len(counts) == 1 else
-                  f"not recorded for {runs(counts[''])}")
+                  f"not recorded for {_runs(counts[''])}")
                  + " (trained before runs recorded their machine, "
                  "2026-12-06; the runs file names each call's)")
   return ("Machine: " if len(counts) == 1 else "Machines: ") + "; ".join(
       parts) + "."
 
 
+def _ranges(seed_rows: Sequence[dict], key: str, fmt: str, unit: str = ""):
+  """Per method (in row order), "`m` lo-hi`unit` (n runs)" of the seed
+  rows' finite `key` values formatted with `fmt`; and how many rows have
+  none."""
+  kept = collections.defaultdict(list)
+  for r in seed_rows:
+    value = r.get(key, math.nan)
+    if isinstance(value, float) and math.isfinite(value):
+      kept[r["method"]].append(value)
+  parts = [f"`{m}` {min(v):{fmt}}" + (f"-{max(v):{fmt}}" if len(v) > 1
+                                      else "") + f"{unit} ({_runs(len(v))})"
+           for m, v in kept.items()]
+  return parts, len(seed_rows) - sum(map(len, kept.values()))
+
+
+def _runs(n: int) -> str:
+  return f"{n} run" + "s" * (n != 1)
+
+
 def cost_note(seed_rows: Sequence[dict]) -> str:
   """What a table's runs cost: per method, the range of their seed rows'
   `train_seconds` (training over all of a run's parts) and how many runs
   did not count it."""
-  counted = collections.defaultdict(list)
-  for r in seed_rows:
-    seconds = r.get("train_seconds", math.nan)
-    if isinstance(seconds, float) and math.isfinite(seconds):
-      counted[r["method"]].append(seconds)
-  missing = len(seed_rows) - sum(map(len, counted.values()))
-  runs = lambda n: f"{n} run" + "s" * (n != 1)
-  parts = [f"`{m}` {min(v):,.0f}" + (f"-{max(v):,.0f}" if len(v) > 1 else "")
-           + f" s ({runs(len(v))})" for m, v in counted.items()]
+  parts, missing = _ranges(seed_rows, "train_seconds", ",.0f", " s")
   if missing:
-    parts.append(f"not counted for {runs(missing)}" if parts else
+    parts.append(f"not counted for {_runs(missing)}" if parts else
                  "not counted")
     parts[-1] += (" (trained before 2026-12-07 or resumed from an older "
                   "checkpoint; the runs file has each call's time)")
   return ("Training time a run (all its parts, on the machines above): "
           + "; ".join(parts) + "." if parts else "")
+
+
+def fit_note(seed_rows: Sequence[dict]) -> str:
+  """How well a table's runs fit their training labels: per method, the
+  range of their seed rows' `train_accuracy` (the last epoch's); '' where
+  no run kept it (trained before 2026-12-07)."""
+  parts, missing = _ranges(seed_rows, "train_accuracy", ".3f")
+  if not parts:
+    return ""
+  if missing:
+    parts.append(f"not kept for {_runs(missing)} (trained before runs "
+                 "kept it, 2026-12-07)")
+  return ("Training accuracy over a run's last epoch (the labelled pixels "
+          "of its training labels): " + "; ".join(parts) + ".")
 
 
 def setup_note(base, seeds: Sequence[int], tag: str,
@@ -133,7 +157,8 @@ def setup_note(base, seeds: Sequence[int], tag: str,
           f"{t.batch_size}; seeds {list(seeds)}; checkpoints selected on "
           f"{d.validation_labels} validation labels. "
           + machine_note(seed_rows)
-          + (" " + cost_note(seed_rows) if seed_rows else ""))
+          + "".join(" " + note for note in (cost_note(seed_rows),
+                                             fit_note(seed_rows)) if note))
 
 
 # Method keys the main note names elsewhere (the model family by the

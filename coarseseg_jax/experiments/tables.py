@@ -68,9 +68,12 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
   Columns: method, param (its workdir name), the swept values `KEYS` (''
   where not swept), seed, validation_labels, `validation_<m>` (at the
   checkpoint the run selected) for m in `validation` and `test_<m>` for m
-  in `test` (NaN where results.json has none), then what its training
-  cost (results.json's `train_seconds`, all of the run's parts; NaN where
-  not counted: runs trained before 2026-12-07), last the machine that
+  in `test` (NaN where results.json has none), then how well it fits its
+  training labels (`train_accuracy`: its last epoch's mean training
+  accuracy; NaN where results.json has none: runs trained before it was
+  kept, 2026-12-07), what its training cost (results.json's
+  `train_seconds`, all of the run's parts; NaN where not counted: runs
+  trained before 2026-12-07), last the machine that
   trained it (`host.machine`; '' where results.json does not record it:
   runs trained before 2026-12-06).
   """
@@ -79,7 +82,8 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
   row.update(seed=int(seed), validation_labels=validation_labels)
   for split, names in (("validation", validation), ("test", test)):
     row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
-  seconds = results.get("train_seconds")
+  fit, seconds = results.get("train_accuracy"), results.get("train_seconds")
+  row["train_accuracy"] = math.nan if fit is None else float(fit)
   row["train_seconds"] = math.nan if seconds is None else float(seconds)
   row["machine"] = results.get("machine", "")
   return row
@@ -213,11 +217,12 @@ def budget_seed_row(method: str, params: dict, seed: int, results: dict,
   """A run of the budget experiment as a row of its `_seeds.csv`: the
   `seed_row` columns with validation metrics only (selection runs report no
   test figures), after `param` its epochs, then the step of the checkpoint
-  it selected (NaN if results.json has none), last its cost and
-  machine."""
+  it selected (NaN if results.json has none), last its training accuracy,
+  cost and machine."""
   row = seed_row(method, params, seed, results, validation_labels, test=())
   step = results.get("selected_step")
-  last = {k: row.pop(k) for k in ("train_seconds", "machine")}
+  last = {k: row.pop(k) for k in ("train_accuracy", "train_seconds",
+                                  "machine")}
   return {"method": row.pop("method"), "param": row.pop("param"),
           "epochs": int(params["epochs"]), **row,
           "selected_step": math.nan if step is None else float(step),
