@@ -12,6 +12,10 @@ class ConfigError(Error, ValueError):
   """An invalid configuration value."""
 
 
+class WorkdirInUse(ConfigError):
+  """The workdir's lock is held by a live run (another process)."""
+
+
 class DatasetError(Error):
   """Bad or missing dataset files; the message names the file."""
 

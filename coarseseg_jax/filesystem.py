@@ -10,6 +10,7 @@ holds (config.json, its lock) is `workdir`'s concern.
 
 import json
 import os
+import uuid
 from typing import Any, Union
 
 from etils import epath
@@ -31,10 +32,11 @@ def path(p: PathLike) -> epath.Path:
 
 
 def write_bytes(p: PathLike, data: Union[bytes, str]) -> None:
-  """Writes a whole file atomically: to `<name>.tmp`, then renamed."""
+  """Writes a whole file atomically: to `<name>.<unique>.tmp` (its own, so
+  that processes writing the same file never share one), then renamed."""
   p = path(p)
   p.parent.mkdir(parents=True, exist_ok=True)
-  tmp = p.parent / (p.name + ".tmp")
+  tmp = p.parent / f"{p.name}.{uuid.uuid4().hex[:12]}.tmp"
   if isinstance(data, str):
     tmp.write_text(data)
   else:

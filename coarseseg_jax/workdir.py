@@ -12,8 +12,9 @@ learned.
 
 `WorkdirLock`: while a run trains in a workdir, `lock.json` names it (host,
 pid, start time); a second process is refused at once with one line naming
-the holder, and a lock left by a dead process of the same host is taken over
-with a warning. Created atomically (O_EXCL) on local disks; on gs:// the
+the holder (`errors.WorkdirInUse`; `holder()` says who holds it, for a
+runner that waits instead), and a lock left by a dead process of the same
+host is taken over with a warning. Created atomically (O_EXCL) on local disks; on gs:// the
 lock is written and read back (an object store has no exclusive create), so
 two starts within the same second could both get it there.
 """
@@ -244,14 +245,22 @@ class WorkdirLock:
     return (holder.get("host") == socket.gethostname()
             and not _process_alive(int(holder.get("pid", -1))))
 
+  def holder(self) -> Optional[Dict[str, Any]]:
+    """The live run holding the lock (host, pid, started), or None where
+    there is no lock or its run is gone (an unreadable lock counts as
+    gone, as `acquire` takes it)."""
+    holder = self._read()
+    return None if self._stale(holder) else holder
+
   def acquire(self) -> None:
-    """Takes the lock; one-line ConfigError if a live run holds it."""
+    """Takes the lock; one-line WorkdirInUse (a ConfigError) if a live run
+    holds it."""
     if self._create():
       self.held = True
       return
     holder = self._read()
     if not self._stale(holder):
-      raise errors.ConfigError(
+      raise errors.WorkdirInUse(
           f"{self.workdir} is in use by a run started {holder.get('started')} "
           f"on host {holder.get('host')} (pid {holder.get('pid')}); wait for "
           f"it to finish, or if that process is gone, remove {self.path}.")

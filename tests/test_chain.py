@@ -62,8 +62,7 @@ def test_grid_runs_are_copied_into_the_sweep_only_where_configs_agree(
   copied = _sweep(archive, "synthetic", 50, 100)
   assert sorted(os.listdir(copied)) == ["config.json", "results.json"]
   assert not os.path.exists(_sweep(archive, "synthetic", 50, 101))
-  assert not any(p.endswith(".partial") for p in os.listdir(
-      os.path.dirname(copied)))
+  assert not any(p.endswith(".tmp") for p in os.listdir(copied))
   # A second call leaves the copy alone (and reports nothing to do).
   with open(os.path.join(copied, "results.json"), "w") as f:
     f.write("{}")
@@ -86,17 +85,17 @@ def test_a_grid_run_of_another_budget_or_unfinished_is_not_reused(tmp_path):
       _sweep(archive, "texture_mosaic", 50, 100)))
 
 
-def test_an_interrupted_copy_is_replaced_whole(tmp_path):
+def test_a_copy_stopped_before_its_results_is_made_again(tmp_path):
   archive = str(tmp_path / "archive")
   _grid_run(archive, "synthetic", 25, 100, _grid_config("synthetic", 25, 100))
-  partial = _sweep(archive, "synthetic", 25, 100) + ".partial"
-  os.makedirs(partial)
-  open(os.path.join(partial, "config.json"), "w").close()  # Half-written.
+  dst = _sweep(archive, "synthetic", 25, 100)
+  os.makedirs(dst)
+  open(os.path.join(dst, "config.json"), "w").close()  # No results.json.
   assert len(chain.reuse_sweep_runs(archive, "synthetic", 25)) == 1
-  assert not os.path.exists(partial)
-  with open(os.path.join(_sweep(archive, "synthetic", 25, 100),
-                         "config.json")) as f:
+  with open(os.path.join(dst, "config.json")) as f:
     assert json.load(f)["train"]["num_epochs"] == 25
+  with open(os.path.join(dst, "results.json")) as f:
+    assert json.load(f) == {"seed": 100}
 
 
 def test_chosen_budget_and_num_seeds_from_the_files(tmp_path):
@@ -172,7 +171,7 @@ def _commands_sh(tmp_path, answers, *datasets):
            "ANSWERS": str(tmp_path / "answers")})
   calls = log.read_text().splitlines() if log.exists() else []
   prefix = "-m coarseseg_jax.experiments --archive=results/archive " \
-           "--out=results/convergence "
+           "--out=results/convergence --share "
   return proc.returncode, [c.replace(prefix, "experiments ") for c in calls]
 
 

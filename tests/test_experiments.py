@@ -721,6 +721,9 @@ class FakeRunner:
     return {"validation": {"accuracy_mean": self.score(params, seed)},
             "test": {"accuracy_mean": 0.0}, "name": name}
 
+  def run_many(self, specs):
+    return [self.run(*spec) for spec in specs]
+
 
 def _ci_rows(differences, base=0.7):
   """Seed rows of fcn and hcfcn_slic whose test accuracy differs by

@@ -23,7 +23,9 @@ synthetic dataset (or `--dataset=texture_mosaic`) sized by
 `coarseseg_jax.main` command. A finished run is skipped, an interrupted one
 resumes, a workdir of another config stops the runner; with `--archive=DIR`
 finished runs (config.json, results.json) are kept in DIR too and restored
-from it on another machine. Each experiment writes
+from it on another machine; with `--share` several processes (a core or
+an accelerator each) running the same command take turns at its runs
+(`runner.Runner`). Each experiment writes
 `<dataset>_<experiment>_seeds.csv`, one row per reported run, and its tables
 (`coarseseg_jax.report`: main `<dataset>_coarse*`, `_coarseness*`,
 `_similarity*`, `_budget*`).

@@ -104,6 +104,12 @@ _CI_TARGET = flags.DEFINE_float(
 _MAX_SEEDS = flags.DEFINE_integer(
     "max_seeds", None, "main with --ci_target: at most this many seeds "
     "(default 10).")
+_SHARE = flags.DEFINE_bool(
+    "share", False, "Other processes run this same command on the same "
+    "--workdir_root (a core or an accelerator each): each trains the runs no "
+    "other one trains, and waits for theirs where the design needs them (a "
+    "sweep's choice, a self-training row's teacher). The runs file is the "
+    "record of the process that wrote it last.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (default: "
                                 "the config's, data/).")
 _CACHE = flags.DEFINE_string(
@@ -245,7 +251,7 @@ def _run(experiment: str) -> None:
         os.path.join(_WORKDIR_ROOT.value, tag, root + suffix), config_file,
         v_overrides, bar, _ARCHIVE.value and os.path.join(
             _ARCHIVE.value, tag, root + suffix),
-        on_record=lambda own: write_runs(records + own))
+        on_record=lambda own: write_runs(records + own), share=_SHARE.value)
     out = os.path.join(_OUT.value, tag + suffix)
     if experiment == "main":
       rows[labels], seeds = designs.run_main_until(

@@ -15,13 +15,14 @@ naming it.
 
 import json
 import os
-import shutil
 import sys
 from typing import List, Sequence, Tuple
 
 from coarseseg_jax import config_validation
+from coarseseg_jax import filesystem
 from coarseseg_jax import workdir
 from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import runner
 from coarseseg_jax.experiments import tables
 
 _REUSED = "hcfcn_slic"  # The one method both the grid and the sweep run.
@@ -51,8 +52,11 @@ def reuse_sweep_runs(archive: str, dataset: str, budget: int) -> List[str]:
   `<archive>/<dataset>/main_e<budget>_cosine/hcfcn_slic/<params>/seed<k>`
   where its config.json is `sweep_config`'s, key for key (the data's
   location aside), so the sweep restores it instead of training it again.
-  A run already there is left alone; a copy lands whole or not at all.
-  Returns one line per grid run found: copied, or why not."""
+  A run already there (its results.json) is left alone. Each file is
+  copied whole, results.json last, so a copy stopped part-way is no
+  finished run and is made again; processes copying at once (`--share`
+  lanes) write the same files. Returns one line per grid run found:
+  copied, or why not."""
   params = methods.budget_params(_REUSED, methods.FULL)
   grid = os.path.join(archive, dataset, "budget", _REUSED, methods.param_name(
       {**params, "epochs": budget}))
@@ -62,8 +66,8 @@ def reuse_sweep_runs(archive: str, dataset: str, budget: int) -> List[str]:
   for seed in methods.selection_seeds(methods.FULL.sweep_seeds):
     src = os.path.join(grid, f"seed{seed}")
     dst = os.path.join(sweep, f"seed{seed}")
-    if os.path.exists(dst) or not os.path.exists(
-        os.path.join(src, "results.json")):
+    if os.path.exists(os.path.join(dst, "results.json")) or not (
+        os.path.exists(os.path.join(src, "results.json"))):
       continue
     want = sweep_config(dataset, budget, seed)
     with open(os.path.join(src, "config.json")) as f:
@@ -72,10 +76,9 @@ def reuse_sweep_runs(archive: str, dataset: str, budget: int) -> List[str]:
     if have != want:
       lines.append(f"{src}: another config than the sweep's; not reused")
       continue
-    partial = dst + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)  # An interrupted copy.
-    shutil.copytree(src, partial)
-    os.rename(partial, dst)
+    for name in runner.ARCHIVED_RUN:  # results.json last.
+      filesystem.write_bytes(os.path.join(dst, name), filesystem.path(
+          os.path.join(src, name)).read_bytes())
     lines.append(f"{src} -> {dst}")
   return lines
 

@@ -40,9 +40,12 @@ def sweep(runner: runner_lib.Runner, method: str, key: str,
   grid, added, scores, rows = sorted(float(v) for v in grid), [], {}, []
   best, edge = grid[0], None  # One value: nothing to select, no runs.
   while len(grid) > 1:
-    for value in [v for v in grid if v not in scores]:
-      values = [tables.mean_of(runner.run(method, {key: value}, s),
-                               "validation", metric) for s in select_seeds]
+    new_values = [v for v in grid if v not in scores]
+    ran = iter(runner.run_many([(method, {key: v}, s) for v in new_values
+                                for s in select_seeds]))
+    for value in new_values:
+      values = [tables.mean_of(next(ran), "validation", metric)
+                for _ in select_seeds]
       finite = [v for v in values if np.isfinite(v)]
       scores[value] = float(np.mean(finite)) if finite else -np.inf
       rows += [{"method": method, "param": methods.param_name({key: value}),
@@ -74,7 +77,30 @@ def run_main(runner: runner_lib.Runner, setup: methods.Setup,
              names: Sequence[str] = methods.MAIN_METHODS,
              margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """Trains (or reuses) every run of the main table; writes its files;
-  returns its seed rows (`tables.seed_row`)."""
+  returns its seed rows (`tables.seed_row`). With `runner.share`, a first
+  pass trains the runs no other process trains (waiting only for the
+  sweeps' selection runs, which the choice needs)."""
+  if runner.share:
+    with runner.skipping_busy():
+      _main_runs(runner, setup, seeds, select_seeds, metric, names)
+  chosen, results, sweep_rows, infos = _main_runs(
+      runner, setup, seeds, select_seeds, metric, names)
+  labels = runner.base.data.validation_labels
+  seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
+               for m in names for s, r in zip(seeds, results[m])]
+  figure_workdirs = {m: runner.workdir(m, p, seeds[0])
+                     for m, p in chosen.items()}
+  report.write_main(out, runner.base, setup, figure_workdirs, seed_rows,
+                    sweep_rows, infos, seeds, select_seeds, metric, margin)
+  return seed_rows
+
+
+def _main_runs(runner: runner_lib.Runner, setup: methods.Setup,
+               seeds: Sequence[int], select_seeds: Sequence[int],
+               metric: str, names: Sequence[str]):
+  """The runs of `run_main`, in order: (each method's chosen params, its
+  results a seed (None: another process trains it, within
+  `runner.skipping_busy`), the sweeps' rows, their infos)."""
   chosen, results, sweep_rows, infos = {}, {}, [], []
   for method in names:
     spec = methods.METHODS[method]
@@ -86,20 +112,20 @@ def run_main(runner: runner_lib.Runner, setup: methods.Setup,
       infos.append(info)
       continue
     chosen[method] = {p: chosen[methods.SWEEPER[p]][p] for p in spec.takes}
-    source = spec.refined_from
-    results[method] = [runner.run(method, chosen[method], s, None if (
-        source is None) else {"data.refined_dir": runner_lib.refined_labels(
+    source, results[method] = spec.refined_from, []
+    for s in seeds:
+      extra = None
+      if source is not None:  # Its training labels: a run of `source`'s.
+        refined = runner_lib.refined_labels(
             runner, source, chosen[source], s, labels_needed=not
             runner.finished(method, chosen[method], s),
-            subdir=spec.refined_subdir)}) for s in seeds]
-  labels = runner.base.data.validation_labels
-  seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
-               for m in names for s, r in zip(seeds, results[m])]
-  figure_workdirs = {m: runner.workdir(m, p, seeds[0])
-                     for m, p in chosen.items()}
-  report.write_main(out, runner.base, setup, figure_workdirs, seed_rows,
-                    sweep_rows, infos, seeds, select_seeds, metric, margin)
-  return seed_rows
+            subdir=spec.refined_subdir)
+        if refined is None:  # Its teacher or refining: another process's.
+          results[method].append(None)
+          continue
+        extra = {"data.refined_dir": refined}
+      results[method].append(runner.run(method, chosen[method], s, extra))
+  return chosen, results, sweep_rows, infos
 
 
 def run_main_until(runner: runner_lib.Runner, setup: methods.Setup,
@@ -140,13 +166,13 @@ def run_coarseness(runner: runner_lib.Runner, setup: methods.Setup,
                    margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
   """hcfcn and hcfcn_slic at every erosion kernel; writes its files."""
   labels = runner.base.data.validation_labels
-  rows = []
-  for kernel in setup.kernels:
-    for method, params in (("hcfcn", {"kernel": kernel}),
-                           ("hcfcn_slic", {"kernel": kernel, "lmbda": lmbda})):
-      rows += [tables.seed_row(method, params, s,
-                               runner.run(method, params, s), labels)
-               for s in seeds]
+  specs = [(method, params, s) for kernel in setup.kernels
+           for method, params in (("hcfcn", {"kernel": kernel}),
+                                  ("hcfcn_slic", {"kernel": kernel,
+                                                  "lmbda": lmbda}))
+           for s in seeds]
+  rows = [tables.seed_row(m, p, s, r, labels)
+          for (m, p, s), r in zip(specs, runner.run_many(specs))]
   report.write_coarseness(out, runner.base, setup, rows, seeds, lmbda,
                           margin)
   return rows
@@ -159,13 +185,12 @@ def run_similarity(runner: runner_lib.Runner, setup: methods.Setup,
   """hcfcn_slic with each similarity option on selection seeds; the table
   on validation (no test figure is written)."""
   labels = runner.base.data.validation_labels
-  rows = []
-  for option in options:
-    params = {"option": option, "lmbda": setup.similarity_lambda}
-    rows += [tables.seed_row("hcfcn_slic", params, s,
-                             runner.run("hcfcn_slic", params, s), labels,
-                             tables.METRICS + tables.DIAGNOSTICS, test=())
-             for s in seeds]
+  specs = [("hcfcn_slic", {"option": option,
+                           "lmbda": setup.similarity_lambda}, s)
+           for option in options for s in seeds]
+  rows = [tables.seed_row(m, p, s, r, labels,
+                          tables.METRICS + tables.DIAGNOSTICS, test=())
+          for (m, p, s), r in zip(specs, runner.run_many(specs))]
   return report.write_similarity(out, runner.base, setup, rows, seeds,
                                  metric, margin)
 
@@ -179,13 +204,10 @@ def run_budget(runner: runner_lib.Runner, setup: methods.Setup,
   chosen budget. Runs go cheapest first: every method and seed at a budget
   before the next budget."""
   labels = runner.base.data.validation_labels
-  rows = []
-  for epochs in sorted(setup.budgets):
-    for seed in seeds:
-      for method in names:
-        params = {**methods.budget_params(method, setup), "epochs": epochs}
-        rows.append(tables.budget_seed_row(
-            method, params, seed, runner.run(method, params, seed,
-                                             dict(methods.BUDGET_DELTA)),
-            labels))
+  specs = [(method, {**methods.budget_params(method, setup), "epochs": epochs},
+            seed, dict(methods.BUDGET_DELTA))
+           for epochs in sorted(setup.budgets) for seed in seeds
+           for method in names]
+  rows = [tables.budget_seed_row(m, p, s, r, labels)
+          for (m, p, s, _), r in zip(specs, runner.run_many(specs))]
   return report.write_budget(out, runner.base, setup, rows, seeds, metric)

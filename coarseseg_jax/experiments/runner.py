@@ -13,14 +13,16 @@ it. The experiments that ask for the runs are `designs`'. Each run's
 rerun alone.
 """
 
+import contextlib
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
 
+from coarseseg_jax import errors
 from coarseseg_jax import filesystem
 from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.experiments import methods
@@ -66,17 +68,25 @@ class Runner:
       refine step or retraining's differences), e.g. to write them down
       at once, so that an invocation stopped part-way keeps how its
       finished runs were trained.
+    share: other processes run the same experiment on the same workdirs
+      (`--share`): a run another live process trains (its workdir's lock)
+      is waited for instead of refused; `run_many` and `skipping_busy`
+      first train the runs no one else trains.
+    poll_seconds: how often a wait looks whether the other run is done.
   """
 
   def __init__(self, base, root: str, config_file: str = "configs/synthetic.py",
                base_overrides: Optional[Dict] = None, bar=None,
                archive: Optional[str] = None,
-               on_record: Optional[Callable[[List[dict]], None]] = None):
+               on_record: Optional[Callable[[List[dict]], None]] = None,
+               share: bool = False, poll_seconds: float = 30.0):
     self.base, self.root, self.archive = base, root, archive
     self.config_file, self.base_overrides = config_file, base_overrides or {}
     self.records: List[dict] = []
     self.bar = bar or tqdm.tqdm(disable=True)
     self.on_record = on_record or (lambda records: None)
+    self.share, self.poll_seconds = share, poll_seconds
+    self.skipping = False  # Busy runs: None at once, not waited for.
 
   def record(self, **entry) -> bool:
     """Appends a record (workdir, status, seconds, command, ...); returns
@@ -166,14 +176,51 @@ class Runner:
       self.save(str(workdir))
     marker.unlink()
 
+  @contextlib.contextmanager
+  def skipping_busy(self, skipping: bool = True):
+    """Within it, `run` returns None at once for a run another process
+    trains (with `share`; a first pass over a design's runs), or with
+    `skipping=False` waits for it again."""
+    before, self.skipping = self.skipping, skipping
+    try:
+      yield
+    finally:
+      self.skipping = before
+
+  def run_many(self, specs: Sequence[Tuple]) -> List[dict]:
+    """`run(*spec)` of each spec (method, params, seed[, extra]), in order;
+    all their results (the others' waited for, also within
+    `skipping_busy`). With `share`, the runs no other process trains go
+    first, so that processes sharing them take turns instead of queueing
+    behind each other."""
+    if self.share:
+      with self.skipping_busy():
+        for spec in specs:
+          self.run(*spec)
+    with self.skipping_busy(False):
+      return [self.run(*spec) for spec in specs]
+
+  def wait_for(self, workdir: str) -> None:
+    """Waits while another live process holds `workdir` (its lock)."""
+    lock = workdir_lib.WorkdirLock(workdir)
+    holder = lock.holder()
+    if holder is None:
+      return
+    log.info("waiting for %s: trained by pid %s on %s since %s", workdir,
+             holder.get("pid"), holder.get("host"), holder.get("started"))
+    while lock.holder() is not None:
+      time.sleep(self.poll_seconds)
+
   def run(self, method: str, params: dict, seed: int,
           extra: Optional[methods.Delta] = None, archive: bool = True
-          ) -> dict:
+          ) -> Optional[dict]:
     """results.json of the run, training it first unless it is finished
     (or archived). `extra`: more dotted overrides (a refined method's
     data.refined_dir). `archive=False` (a finished run trained again for its
     checkpoint, whose reported results the archive holds): the archive is
-    neither read nor written."""
+    neither read nor written. With `share`, a run another live process
+    trains is waited for (status "shared" where it was), or within
+    `skipping_busy` is None at once."""
     delta = {**methods.run_delta(method, params, seed), **(extra or {})}
     config = methods.apply(self.base, delta)
     workdir, tic = self.workdir(method, params, seed), time.time()
@@ -187,14 +234,26 @@ class Runner:
     if archive and not results_path.exists() and self.restore(workdir):
       status = "restored"
     resolved = config_validation.resolve(config)  # As training checks it.
-    if results_path.exists():
-      # Refuses another config.
-      workdir_lib.check_config(workdir, resolved.config)
-      results = filesystem.read_json(results_path)
-    else:
-      status = "trained"
-      log.info("training %s\n  = %s", workdir, command)
-      results = train.train_and_evaluate(resolved, workdir)
+    results = None
+    while results is None:
+      if results_path.exists():
+        # Refuses another config.
+        workdir_lib.check_config(workdir, resolved.config)
+        results = filesystem.read_json(results_path)
+        break
+      if self.share and workdir_lib.WorkdirLock(workdir).holder():
+        if self.skipping:
+          return None
+        self.wait_for(workdir)  # Its results, or if it died its checkpoints.
+        status = "shared"
+        continue
+      try:
+        log.info("training %s\n  = %s", workdir, command)
+        results = train.train_and_evaluate(resolved, workdir)
+        status = "trained"
+      except errors.WorkdirInUse:
+        if not self.share:
+          raise  # Taken between the look and the claim: look again.
     if archive and status != "restored":
       self.save(workdir)
     log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
@@ -209,12 +268,15 @@ class Runner:
 
 def refined_labels(runner: Runner, method: str, params: dict, seed: int,
                    labels_needed: bool = True,
-                   subdir: str = methods.REFINED_SUBDIR) -> str:
+                   subdir: str = methods.REFINED_SUBDIR) -> Optional[str]:
   """The train split refined by `method`'s run (`params`, `seed`), written
   into `<its workdir>/<subdir>` unless it is there (`--mode=refine`);
   returns the dir. `labels_needed=False` (the run that learns from them is
   finished): the refine report alone, restored from the archive, will do;
-  otherwise a report without its labels (restored) is refined again."""
+  otherwise a report without its labels (restored) is refined again. The
+  refining holds the dir's lock. With `runner.share`, a teacher another
+  process trains, or its refining there, is waited for; within
+  `skipping_busy` they, or a teacher not finished yet, give None."""
   from coarseseg_jax import config_validation  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.refine import driver as refine_driver  # pylint: disable=g-import-not-at-top
   from coarseseg_jax.datasets import refined as refined_data  # pylint: disable=g-import-not-at-top
@@ -229,18 +291,34 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
       refined_data.report_path(out, split)).exists() and runner.restore(
           out, (report_name,)):
     status = "restored"
-  have = filesystem.path(refined_data.report_path(out, split)).exists() and (
-      not labels_needed or filesystem.path(
+  have = lambda: filesystem.path(refined_data.report_path(
+      out, split)).exists() and (not labels_needed or filesystem.path(
           refined_data.manifest_path(out, split)).exists())
-  if not have:
-    runner.ensure_checkpoint(method, params, seed)
-    status = "refined"
-    log.info("refining %s\n  = %s", source, command)
-    config = methods.apply(runner.base,
-                           methods.run_delta(method, params, seed))
-    report = refine_driver.run(config_validation.resolve(config, "split"),
-                               source, out, split=split)
-    log.info("%s", report["line"])
+  while not have():
+    busy = [d for d in (source, out) if runner.share and
+            workdir_lib.WorkdirLock(d).holder()]  # Its teacher, or refining.
+    if busy or (runner.skipping and not runner.finished(method, params,
+                                                        seed)):
+      if runner.skipping:
+        return None
+      for d in busy:
+        runner.wait_for(d)
+      continue
+    lock = workdir_lib.WorkdirLock(out)
+    try:
+      os.makedirs(out, exist_ok=True)
+      with lock:
+        runner.ensure_checkpoint(method, params, seed)
+        status = "refined"
+        log.info("refining %s\n  = %s", source, command)
+        config = methods.apply(runner.base,
+                               methods.run_delta(method, params, seed))
+        report = refine_driver.run(config_validation.resolve(config, "split"),
+                                   source, out, split=split)
+        log.info("%s", report["line"])
+    except errors.WorkdirInUse:
+      if not runner.share:
+        raise  # Taken between the look and the lock: look again.
   if status != "restored":
     runner.save(out, (report_name,))
   runner.record(workdir=out, status=status,

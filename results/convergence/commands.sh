@@ -8,10 +8,11 @@
 #
 #   bash results/convergence/commands.sh [synthetic] [texture_mosaic]
 #
-# or the two datasets side by side, one core each (about 10 % more runs an
-# hour on 2 cores than one after the other; results/README.md):
+# or on two cores, one process each: both share the runs (`--share`: each
+# trains the runs the other does not, and waits for the other's where a
+# choice needs them), e.g. the two datasets side by side, or one dataset:
 #
-#   taskset -c 0 bash results/convergence/commands.sh texture_mosaic &
+#   taskset -c 0 bash results/convergence/commands.sh synthetic &
 #   taskset -c 1 bash results/convergence/commands.sh synthetic &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +21,8 @@ OUT=results/convergence
 MAX_BUDGET=400  # The grid doubles its largest budget up to this.
 
 experiments() {
-  "$PY" -m coarseseg_jax.experiments --archive=results/archive --out="$OUT" "$@"
+  "$PY" -m coarseseg_jax.experiments --archive=results/archive --out="$OUT" \
+    --share "$@"
 }
 
 chain() {  # The steps between experiments: coarseseg_jax/experiments/chain.py.
