@@ -1057,6 +1057,13 @@ def test_budget_report_names_each_methods_budget_and_fixed_values(tmp_path):
   header, table = _csv(tmp_path / "synthetic_budget.csv")
   assert header == tables.BUDGET_COLUMNS and len(table) == 4
   _png(tmp_path / "synthetic_budget.png")
+  # One budget alone shows no convergence either, and says so.
+  report.write_budget(out, synthetic.get_config(), methods.QUICK,
+                      [r for r in rows if r["epochs"] == 2],
+                      methods.selection_seeds(1), "accuracy")
+  markdown = (tmp_path / "synthetic_budget.md").read_text()
+  assert "**Chosen budget: 2 epochs.** 2 epochs is the largest budget run" in (
+      markdown) and "convergence is not shown" in markdown
 
 
 def test_the_main_note_names_each_rows_departure_from_its_setup():

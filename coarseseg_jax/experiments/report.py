@@ -372,8 +372,7 @@ def write_budget(out: str, base: ml_collections.ConfigDict,
                _fmt(r[f"{m}_mean"], r[f"{m}_std"])
                for m in tables.METRICS if m != metric] + [
                    num(r["selected_step_mean"], ".0f")] for r in rows]
-  budgets = sorted({r["epochs"] for r in rows})
-  unshown = chosen == budgets[-1] and len(budgets) > 1
+  unshown = chosen == max(r["epochs"] for r in rows)  # Also of one budget.
   edge = (f" {chosen} epochs is the largest budget run, which meets the "
           "rule by default: convergence is not shown; add larger --budgets."
           if unshown else "")
