@@ -99,26 +99,39 @@ def test_a_copy_stopped_before_its_results_is_made_again(tmp_path):
 
 
 def test_chosen_budget_and_num_seeds_from_the_files(tmp_path):
-  rows = [tables.budget_seed_row(
-      "fcn", {"epochs": epochs}, seed,
-      {"validation": {f"{m}_mean": acc for m in tables.METRICS},
-       "selected_step": 10})
-          for epochs, accs in ((25, (0.60, 0.62)), (50, (0.70, 0.70)),
-                               (100, (0.70, 0.715)))
-          for seed, acc in zip((100, 101), accs)]
-  seeds_csv = str(tmp_path / "synthetic_budget_seeds.csv")
-  tables.write_csv(seeds_csv, rows, list(rows[0]), True)
-  assert chain.chosen_budget(seeds_csv) == (50, 100)
+  """The choice from the grid's archived runs: fcn gains 0.09 from 25 to 50
+  epochs, then 0.0075; the other methods stop gaining at 25."""
+  archive = str(tmp_path / "archive")
+  accs = {25: (0.60, 0.62), 50: (0.70, 0.70), 100: (0.70, 0.715)}
+  for method in methods.BUDGET_METHODS:
+    for epochs, pair in accs.items():
+      for seed, acc in zip((100, 101), pair):
+        params = {**methods.budget_params(method, methods.FULL),
+                  "epochs": epochs}
+        run = os.path.join(archive, "synthetic", "budget", method,
+                           methods.param_name(params), f"seed{seed}")
+        os.makedirs(run)
+        with open(os.path.join(run, "results.json"), "w") as f:
+          json.dump({"validation": {"accuracy_mean": acc if method == "fcn"
+                                    else 0.6}}, f)
+  assert chain.chosen_budget(archive, "synthetic", "25,50,100") == (50, 100)
+  # Any order, repeats (as commands.sh may pass): the grid 25, 100.
+  assert chain.chosen_budget(archive, "synthetic", "100,25,25") == (100, 100)
+  with pytest.raises(ValueError, match="epochs200/seed100/results.json is "
+                     "missing: the grid's runs are not all finished"):
+    chain.chosen_budget(archive, "synthetic", "25,200")
   runs = tmp_path / "synthetic_main_runs.json"
   runs.write_text(json.dumps({"seeds": [0, 1, 2, 3, 4, 5, 6]}))
   assert chain.num_seeds(str(runs)) == 7
-  assert chain.main(["chosen-budget", seeds_csv]) == 0
+  assert chain.main(["chosen-budget", archive, "synthetic", "25,50"]) == 0
 
 
 @pytest.mark.parametrize("argv, code, says", [
     (["num-seeds", "missing.json"], 1, "num-seeds: [Errno 2]"),
     (["num-seeds", "{bad}"], 1, "has no 'seeds' key"),
-    (["chosen-budget"], 2, "usage: "),
+    (["chosen-budget", "x.csv"], 2, "usage: "),
+    (["chosen-budget", "archive", "synthetic", "25"], 1,
+     "chosen-budget: archive/synthetic/budget/fcn/epochs25/seed100/"),
     (["budget", "x.csv"], 2, "usage: ")])
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, argv, code,
                                says):
@@ -185,12 +198,10 @@ def test_commands_sh_doubles_the_grid_until_a_larger_budget_shows_the_stop(
   assert calls == [
       "experiments --experiment=budget --dataset=synthetic "
       "--budgets=25,50,100",
-      chain_call + "chosen-budget "
-      "results/convergence/synthetic_budget_seeds.csv",
+      chain_call + "chosen-budget results/archive synthetic 25,50,100",
       "experiments --experiment=budget --dataset=synthetic "
       "--budgets=25,50,100,200",
-      chain_call + "chosen-budget "
-      "results/convergence/synthetic_budget_seeds.csv",
+      chain_call + "chosen-budget results/archive synthetic 25,50,100,200",
       chain_call + "reuse-sweep-runs results/archive synthetic 100",
       main + " --methods=fcn,hcfcn,hcfcn_slic --seeds=5 --ci_target=0.02 "
       "--max_seeds=10",

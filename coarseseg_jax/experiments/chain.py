@@ -1,12 +1,13 @@
 r"""The steps of results/convergence/commands.sh between its experiments.
 
-  python -m coarseseg_jax.experiments.chain chosen-budget SEEDS_CSV
+  python -m coarseseg_jax.experiments.chain chosen-budget ARCHIVE DATASET \
+      BUDGETS
   python -m coarseseg_jax.experiments.chain reuse-sweep-runs ARCHIVE \
       DATASET BUDGET
   python -m coarseseg_jax.experiments.chain num-seeds RUNS_JSON
 
-`chosen-budget` prints the budget a grid's seed rows choose and the largest
-budget they hold; `reuse-sweep-runs` copies the grid's `hcfcn_slic` runs at
+`chosen-budget` prints the budget a grid's archived runs choose and its
+largest budget; `reuse-sweep-runs` copies the grid's `hcfcn_slic` runs at
 a budget into the main experiment's sweep at that budget where their config
 is the sweep's, key for key; `num-seeds` prints how many reported seeds a
 main experiment's runs file used. A missing or unreadable file is one line
@@ -28,11 +29,34 @@ from coarseseg_jax.experiments import tables
 _REUSED = "hcfcn_slic"  # The one method both the grid and the sweep run.
 
 
-def chosen_budget(seeds_csv: str) -> Tuple[int, int]:
-  """(the budget the grid's rule chooses, the largest budget run), in
-  epochs, from a `<dataset>_budget_seeds.csv`."""
-  rows = tables.read_seeds(seeds_csv)
-  return tables.budget_tables(rows)[2], max(r["epochs"] for r in rows)
+def chosen_budget(archive: str, dataset: str, budgets: str
+                  ) -> Tuple[int, int]:
+  """(the budget the grid's rule chooses, the largest budget), in epochs,
+  for the grid `budgets` ("25,50,100") of `dataset`: what the budget
+  experiment's table says, computed from the grid's runs in the archive
+  (`methods.BUDGET_METHODS` on the FULL setup's selection seeds), which no
+  process rewrites, where the table is rewritten by every call (a `--share`
+  process at an earlier call would give an older grid's choice).
+
+  Raises:
+    ValueError: a run of the grid is not in the archive (one line).
+  """
+  epochs = sorted({int(b) for b in budgets.split(",")})
+  rows = []
+  for e in epochs:
+    for seed in methods.selection_seeds(methods.FULL.budget_seeds):
+      for method in methods.BUDGET_METHODS:
+        params = {**methods.budget_params(method, methods.FULL), "epochs": e}
+        path = os.path.join(archive, dataset, "budget", method,
+                            methods.param_name(params), f"seed{seed}",
+                            "results.json")
+        if not os.path.exists(path):
+          raise ValueError(f"{path} is missing: the grid's runs are not all "
+                           "finished (run the budget experiment first).")
+        with open(path) as f:
+          rows.append(tables.budget_seed_row(method, params, seed,
+                                             json.load(f)))
+  return tables.budget_tables(rows)[2], epochs[-1]
 
 
 def sweep_config(dataset: str, budget: int, seed: int) -> dict:
@@ -91,15 +115,15 @@ def num_seeds(runs_json: str) -> int:
 
 
 _USAGE = ("usage: python -m coarseseg_jax.experiments.chain chosen-budget "
-          "SEEDS_CSV | reuse-sweep-runs ARCHIVE DATASET BUDGET | num-seeds "
-          "RUNS_JSON")
+          "ARCHIVE DATASET BUDGETS | reuse-sweep-runs ARCHIVE DATASET BUDGET "
+          "| num-seeds RUNS_JSON")
 
 
 def main(argv: Sequence[str]) -> int:
   """The command line (module docstring); 0, or 2 on bad usage, 1 on a
   missing or unreadable file, with one line on stderr."""
   commands = {
-      "chosen-budget": (1, lambda a: "%d %d" % chosen_budget(a[0])),
+      "chosen-budget": (3, lambda a: "%d %d" % chosen_budget(*a)),
       "reuse-sweep-runs": (3, lambda a: "\n".join(reuse_sweep_runs(
           a[0], a[1], int(a[2])))),
       "num-seeds": (1, lambda a: str(num_seeds(a[0])))}

@@ -37,7 +37,7 @@ for dataset in "${datasets[@]}"; do
   budgets=25,50,100
   while :; do
     experiments --experiment=budget --dataset="$dataset" --budgets="$budgets"
-    choice=$(chain chosen-budget "$OUT/${dataset}_budget_seeds.csv")
+    choice=$(chain chosen-budget results/archive "$dataset" "$budgets")
     read -r chosen largest <<< "$choice"
     if [ "$chosen" -lt "$largest" ] || [ "$largest" -ge "$MAX_BUDGET" ]; then
       break
