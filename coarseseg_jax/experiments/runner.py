@@ -256,12 +256,12 @@ class Runner:
           raise  # Taken between the look and the claim: look again.
     if archive and status != "restored":
       self.save(workdir)
-    log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
     # seconds: this call's; train_seconds: the run's training, all parts.
     if self.record(workdir=workdir, status=status,
                    seconds=round(time.time() - tic, 1),
                    train_seconds=results.get("train_seconds"),
-                   command=command):
+                   command=command):  # Not a second pass's skip again.
+      log.info("%s %s (%.0f s)", status, workdir, time.time() - tic)
       self.bar.update(1)
     return results
 
