@@ -251,9 +251,9 @@ class Runner:
         log.info("training %s\n  = %s", workdir, command)
         results = train.train_and_evaluate(resolved, workdir)
         status = "trained"
-      except errors.WorkdirInUse:
-        if not self.share:
-          raise  # Taken between the look and the claim: look again.
+      except errors.WorkdirInUse:  # Taken since the look: with share,
+        if not self.share:         # look again.
+          raise
     if archive and status != "restored":
       self.save(workdir)
     # seconds: this call's; train_seconds: the run's training, all parts.
@@ -316,9 +316,9 @@ def refined_labels(runner: Runner, method: str, params: dict, seed: int,
         report = refine_driver.run(config_validation.resolve(config, "split"),
                                    source, out, split=split)
         log.info("%s", report["line"])
-    except errors.WorkdirInUse:
-      if not runner.share:
-        raise  # Taken between the look and the lock: look again.
+    except errors.WorkdirInUse:  # Taken since the look: with share, look
+      if not runner.share:       # again.
+        raise
   if status != "restored":
     runner.save(out, (report_name,))
   runner.record(workdir=out, status=status,
