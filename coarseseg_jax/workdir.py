@@ -14,9 +14,10 @@ learned.
 pid, start time); a second process is refused at once with one line naming
 the holder (`errors.WorkdirInUse`; `holder()` says who holds it, for a
 runner that waits instead), and a lock left by a dead process of the same
-host is taken over with a warning. Created atomically (O_EXCL) on local disks; on gs:// the
-lock is written and read back (an object store has no exclusive create), so
-two starts within the same second could both get it there.
+host is taken over with a warning. Created atomically (O_EXCL) on local
+disks; on gs:// the lock is written and read back (an object store has no
+exclusive create), so two starts within the same second could both get it
+there.
 """
 
 import datetime
