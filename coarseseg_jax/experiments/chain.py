@@ -14,14 +14,15 @@ main experiment's runs file used. A missing or unreadable file is one line
 naming it.
 """
 
+import dataclasses
 import json
 import os
 import sys
 from typing import List, Sequence, Tuple
 
 from coarseseg_jax import config_validation
-from coarseseg_jax import filesystem
 from coarseseg_jax import workdir
+from coarseseg_jax.experiments import designs
 from coarseseg_jax.experiments import methods
 from coarseseg_jax.experiments import runner
 from coarseseg_jax.experiments import tables
@@ -41,22 +42,19 @@ def chosen_budget(archive: str, dataset: str, budgets: str
   Raises:
     ValueError: a run of the grid is not in the archive (one line).
   """
-  epochs = sorted({int(b) for b in budgets.split(",")})
+  setup = dataclasses.replace(methods.FULL, budgets=tuple(
+      sorted({int(b) for b in budgets.split(",")})))
   rows = []
-  for e in epochs:
-    for seed in methods.selection_seeds(methods.FULL.budget_seeds):
-      for method in methods.BUDGET_METHODS:
-        params = {**methods.budget_params(method, methods.FULL), "epochs": e}
-        path = os.path.join(archive, dataset, "budget", method,
-                            methods.param_name(params), f"seed{seed}",
-                            "results.json")
-        if not os.path.exists(path):
-          raise ValueError(f"{path} is missing: the grid's runs are not all "
-                           "finished (run the budget experiment first).")
-        with open(path) as f:
-          rows.append(tables.budget_seed_row(method, params, seed,
-                                             json.load(f)))
-  return tables.budget_tables(rows)[2], epochs[-1]
+  for method, params, seed in designs.budget_runs(
+      setup, methods.selection_seeds(setup.budget_seeds)):
+    path = os.path.join(runner.run_dir(os.path.join(
+        archive, dataset, "budget"), method, params, seed), "results.json")
+    if not os.path.exists(path):
+      raise ValueError(f"{path} is missing: the grid's runs are not all "
+                       "finished (run the budget experiment first).")
+    with open(path) as f:
+      rows.append(tables.budget_seed_row(method, params, seed, json.load(f)))
+  return tables.budget_tables(rows)[2], setup.budgets[-1]
 
 
 def sweep_config(dataset: str, budget: int, seed: int) -> dict:
@@ -82,14 +80,12 @@ def reuse_sweep_runs(archive: str, dataset: str, budget: int) -> List[str]:
   lanes) write the same files. Returns one line per grid run found:
   copied, or why not."""
   params = methods.budget_params(_REUSED, methods.FULL)
-  grid = os.path.join(archive, dataset, "budget", _REUSED, methods.param_name(
-      {**params, "epochs": budget}))
-  sweep = os.path.join(archive, dataset, f"main_e{budget}_cosine", _REUSED,
-                       methods.param_name(params))
   lines = []
   for seed in methods.selection_seeds(methods.FULL.sweep_seeds):
-    src = os.path.join(grid, f"seed{seed}")
-    dst = os.path.join(sweep, f"seed{seed}")
+    src = runner.run_dir(os.path.join(archive, dataset, "budget"), _REUSED,
+                         {**params, "epochs": budget}, seed)
+    dst = runner.run_dir(os.path.join(
+        archive, dataset, f"main_e{budget}_cosine"), _REUSED, params, seed)
     if os.path.exists(os.path.join(dst, "results.json")) or not (
         os.path.exists(os.path.join(src, "results.json"))):
       continue
@@ -100,9 +96,7 @@ def reuse_sweep_runs(archive: str, dataset: str, budget: int) -> List[str]:
     if have != want:
       lines.append(f"{src}: another config than the sweep's; not reused")
       continue
-    for name in runner.ARCHIVED_RUN:  # results.json last.
-      filesystem.write_bytes(os.path.join(dst, name), filesystem.path(
-          os.path.join(src, name)).read_bytes())
+    runner.copy_files(src, dst, runner.ARCHIVED_RUN)  # results.json last.
     lines.append(f"{src} -> {dst}")
   return lines
 

@@ -204,10 +204,18 @@ def run_budget(runner: runner_lib.Runner, setup: methods.Setup,
   chosen budget. Runs go cheapest first: every method and seed at a budget
   before the next budget."""
   labels = runner.base.data.validation_labels
-  specs = [(method, {**methods.budget_params(method, setup), "epochs": epochs},
-            seed, dict(methods.BUDGET_DELTA))
-           for epochs in sorted(setup.budgets) for seed in seeds
-           for method in names]
+  specs = budget_runs(setup, seeds, names)
   rows = [tables.budget_seed_row(m, p, s, r, labels)
-          for (m, p, s, _), r in zip(specs, runner.run_many(specs))]
+          for (m, p, s), r in zip(specs, runner.run_many(
+              [spec + (dict(methods.BUDGET_DELTA),) for spec in specs]))]
   return report.write_budget(out, runner.base, setup, rows, seeds, metric)
+
+
+def budget_runs(setup: methods.Setup, seeds: Sequence[int],
+                names: Sequence[str] = methods.BUDGET_METHODS
+                ) -> List[Tuple[str, dict, int]]:
+  """The budget experiment's runs, (method, params, seed), in the order it
+  trains them: every method and seed at a budget before the next."""
+  return [(method, {**methods.budget_params(method, setup), "epochs": epochs},
+           seed) for epochs in sorted(setup.budgets) for seed in seeds
+          for method in names]

@@ -39,7 +39,13 @@ RETRAINED = "results_retrained.json"
 RETRAINING = "retraining.json"
 
 
-def _copy(src_dir: str, dst_dir: str, names) -> bool:
+def run_dir(root: str, method: str, params: dict, seed: int) -> str:
+  """A run's folder under an experiment's workdir root or archive:
+  `<root>/<method>/<params>/seed<k>`."""
+  return os.path.join(root, method, methods.param_name(params), f"seed{seed}")
+
+
+def copy_files(src_dir: str, dst_dir: str, names) -> bool:
   """Copies the files `names` that exist from `src_dir` to `dst_dir`
   (atomically each); returns whether all of them existed."""
   found = True
@@ -101,8 +107,7 @@ class Runner:
     return True
 
   def workdir(self, method: str, params: dict, seed: int) -> str:
-    return os.path.join(self.root, method, methods.param_name(params),
-                        f"seed{seed}")
+    return run_dir(self.root, method, params, seed)
 
   def archived(self, workdir: str) -> Optional[str]:
     """`workdir`'s place in the archive (None without an archive)."""
@@ -116,12 +121,12 @@ class Runner:
     if where is None or not all((filesystem.path(where) / n).exists()
                                 for n in names):
       return False
-    return _copy(where, workdir, names)
+    return copy_files(where, workdir, names)
 
   def save(self, workdir: str, names=ARCHIVED_RUN) -> None:
     where = self.archived(workdir)
     if where is not None:
-      _copy(workdir, where, names)
+      copy_files(workdir, where, names)
 
   def finished(self, method: str, params: dict, seed: int) -> bool:
     """Whether the run has results, in its workdir or in the archive."""

@@ -55,7 +55,11 @@ def mean_of(results: dict, split: str, name: str) -> float:
   """`name`'s mean over images on `split` in results.json (NaN if absent;
   validation: at the checkpoint the run selected)."""
   summary = results.get(split) or {}
-  value = summary.get(f"{name}_mean", summary.get(name))
+  return _number(summary.get(f"{name}_mean", summary.get(name)))
+
+
+def _number(value) -> float:
+  """A results.json value as a float, NaN where it is None (not recorded)."""
   return math.nan if value is None else float(value)
 
 
@@ -82,9 +86,8 @@ def seed_row(method: str, params: dict, seed: int, results: dict,
   row.update(seed=int(seed), validation_labels=validation_labels)
   for split, names in (("validation", validation), ("test", test)):
     row.update({f"{split}_{m}": mean_of(results, split, m) for m in names})
-  fit, seconds = results.get("train_accuracy"), results.get("train_seconds")
-  row["train_accuracy"] = math.nan if fit is None else float(fit)
-  row["train_seconds"] = math.nan if seconds is None else float(seconds)
+  for key in ("train_accuracy", "train_seconds"):
+    row[key] = _number(results.get(key))
   row["machine"] = results.get("machine", "")
   return row
 
@@ -220,12 +223,11 @@ def budget_seed_row(method: str, params: dict, seed: int, results: dict,
   it selected (NaN if results.json has none), last its training accuracy,
   cost and machine."""
   row = seed_row(method, params, seed, results, validation_labels, test=())
-  step = results.get("selected_step")
   last = {k: row.pop(k) for k in ("train_accuracy", "train_seconds",
                                   "machine")}
   return {"method": row.pop("method"), "param": row.pop("param"),
           "epochs": int(params["epochs"]), **row,
-          "selected_step": math.nan if step is None else float(step),
+          "selected_step": _number(results.get("selected_step")),
           **last}
 
 
