@@ -1,5 +1,5 @@
 """results/convergence/commands.sh's steps between experiments
-(coarseseg_jax.experiments.chain)."""
+(coarseseg_jax.experiments.chain), and authors_similarity.sh's runs."""
 
 import json
 import os
@@ -221,3 +221,68 @@ def test_commands_sh_stops_doubling_at_its_cap_and_on_a_failed_step(
   (tmp_path / "calls.log").unlink()
   code, calls = _commands_sh(tmp_path, ["fail"], "synthetic", "texture_mosaic")
   assert code == 1 and len(calls) == 2  # The grid, its failed choice: done.
+
+
+_FAKE_MAIN = r"""#!/usr/bin/env bash
+# Stands in for Python's training: logs each `-m coarseseg_jax.main` call and
+# writes its workdir's config.json and results.json; other calls (the
+# summary) run the real Python.
+if [ "$1" = -m ]; then
+  echo "$*" >> "$LOG"
+  for a in "$@"; do case "$a" in --workdir=*) w=${a#--workdir=};; esac; done
+  mkdir -p "$w" && echo '{}' > "$w/config.json"
+  echo '{"train_accuracy": 0.5, "best_validation": 0.5, "selected_step": 1,
+         "test": {"accuracy_mean": 0.5, "boundary_recall_mean": 0.1}}' \
+      > "$w/results.json"
+else
+  exec "$REAL_PYTHON" "$@"
+fi
+"""
+
+
+def _flags(call):
+  """`--config.key=value` flags of a logged call, as a dict."""
+  return dict(a[len("--config."):].split("=", 1) for a in call.split()
+              if a.startswith("--config."))
+
+
+def test_authors_similarity_sh_changes_only_similarity_epochs_and_seed(
+    tmp_path):
+  """Its runs are the texture_mosaic table's hcfcn_authors_slic command
+  (as the committed runs file records it) with the similarity, epochs and
+  seed changed; finished runs are not run again."""
+  fake = tmp_path / "python"
+  fake.write_text(_FAKE_MAIN)
+  fake.chmod(0o755)
+  log = tmp_path / "calls.log"
+  env = {**os.environ, "PYTHON": str(fake), "LOG": str(log),
+         "REAL_PYTHON": sys.executable, "ROOT": str(tmp_path / "runs"),
+         "ARCHIVE": str(tmp_path / "archive")}
+  script = os.path.join(ROOT, "results", "convergence",
+                        "authors_similarity.sh")
+  run = lambda: subprocess.run(["bash", script], capture_output=True,
+                               text=True, timeout=120, env=env, check=False)
+  proc = run()
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(os.path.join(ROOT, "results", "convergence",
+                         "texture_mosaic_main_runs.json")) as f:
+    table = next(_flags(r["command"]) for r in json.load(f)["runs"]
+                 if "/hcfcn_authors_slic/" in r["workdir"]
+                 and r["workdir"].endswith("/seed0"))
+  changed = {"train.num_epochs", "seed", "model.similarity", "model.tau"}
+  calls = [_flags(c) for c in log.read_text().splitlines()]
+  assert [(c["model.similarity"], c["model.tau"], c["train.num_epochs"],
+           c["seed"]) for c in calls] == [
+               ("dot", "0.07", "10", "100"), ("cosine", "0.05", "10", "100"),
+               ("cosine", "0.05", "50", "0")]
+  assert (table["model.similarity"], table["model.tau"]) == ("dot", "0.07")
+  for c in calls:
+    assert {k: v for k, v in c.items() if k not in changed} == {
+        k: v.strip("'") for k, v in table.items() if k not in changed}
+  for name, seed in (("dot", 100), ("cosine_t0.05", 100),
+                     ("cosine_t0.05_e50", 0)):
+    assert (tmp_path / "archive" / name / f"seed{seed}" /
+            "results.json").exists()
+  assert len(proc.stdout.strip().splitlines()) == 3
+  log.unlink()
+  assert run().returncode == 0 and not log.exists()  # Finished: not rerun.

@@ -11,12 +11,13 @@
 # 10 epochs on selection seed 100, both similarities; 50 epochs on seed 0
 # with cosine (dot at 50 epochs on seed 0 is the table's run). Each run's
 # config.json and results.json (`train_accuracy`: its last epoch's training
-# accuracy) go to results/archive/texture_mosaic/authors_similarity/.
+# accuracy) go to results/archive/texture_mosaic/authors_similarity/. A run
+# with results is not trained or tested again. (ROOT, ARCHIVE: elsewhere.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
-ROOT=workdirs/diagnostics/texture_authors
-ARCHIVE=results/archive/texture_mosaic/authors_similarity
+ROOT=${ROOT:-workdirs/diagnostics/texture_authors}
+ARCHIVE=${ARCHIVE:-results/archive/texture_mosaic/authors_similarity}
 BASE=(--config=configs/texture_mosaic.py
   --config.data.builder_kwargs.num_train=200
   --config.data.builder_kwargs.num_validation=40
@@ -41,8 +42,8 @@ COSINE=(--config.model.similarity=cosine --config.model.tau=0.05)
 run() {  # NAME EPOCHS SEED SIMILARITY-FLAGS...
   local name=$1 epochs=$2 seed=$3; shift 3
   local workdir="$ROOT/$name/seed$seed"
-  "$PY" -m coarseseg_jax.main "${BASE[@]}" "$@" \
-    --config.train.num_epochs="$epochs" --config.seed="$seed" \
+  [ -f "$workdir/results.json" ] || "$PY" -m coarseseg_jax.main "${BASE[@]}" \
+    "$@" --config.train.num_epochs="$epochs" --config.seed="$seed" \
     --workdir="$workdir"
   mkdir -p "$ARCHIVE/$name/seed$seed"
   cp "$workdir/config.json" "$workdir/results.json" "$ARCHIVE/$name/seed$seed/"
