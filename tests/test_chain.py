@@ -203,7 +203,7 @@ def test_commands_sh_doubles_the_grid_until_a_larger_budget_shows_the_stop(
       "--budgets=25,50,100,200",
       chain_call + "chosen-budget results/archive synthetic 25,50,100,200",
       chain_call + "reuse-sweep-runs results/archive synthetic 100",
-      main + " --methods=fcn,hcfcn,hcfcn_slic --seeds=5 --ci_target=0.02 "
+      main + " --methods=fcn,hcfcn_slic,hcfcn --seeds=5 --ci_target=0.02 "
       "--max_seeds=10",
       chain_call + "num-seeds results/convergence/synthetic_main_runs.json",
       main + " --seeds=7 --methods=fcn,hcfcn,hcfcn_slic,hcfcn_authors_slic,"
