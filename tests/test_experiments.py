@@ -87,8 +87,8 @@ def _png(path):
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
 
 
-MAIN_SUBSET = ("fcn", "hcfcn_slic", "hcfcn_slic_refined", "hcfcn_slicmap",
-               "hcfcn_slicmap_slic")
+MAIN_SUBSET = ("fcn", "hcfcn", "hcfcn_slic", "hcfcn_slic_refined",
+               "hcfcn_slicmap", "hcfcn_slicmap_slic")
 # A lambda sweep of two values, no widening; kappa fixed (no sweep runs).
 LAMBDAS = (0.05, 0.1)
 MAIN_FLAGS = ("--methods=" + ",".join(MAIN_SUBSET),
@@ -442,8 +442,15 @@ def test_budget_methods_are_the_ones_asked_for():
 
 def test_select_methods():
   assert methods.select_methods(None) == methods.MAIN_METHODS
+  # The order given, hcfcn (the reference, always added) last unless named,
+  # each method after those it needs.
   assert methods.select_methods(["hcfcn_slic", "fcn"]) == (
+      "hcfcn_slic", "fcn", "hcfcn")
+  assert methods.select_methods(["fcn", "hcfcn", "hcfcn_slic"]) == (
       "fcn", "hcfcn", "hcfcn_slic")
+  assert methods.select_methods(
+      ["hcfcn_slicmap_slic", "fcn", "hcfcn_slicmap", "hcfcn_slic"]) == (
+          "hcfcn_slic", "hcfcn_slicmap", "hcfcn_slicmap_slic", "fcn", "hcfcn")
   with pytest.raises(ValueError, match="Unknown methods.*'hcfnc'"):
     methods.select_methods(["fcn", "hcfnc"])
   with pytest.raises(ValueError, match="needs hcfcn_slic and hcfcn_slicmap"):
@@ -693,8 +700,8 @@ def test_self_training_rows_are_compared_with_their_first_round_and_each_other()
   pairs = {(r["method"], r["reference"])
            for r in tables.main_tables(without)[1]}
   assert ("hcfcn_slic_refined_free", "hcfcn_slic") in pairs
-  assert methods.select_methods(["hcfcn_slic", "hcfcn_slic_refined_free"]) == (
-      "hcfcn", "hcfcn_slic", "hcfcn_slic_refined_free")
+  assert methods.select_methods(["hcfcn_slic_refined_free", "hcfcn_slic"]) == (
+      "hcfcn_slic", "hcfcn_slic_refined_free", "hcfcn")
   with pytest.raises(ValueError, match="_free needs hcfcn_slic"):
     methods.select_methods(["hcfcn_slic_refined_free"])
 

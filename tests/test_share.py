@@ -21,6 +21,7 @@ from coarseseg_jax import workdir as workdir_lib
 from coarseseg_jax.configs import synthetic
 from coarseseg_jax.experiments import designs
 from coarseseg_jax.experiments import methods
+from coarseseg_jax.experiments import report
 from coarseseg_jax.experiments import runner as runner_lib
 
 BASE = methods.apply(synthetic.get_config(), methods.QUICK_SYNTHETIC)
@@ -148,6 +149,27 @@ def test_the_main_design_waits_only_for_what_its_choices_need(shared):
   assert chosen["hcfcn_slic"] == {"lmbda": 0.1} and len(rows) == 2
   assert [r["by"] for r in results["fcn"]] == ["other", "this"]
   assert other.waits == 2 and len(trained) == 4
+
+
+def test_the_main_design_trains_in_the_order_asked_and_writes_table_order(
+    shared, monkeypatch):
+  """`--methods=fcn,hcfcn_slic`: hcfcn (always added) is trained last, the
+  files list the methods in table order."""
+  runner, _, trained = shared
+  setup = dataclasses.replace(methods.QUICK, lambdas=(0.05,))  # No sweep.
+  written = {}
+
+  def write_main(out, base, setup, figures, rows, *args):
+    del out, base, setup, args
+    written.update(figures=list(figures), rows=[r["method"] for r in rows])
+
+  monkeypatch.setattr(report, "write_main", write_main)
+  names = methods.select_methods(["fcn", "hcfcn_slic"])
+  designs.run_main(runner, setup, [0], [100], "out", "accuracy", names)
+  assert trained == ["fcn/ce/seed0", "hcfcn_slic/lmbda0.05/seed0",
+                     "hcfcn/ce/seed0"]
+  assert written["rows"] == written["figures"] == ["fcn", "hcfcn",
+                                                   "hcfcn_slic"]
 
 
 def test_a_student_waits_for_its_teacher_and_one_refining(shared,

@@ -76,20 +76,24 @@ def run_main(runner: runner_lib.Runner, setup: methods.Setup,
              metric: str,
              names: Sequence[str] = methods.MAIN_METHODS,
              margin: float = stats.EQUIVALENCE_MARGIN) -> List[dict]:
-  """Trains (or reuses) every run of the main table; writes its files;
-  returns its seed rows (`tables.seed_row`). With `runner.share`, a first
-  pass trains the runs no other process trains (waiting only for the
-  sweeps' selection runs, which the choice needs)."""
+  """Trains (or reuses) every run of the main table, method by method in
+  the order of `names` (`methods.select_methods`); writes its files in
+  table order; returns its seed rows (`tables.seed_row`). With
+  `runner.share`, a first pass trains the runs no other process trains
+  (waiting only for the sweeps' selection runs, which the choice needs)."""
   if runner.share:
     with runner.skipping_busy():
       _main_runs(runner, setup, seeds, select_seeds, metric, names)
   chosen, results, sweep_rows, infos = _main_runs(
       runner, setup, seeds, select_seeds, metric, names)
   labels = runner.base.data.validation_labels
+  table_order = [m for m in methods.MAIN_METHODS if m in names]
   seed_rows = [tables.seed_row(m, chosen[m], s, r, labels)
-               for m in names for s, r in zip(seeds, results[m])]
-  figure_workdirs = {m: runner.workdir(m, p, seeds[0])
-                     for m, p in chosen.items()}
+               for m in table_order for s, r in zip(seeds, results[m])]
+  figure_workdirs = {m: runner.workdir(m, chosen[m], seeds[0])
+                     for m in table_order}
+  infos.sort(key=lambda info: table_order.index(info["method"]))
+  sweep_rows.sort(key=lambda row: table_order.index(row["method"]))
   report.write_main(out, runner.base, setup, figure_workdirs, seed_rows,
                     sweep_rows, infos, seeds, select_seeds, metric, margin)
   return seed_rows

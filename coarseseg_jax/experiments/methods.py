@@ -380,14 +380,15 @@ def budget_methods(names: Optional[Sequence[str]]) -> Tuple[str, ...]:
   if refined:
     raise ValueError(f"{', '.join(refined)} learns from refined labels; the "
                      "budget experiment runs no refine step: leave it out.")
-  return tuple(m for m in chosen if m in names)
+  return tuple(m for m in MAIN_METHODS if m in names)
 
 
 def select_methods(names: Sequence[str]) -> Tuple[str, ...]:
-  """The main table's methods among `names` (None: all), in table order.
-
-  `hcfcn`, the reference of the t-tests, is always included, and a method
-  needs the methods of `Method.needs` (ValueError otherwise).
+  """The main experiment's methods among `names` (None: all), in the order
+  they are trained: `names`' order, each after the methods it needs
+  (`Method.needs`; ValueError when `names` lacks one), and `hcfcn`, the
+  reference of the t-tests, always included (last unless named). Tables
+  list them in table order, `MAIN_METHODS`'.
   """
   if not names:
     return MAIN_METHODS
@@ -399,4 +400,12 @@ def select_methods(names: Sequence[str]) -> Tuple[str, ...]:
     if not set(needs) <= set(names):
       raise ValueError(f"{name} needs {' and '.join(needs)} (the values "
                        "they sweep, or the labels they refine).")
-  return tuple(m for m in MAIN_METHODS if m in names or m == REFERENCE)
+  ordered = []
+  def add(name):
+    if name not in ordered:
+      for need in METHODS[name].needs():
+        add(need)
+      ordered.append(name)
+  for name in list(names) + [REFERENCE]:
+    add(name)
+  return tuple(ordered)
