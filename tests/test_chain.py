@@ -169,12 +169,18 @@ fi
 """
 
 
+def _fake_python(tmp_path, script):
+  """`script` as an executable `python` in `tmp_path` (for $PYTHON)."""
+  fake = tmp_path / "python"
+  fake.write_text(script)
+  fake.chmod(0o755)
+  return fake
+
+
 def _commands_sh(tmp_path, answers, *datasets):
   """Runs results/convergence/commands.sh with Python scripted; returns
   (return code, the calls it made, one line each, as `-m module args`)."""
-  fake = tmp_path / "python"
-  fake.write_text(_FAKE_PYTHON)
-  fake.chmod(0o755)
+  fake = _fake_python(tmp_path, _FAKE_PYTHON)
   (tmp_path / "answers").write_text("".join(a + "\n" for a in answers))
   log = tmp_path / "calls.log"
   proc = subprocess.run(
@@ -251,9 +257,7 @@ def test_authors_similarity_sh_changes_only_similarity_epochs_and_seed(
   """Its runs are the texture_mosaic table's hcfcn_authors_slic command
   (as the committed runs file records it) with the similarity, epochs and
   seed changed; finished runs are not run again."""
-  fake = tmp_path / "python"
-  fake.write_text(_FAKE_MAIN)
-  fake.chmod(0o755)
+  fake = _fake_python(tmp_path, _FAKE_MAIN)
   log = tmp_path / "calls.log"
   env = {**os.environ, "PYTHON": str(fake), "LOG": str(log),
          "REAL_PYTHON": sys.executable, "ROOT": str(tmp_path / "runs"),
