@@ -76,8 +76,9 @@ _SELECT = flags.DEFINE_enum("select_metric", "accuracy", list(tables.METRICS),
 _LAMBDA = flags.DEFINE_float("coarseness_lambda", None,
                              "lambda of hcfcn_slic in the coarseness sweep.")
 _METHODS = flags.DEFINE_list(
-    "methods", None, "main: only these methods (default all; hcfcn always); "
-    "budget: these (default fcn, hcfcn, hcfcn_slic).")
+    "methods", None, "main: only these methods, trained in this order "
+    "(default all; hcfcn always, last unless named; tables keep table "
+    "order); budget: these (default fcn, hcfcn, hcfcn_slic).")
 _BUDGETS = flags.DEFINE_list(
     "budgets", None, "budget: the epoch budgets (default: setup, FULL 25, "
     "50, 100, 200).")
